@@ -1,0 +1,77 @@
+// Elementwise functions of two tensors with broadcasting: out[i] = f(a[ia], b[ib]).
+// Broadcast dimensions have stride 0. With CONTIGUOUS both operands have the output's shape and
+// the index arithmetic is skipped.
+
+struct Params {
+  n: u32,
+  rank: u32,
+  alpha: f32,
+  _pad: u32,
+  shape: array<vec4u, 2>,
+  a_strides: array<vec4u, 2>,
+  b_strides: array<vec4u, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const OP_ADD: u32 = 0u;
+const OP_SUB: u32 = 1u;
+const OP_MUL: u32 = 2u;
+const OP_DIV: u32 = 3u;
+const OP_MAX: u32 = 4u;
+const OP_MIN: u32 = 5u;
+// Gradients of unary functions: a is the incoming gradient, b the saved input or output.
+const OP_RELU_GRAD: u32 = 6u; // b = input
+const OP_LEAKY_RELU_GRAD: u32 = 7u; // b = input, alpha = slope
+const OP_SIGMOID_GRAD: u32 = 8u; // b = output
+const OP_TANH_GRAD: u32 = 9u; // b = output
+const OP_ABS_GRAD: u32 = 10u; // b = input
+const OP_GREATER: u32 = 11u; // 1 where a > b
+
+fn dim(v: array<vec4u, 2>, d: u32) -> u32 {
+  return v[d / 4u][d % 4u];
+}
+
+fn apply(x: f32, y: f32) -> f32 {
+  switch OP {
+    case OP_ADD: { return x + y; }
+    case OP_SUB: { return x - y; }
+    case OP_MUL: { return x * y; }
+    case OP_DIV: { return x / y; }
+    case OP_MAX: { return max(x, y); }
+    case OP_MIN: { return min(x, y); }
+    case OP_RELU_GRAD: { return select(0.0, x, y > 0.0); }
+    case OP_LEAKY_RELU_GRAD: { return select(p.alpha * x, x, y > 0.0); }
+    case OP_SIGMOID_GRAD: { return x * y * (1.0 - y); }
+    case OP_TANH_GRAD: { return x * (1.0 - y * y); }
+    case OP_ABS_GRAD: { return x * sign(y); }
+    case OP_GREATER: { return select(0.0, 1.0, x > y); }
+    default: { return x; }
+  }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.n) {
+    return;
+  }
+  if (CONTIGUOUS) {
+    out[i] = apply(a[i], b[i]);
+    return;
+  }
+  var rest = i;
+  var ia = 0u;
+  var ib = 0u;
+  for (var d = i32(p.rank) - 1; d >= 0; d--) {
+    let size = dim(p.shape, u32(d));
+    let coord = rest % size;
+    rest = rest / size;
+    ia += coord * dim(p.a_strides, u32(d));
+    ib += coord * dim(p.b_strides, u32(d));
+  }
+  out[i] = apply(a[ia], b[ib]);
+}

@@ -1,0 +1,39 @@
+// Strided copy between views: dst[dst_offset + Σ c_d·dst_strides_d] = src[src_offset + Σ c_d·src_strides_d]
+// for every coordinate c of `shape`. Permute, slice, concat, pad and broadcast are all this.
+
+struct Params {
+  n: u32,
+  rank: u32,
+  src_offset: u32,
+  dst_offset: u32,
+  shape: array<vec4u, 2>,
+  src_strides: array<vec4u, 2>,
+  dst_strides: array<vec4u, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+fn dim(v: array<vec4u, 2>, d: u32) -> u32 {
+  return v[d / 4u][d % 4u];
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.n) {
+    return;
+  }
+  var rest = i;
+  var s = p.src_offset;
+  var t = p.dst_offset;
+  for (var d = i32(p.rank) - 1; d >= 0; d--) {
+    let size = dim(p.shape, u32(d));
+    let coord = rest % size;
+    rest = rest / size;
+    s += coord * dim(p.src_strides, u32(d));
+    t += coord * dim(p.dst_strides, u32(d));
+  }
+  dst[t] = src[s];
+}

@@ -1,0 +1,131 @@
+/**
+ * Acquiring the WebGPU device once per process, with the adapter's own limits.
+ *
+ * Everything on the GPU goes through the {@link Gpu} object returned by {@link getGpu}: it owns
+ * the device, the pipeline cache, the buffer pool and the recorder, so that tensors created by
+ * different parts of a program share one command stream.
+ */
+
+import { BufferPool } from "./pool.ts";
+import { PipelineCache } from "./pipelines.ts";
+import { Recorder } from "./recorder.ts";
+
+/** Thrown when no WebGPU adapter is available; its message names the fix. */
+export class NoGpuAdapterError extends Error {
+  /** Creates the error with a message telling the user what to install. */
+  constructor(detail = "") {
+    super(
+      "No WebGPU adapter was found" + (detail ? ` (${detail})` : "") + ". " +
+        "Install a GPU driver with Vulkan support, or on a machine without a GPU install " +
+        "Mesa's software Vulkan driver: `sudo apt-get install -y mesa-vulkan-drivers`.",
+    );
+    this.name = "NoGpuAdapterError";
+  }
+}
+
+/** What the adapter says about itself, for logs and for choosing presets. */
+export interface AdapterDescription {
+  /** Human-readable adapter name, for example "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  description: string;
+  /** Vendor identifier as reported by the driver. */
+  vendor: string;
+  /** True for CPU implementations such as Mesa's lavapipe (llvmpipe). */
+  isSoftware: boolean;
+}
+
+/** The process-wide GPU context: device, caches, pool and command recorder. */
+export class Gpu {
+  /** The WebGPU device. */
+  readonly device: GPUDevice;
+  /** The adapter's description. */
+  readonly adapter: AdapterDescription;
+  /** Shader-module and pipeline cache keyed by shader source plus constants. */
+  readonly pipelines: PipelineCache;
+  /** Buffer pool with size buckets. */
+  readonly pool: BufferPool;
+  /** Records dispatches into one command encoder until data must come back. */
+  readonly recorder: Recorder;
+
+  /** Wraps an acquired device; use {@link getGpu} instead of calling this. */
+  constructor(device: GPUDevice, adapter: AdapterDescription) {
+    this.device = device;
+    this.adapter = adapter;
+    this.pipelines = new PipelineCache(device);
+    this.recorder = new Recorder(device);
+    this.pool = new BufferPool(device, this.recorder);
+  }
+
+  /** The largest byte size one storage binding may have on this device. */
+  get maxBindingBytes(): number {
+    return this.device.limits.maxStorageBufferBindingSize;
+  }
+
+  /** Releases pooled buffers and destroys the device. The next {@link getGpu} makes a new one. */
+  destroy(): void {
+    this.recorder.flush();
+    this.pool.releaseAll();
+    this.recorder.destroyUniforms();
+    this.device.destroy();
+    if (current === this) current = null;
+  }
+}
+
+let current: Gpu | null = null;
+let pending: Promise<Gpu> | null = null;
+
+/** A source of adapters; tests pass a fake one to check the no-adapter message. */
+export interface AdapterSource {
+  /** Same contract as `navigator.gpu.requestAdapter`. */
+  requestAdapter(options?: GPURequestAdapterOptions): Promise<GPUAdapter | null>;
+}
+
+/**
+ * Requests an adapter and a device with the adapter's maximum limits. WebGPU's default limits
+ * are far lower (128 MiB buffers, 16 KiB workgroup memory), so asking for the adapter's own
+ * limits is what lets large tensors and big tiles work.
+ */
+export async function createGpu(source?: AdapterSource): Promise<Gpu> {
+  const gpu = source ?? (globalThis.navigator as { gpu?: AdapterSource }).gpu;
+  if (!gpu) throw new NoGpuAdapterError("navigator.gpu is missing in this runtime");
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new NoGpuAdapterError();
+  const requiredLimits: Record<string, number> = {};
+  for (const key in adapter.limits) {
+    const value = (adapter.limits as unknown as Record<string, unknown>)[key];
+    if (typeof value === "number") requiredLimits[key] = value;
+  }
+  const device = await adapter.requestDevice({ requiredLimits });
+  device.addEventListener("uncapturederror", (event) => {
+    const error = (event as GPUUncapturedErrorEvent).error;
+    console.error(`WebGPU error: ${error.message}`);
+  });
+  const info = adapter.info;
+  const description = info.description || info.device || "unknown adapter";
+  const isSoftware = Boolean(
+    (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ||
+      /llvmpipe|lavapipe|swiftshader|software|warp/i.test(description),
+  );
+  return new Gpu(device, { description, vendor: info.vendor, isSoftware });
+}
+
+/** The shared GPU context, created on first use. */
+export function getGpu(): Promise<Gpu> {
+  if (current) return Promise.resolve(current);
+  if (!pending) {
+    pending = createGpu().then((gpu) => {
+      current = gpu;
+      return gpu;
+    }).finally(() => {
+      pending = null;
+    });
+  }
+  return pending;
+}
+
+/** The shared context if it already exists; ops use this synchronously after {@link getGpu}. */
+export function currentGpu(): Gpu {
+  if (!current) {
+    throw new Error("The GPU is not initialised yet: `await getGpu()` (or `await init()`) first.");
+  }
+  return current;
+}

@@ -1,0 +1,131 @@
+/**
+ * Running one kernel: bind a uniform block and storage buffers in a fixed order, pick the cached
+ * pipeline, and record the dispatch. Every op in src/tensor goes through {@link launch}.
+ */
+
+import type { Gpu } from "./device.ts";
+import type { ShaderConstants } from "./pipelines.ts";
+import { type ShaderName, shaderSource } from "./shaders.ts";
+
+/** A storage binding: a buffer and the bytes of it that the kernel may touch. */
+export interface StorageBinding {
+  /** The buffer. */
+  buffer: GPUBuffer;
+  /** Bytes bound, starting at offset 0. */
+  bytes: number;
+}
+
+/** Everything one dispatch needs. Binding 0 is the uniform block, then `buffers` in order. */
+export interface LaunchSpec {
+  /** Kernel family (a file in shaders/). */
+  shader: ShaderName;
+  /** Entry point; defaults to "main". */
+  entryPoint?: string;
+  /** Compile-time constants, part of the pipeline's cache key. */
+  constants?: ShaderConstants;
+  /** The uniform block's bytes. */
+  params: ArrayBuffer;
+  /** Storage buffers bound at 1, 2, … in this order; `null` skips a binding the entry point does not use. */
+  buffers: (StorageBinding | null)[];
+  /** Workgroup counts. */
+  workgroups: readonly [number, number?, number?];
+}
+
+/** Records one dispatch. */
+export function launch(gpu: Gpu, spec: LaunchSpec): void {
+  const [x, y = 1, z = 1] = spec.workgroups;
+  if (x === 0 || y === 0 || z === 0) return;
+  const limit = gpu.device.limits.maxComputeWorkgroupsPerDimension;
+  if (x > limit || y > limit || z > limit) {
+    throw new Error(
+      `Kernel ${spec.shader} needs ${x}×${y}×${z} workgroups, over this device's limit of ` +
+        `${limit} per dimension; split the input into smaller batches.`,
+    );
+  }
+  const pipeline = gpu.pipelines.get(shaderSource(spec.shader), spec.constants, spec.entryPoint);
+  const entries: GPUBindGroupEntry[] = [
+    { binding: 0, resource: { buffer: gpu.recorder.uniform(spec.params) } },
+  ];
+  spec.buffers.forEach((binding, i) => {
+    if (!binding) return;
+    if (binding.bytes > gpu.maxBindingBytes) {
+      throw new Error(
+        `Kernel ${spec.shader} would bind ${binding.bytes} bytes, over this device's ` +
+          `maxStorageBufferBindingSize of ${gpu.maxBindingBytes} bytes.`,
+      );
+    }
+    entries.push({
+      binding: i + 1,
+      resource: { buffer: binding.buffer, offset: 0, size: Math.max(4, alignTo4(binding.bytes)) },
+    });
+  });
+  const bindGroup = gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+  gpu.recorder.dispatch(pipeline, bindGroup, [x, y, z]);
+}
+
+function alignTo4(bytes: number): number {
+  return Math.ceil(bytes / 4) * 4;
+}
+
+/**
+ * Workgroup counts for `count` workgroups laid out in 2-D, since one dimension holds at most
+ * 65535. Shaders rebuild the linear index as `wid.x + wid.y * nwg.x`.
+ */
+export function grid2d(count: number): [number, number] {
+  if (count <= 65535) return [count, 1];
+  const y = Math.ceil(count / 65535);
+  return [Math.ceil(count / y), y];
+}
+
+/** Builds a uniform block field by field, with WGSL's alignment for vec4 arrays. */
+export class Params {
+  private view = new DataView(new ArrayBuffer(256));
+  private offset = 0;
+
+  private reserve(bytes: number): void {
+    if (this.offset + bytes <= this.view.byteLength) return;
+    const bigger = new Uint8Array(Math.max(this.view.byteLength * 2, this.offset + bytes));
+    bigger.set(new Uint8Array(this.view.buffer));
+    this.view = new DataView(bigger.buffer);
+  }
+
+  /** Appends a u32. */
+  u32(value: number): this {
+    this.reserve(4);
+    this.view.setUint32(this.offset, value >>> 0, true);
+    this.offset += 4;
+    return this;
+  }
+
+  /** Appends an i32. */
+  i32(value: number): this {
+    this.reserve(4);
+    this.view.setInt32(this.offset, value | 0, true);
+    this.offset += 4;
+    return this;
+  }
+
+  /** Appends an f32. */
+  f32(value: number): this {
+    this.reserve(4);
+    this.view.setFloat32(this.offset, value, true);
+    this.offset += 4;
+    return this;
+  }
+
+  /** Appends `array<vec4<u32>, 2>` (8 values, zero-filled), aligned to 16 bytes. */
+  u32x8(values: readonly number[]): this {
+    if (values.length > 8) {
+      throw new Error(`At most 8 dimensions are supported, got ${values.length}`);
+    }
+    this.offset = Math.ceil(this.offset / 16) * 16;
+    for (let i = 0; i < 8; i++) this.u32(values[i] ?? 0);
+    return this;
+  }
+
+  /** The finished block, padded to 16 bytes. */
+  bytes(): ArrayBuffer {
+    const size = Math.max(16, Math.ceil(this.offset / 16) * 16);
+    return this.view.buffer.slice(0, size) as ArrayBuffer;
+  }
+}

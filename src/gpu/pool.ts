@@ -1,0 +1,85 @@
+/**
+ * A pool of storage buffers in power-of-two size buckets. Tensors come and go thousands of times
+ * in a training run; reusing their buffers keeps GPU memory flat and avoids allocation stalls.
+ */
+
+import type { Recorder } from "./recorder.ts";
+
+/** Memory figures of the pool, in bytes. */
+export interface PoolStats {
+  /** Bytes of all buffers the pool has created and not destroyed. */
+  allocatedBytes: number;
+  /** Bytes of buffers currently handed out. */
+  inUseBytes: number;
+  /** Number of buffers created so far (including destroyed ones). */
+  created: number;
+}
+
+const minBucketBytes = 256;
+
+/** The bucket size that a request of `bytes` is served from. */
+export function bucketSize(bytes: number): number {
+  return Math.max(minBucketBytes, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))));
+}
+
+/** Buffers for tensors: acquire by size, release for reuse. */
+export class BufferPool {
+  private readonly free = new Map<number, GPUBuffer[]>();
+  private readonly owned = new Set<GPUBuffer>();
+  /** Live figures. */
+  readonly stats: PoolStats = { allocatedBytes: 0, inUseBytes: 0, created: 0 };
+
+  /** Wraps a device; the recorder is flushed before buffers are destroyed. */
+  constructor(private readonly device: GPUDevice, private readonly recorder: Recorder) {}
+
+  /** A storage buffer with room for at least `bytes` bytes. */
+  acquire(bytes: number): GPUBuffer {
+    const size = bucketSize(bytes);
+    const reusable = this.free.get(size)?.pop();
+    this.stats.inUseBytes += size;
+    if (reusable) return reusable;
+    const buffer = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    this.owned.add(buffer);
+    this.stats.allocatedBytes += size;
+    this.stats.created++;
+    return buffer;
+  }
+
+  /**
+   * Returns a buffer for reuse. Work already recorded may still read it; that is safe because
+   * later dispatches run after it, and CPU writes flush the recorder first.
+   */
+  release(buffer: GPUBuffer): void {
+    const size = buffer.size;
+    this.stats.inUseBytes -= size;
+    let list = this.free.get(size);
+    if (!list) this.free.set(size, list = []);
+    list.push(buffer);
+  }
+
+  /** Destroys the buffers waiting for reuse, for example after inference on large images. */
+  trim(): void {
+    this.recorder.flush();
+    for (const list of this.free.values()) {
+      for (const buffer of list) {
+        this.stats.allocatedBytes -= buffer.size;
+        this.owned.delete(buffer);
+        buffer.destroy();
+      }
+    }
+    this.free.clear();
+  }
+
+  /** Destroys every buffer the pool made, in use or not (device teardown). */
+  releaseAll(): void {
+    this.recorder.flush();
+    for (const buffer of this.owned) buffer.destroy();
+    this.owned.clear();
+    this.free.clear();
+    this.stats.allocatedBytes = 0;
+    this.stats.inUseBytes = 0;
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Separable filters on NCHW tensors: Gaussian blur and box filter, used by SSIM and to smooth
+ * anomaly maps. Borders are zero-padded; `normalizeBorder` rescales each output by the weight
+ * that fell inside the image, so a constant image stays constant up to the edge.
+ */
+
+import { addGrad, empty, noGrad, opResult, type Tensor } from "../tensor.ts";
+import { bind, elementGrid, Params, run } from "./launch.ts";
+import { fill, mul, reciprocal } from "./elementwise.ts";
+
+const maxTaps = 64;
+
+function dispatchPass(
+  x: Tensor,
+  out: Tensor,
+  taps: readonly number[],
+  radius: number,
+  axis: 0 | 1,
+): void {
+  const [, , height, width] = x.shape;
+  const params = new Params().u32(x.size).u32(height).u32(width).u32(taps.length).i32(radius)
+    .u32(0).u32(0).u32(0);
+  for (let i = 0; i < maxTaps; i++) params.f32(taps[i] ?? 0);
+  run(x, {
+    shader: "filter",
+    constants: { AXIS: axis },
+    params: params.bytes(),
+    buffers: [bind(x), bind(out)],
+    workgroups: elementGrid(x.size),
+  });
+}
+
+/** One 1-D correlation pass along x (axis 0) or y (axis 1), differentiable. */
+function filterPass(x: Tensor, taps: readonly number[], axis: 0 | 1): Tensor {
+  const radius = Math.floor(taps.length / 2);
+  const out = opResult(x.shape, [x], (grad) => {
+    // The adjoint: reversed taps around the mirrored centre.
+    const dx = empty(x.shape);
+    dispatchPass(grad, dx, [...taps].reverse(), taps.length - 1 - radius, axis);
+    addGrad(x, dx);
+  });
+  dispatchPass(x, out, taps, radius, axis);
+  return out;
+}
+
+/** Options of the separable filters. */
+export interface FilterOptions {
+  /** Divide by the kernel weight inside the image at each pixel, so borders are not darkened. */
+  normalizeBorder?: boolean;
+}
+
+/** Applies `tapsX` along x, then `tapsY` along y, to every plane of an NCHW tensor. */
+export function separableFilter(
+  x: Tensor,
+  tapsX: readonly number[],
+  tapsY: readonly number[],
+  options: FilterOptions = {},
+): Tensor {
+  if (x.shape.length !== 4) throw new Error(`Filters expect NCHW input, got [${x.shape}]`);
+  for (const taps of [tapsX, tapsY]) {
+    if (taps.length === 0 || taps.length > maxTaps) {
+      throw new Error(`A filter needs 1 to ${maxTaps} taps, got ${taps.length}`);
+    }
+  }
+  const filtered = filterPass(filterPass(x, tapsX, 0), tapsY, 1);
+  if (!options.normalizeBorder) return filtered;
+  const weights = noGrad(() => {
+    const ones = fill([1, 1, x.shape[2], x.shape[3]], 1);
+    const inside = filterPass(filterPass(ones, tapsX, 0), tapsY, 1);
+    const inverse = reciprocal(inside);
+    ones.dispose();
+    inside.dispose();
+    return inverse;
+  });
+  return mul(filtered, weights);
+}
+
+/** Normalised Gaussian taps: `size` taps (odd) with standard deviation `sigma`. */
+export function gaussianTaps(sigma: number, size = 2 * Math.ceil(3 * sigma) + 1): number[] {
+  if (!(sigma > 0)) throw new Error(`Gaussian sigma must be positive, got ${sigma}`);
+  if (!Number.isInteger(size) || size < 1 || size % 2 === 0) {
+    throw new Error(`Gaussian window size must be a positive odd integer, got ${size}`);
+  }
+  const radius = (size - 1) / 2;
+  const taps = Array.from(
+    { length: size },
+    (_, i) => Math.exp(-((i - radius) ** 2) / (2 * sigma ** 2)),
+  );
+  const total = taps.reduce((a, b) => a + b, 0);
+  return taps.map((t) => t / total);
+}
+
+/** Gaussian blur of every plane of an NCHW tensor. */
+export function gaussianBlur(
+  x: Tensor,
+  sigma: number,
+  size?: number,
+  options: FilterOptions = {},
+): Tensor {
+  const taps = gaussianTaps(sigma, size);
+  return separableFilter(x, taps, taps, options);
+}
+
+/** Mean over a size×size window (odd size) around each pixel. */
+export function boxFilter(x: Tensor, size: number, options: FilterOptions = {}): Tensor {
+  if (!Number.isInteger(size) || size < 1 || size % 2 === 0) {
+    throw new Error(`Box filter size must be a positive odd integer, got ${size}`);
+  }
+  const taps = new Array<number>(size).fill(1 / size);
+  return separableFilter(x, taps, taps, options);
+}

@@ -1,0 +1,154 @@
+/** Pooling and resizing of NCHW tensors: maxPool2d, avgPool2d and upsample. */
+
+import { addGrad, empty, opResult, type Tensor } from "../tensor.ts";
+import { bind, elementGrid, Params, run } from "./launch.ts";
+import type { Pair } from "./conv.ts";
+
+/** Options of the pooling ops. */
+export interface PoolOptions {
+  /** Step between windows (default: the kernel size). */
+  stride?: Pair;
+  /** Zero padding per side (default 0); padded cells never win a max. */
+  padding?: Pair;
+}
+
+function pair(value: Pair | undefined, fallback: [number, number]): [number, number] {
+  if (value === undefined) return fallback;
+  return typeof value === "number" ? [value, value] : [value[0], value[1]];
+}
+
+interface PoolGeometry {
+  planes: number;
+  inH: number;
+  inW: number;
+  outH: number;
+  outW: number;
+  kernel: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+}
+
+function poolGeometry(x: Tensor, kernel: Pair, options: PoolOptions, what: string): PoolGeometry {
+  if (x.shape.length !== 4) throw new Error(`${what} expects NCHW input, got [${x.shape}]`);
+  const k = pair(kernel, [1, 1]);
+  const stride = pair(options.stride, k);
+  const padding = pair(options.padding, [0, 0]);
+  const [n, c, inH, inW] = x.shape;
+  const outH = Math.floor((inH + 2 * padding[0] - k[0]) / stride[0]) + 1;
+  const outW = Math.floor((inW + 2 * padding[1] - k[1]) / stride[1]) + 1;
+  if (outH <= 0 || outW <= 0 || padding[0] * 2 > k[0] || padding[1] * 2 > k[1]) {
+    throw new Error(`${what}: kernel [${k}] with padding [${padding}] does not fit ${inH}×${inW}`);
+  }
+  return { planes: n * c, inH, inW, outH, outW, kernel: k, stride, padding };
+}
+
+function poolParams(count: number, g: PoolGeometry): ArrayBuffer {
+  return new Params()
+    .u32(count).u32(g.inH).u32(g.inW).u32(g.outH).u32(g.outW)
+    .u32(g.kernel[0]).u32(g.kernel[1]).u32(g.stride[0]).u32(g.stride[1])
+    .i32(g.padding[0]).i32(g.padding[1]).u32(0)
+    .bytes();
+}
+
+/** Max over each window; the gradient goes to the window's largest input. */
+export function maxPool2d(x: Tensor, kernel: Pair, options: PoolOptions = {}): Tensor {
+  const g = poolGeometry(x, kernel, options, "maxPool2d");
+  const shape = [x.shape[0], x.shape[1], g.outH, g.outW];
+  const argmax = empty(shape);
+  const out = opResult(shape, [x], (grad) => {
+    const dx = empty(x.shape);
+    run(x, {
+      shader: "pool",
+      entryPoint: "max_backward",
+      params: poolParams(x.size, g),
+      buffers: [bind(grad), bind(dx), bind(argmax)],
+      workgroups: elementGrid(x.size),
+    });
+    addGrad(x, dx);
+  });
+  run(x, {
+    shader: "pool",
+    entryPoint: "max_forward",
+    params: poolParams(out.size, g),
+    buffers: [bind(x), bind(out), bind(argmax)],
+    workgroups: elementGrid(out.size),
+  });
+  // Only the backward pass reads the argmax.
+  if (!out.requiresGrad) argmax.dispose();
+  return out;
+}
+
+/** Mean over each window (padding counts as zeros). */
+export function avgPool2d(x: Tensor, kernel: Pair, options: PoolOptions = {}): Tensor {
+  const g = poolGeometry(x, kernel, options, "avgPool2d");
+  const out = opResult([x.shape[0], x.shape[1], g.outH, g.outW], [x], (grad) => {
+    const dx = empty(x.shape);
+    run(x, {
+      shader: "pool",
+      entryPoint: "avg_backward",
+      params: poolParams(x.size, g),
+      buffers: [bind(grad), bind(dx), null],
+      workgroups: elementGrid(x.size),
+    });
+    addGrad(x, dx);
+  });
+  run(x, {
+    shader: "pool",
+    entryPoint: "avg_forward",
+    params: poolParams(out.size, g),
+    buffers: [bind(x), bind(out), null],
+    workgroups: elementGrid(out.size),
+  });
+  return out;
+}
+
+/** Options of {@link upsample}: a target size or a scale factor, and the interpolation. */
+export interface UpsampleOptions {
+  /** Output [height, width]. */
+  size?: readonly [number, number];
+  /** Factor for both axes, or [height, width] factors (used when `size` is absent). */
+  scale?: Pair;
+  /** "nearest" (default) or "bilinear" (half-pixel centres, align_corners = false). */
+  mode?: "nearest" | "bilinear";
+}
+
+/** Resizes the spatial axes of an NCHW tensor (up or down). */
+export function upsample(x: Tensor, options: UpsampleOptions): Tensor {
+  if (x.shape.length !== 4) throw new Error(`upsample expects NCHW input, got [${x.shape}]`);
+  const [n, c, inH, inW] = x.shape;
+  let outH: number, outW: number;
+  if (options.size) [outH, outW] = options.size;
+  else if (options.scale !== undefined) {
+    const [sh, sw] = pair(options.scale, [1, 1]);
+    [outH, outW] = [Math.floor(inH * sh), Math.floor(inW * sw)];
+  } else throw new Error("upsample needs `size` or `scale`");
+  if (!(outH > 0 && outW > 0 && Number.isInteger(outH) && Number.isInteger(outW))) {
+    throw new Error(`upsample: invalid output size ${outH}×${outW}`);
+  }
+  const mode = options.mode ?? "nearest";
+  if (mode !== "nearest" && mode !== "bilinear") {
+    throw new Error(`upsample: unknown mode "${mode}"`);
+  }
+  const params = (count: number) =>
+    new Params().u32(count).u32(inH).u32(inW).u32(outH).u32(outW)
+      .f32(inH / outH).f32(inW / outW).u32(0).bytes();
+  const out = opResult([n, c, outH, outW], [x], (grad) => {
+    const dx = empty(x.shape);
+    run(x, {
+      shader: "resize",
+      entryPoint: `${mode}_backward`,
+      params: params(x.size),
+      buffers: [bind(grad), bind(dx)],
+      workgroups: elementGrid(x.size),
+    });
+    addGrad(x, dx);
+  });
+  run(x, {
+    shader: "resize",
+    entryPoint: `${mode}_forward`,
+    params: params(out.size),
+    buffers: [bind(x), bind(out)],
+    workgroups: elementGrid(out.size),
+  });
+  return out;
+}

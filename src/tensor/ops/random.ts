@@ -1,0 +1,48 @@
+/** Seeded random tensors, generated on the GPU from a counter-based hash. */
+
+import { empty, type Shape, type Tensor } from "../tensor.ts";
+import { bind, elementGrid, Params, run } from "./launch.ts";
+
+let state = 0x2545f491;
+
+/** Sets the seed from which tensors made without an explicit seed draw theirs. */
+export function manualSeed(seed: number): void {
+  state = seed >>> 0;
+}
+
+/** The next seed of the global stream (splitmix32). */
+export function nextSeed(): number {
+  state = (state + 0x9e3779b9) >>> 0;
+  let z = state;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
+/** Options of the random constructors. */
+export interface RandomOptions {
+  /** Seed of this tensor; the same seed gives the same values. Default: the global stream. */
+  seed?: number;
+}
+
+function generate(shape: Shape, normal: boolean, a: number, b: number, seed: number): Tensor {
+  const out = empty(shape);
+  run(out, {
+    shader: "random",
+    constants: { NORMAL: normal },
+    params: new Params().u32(out.size).u32(seed).f32(a).f32(b).bytes(),
+    buffers: [bind(out)],
+    workgroups: elementGrid(out.size),
+  });
+  return out;
+}
+
+/** Uniform numbers in [low, high). */
+export function rand(shape: Shape, low = 0, high = 1, options: RandomOptions = {}): Tensor {
+  return generate(shape, false, low, high, options.seed ?? nextSeed());
+}
+
+/** Normally distributed numbers. */
+export function randn(shape: Shape, mean = 0, std = 1, options: RandomOptions = {}): Tensor {
+  return generate(shape, true, mean, std, options.seed ?? nextSeed());
+}
