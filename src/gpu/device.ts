@@ -45,6 +45,8 @@ export class Gpu {
   readonly pool: BufferPool;
   /** Records dispatches into one command encoder until data must come back. */
   readonly recorder: Recorder;
+  /** Validation and out-of-memory errors the device reported; tests assert that none occur. */
+  readonly errors: string[] = [];
 
   /** Wraps an acquired device; use {@link getGpu} instead of calling this. */
   constructor(device: GPUDevice, adapter: AdapterDescription) {
@@ -85,9 +87,9 @@ export interface AdapterSource {
  * limits is what lets large tensors and big tiles work.
  */
 export async function createGpu(source?: AdapterSource): Promise<Gpu> {
-  const gpu = source ?? (globalThis.navigator as { gpu?: AdapterSource }).gpu;
-  if (!gpu) throw new NoGpuAdapterError("navigator.gpu is missing in this runtime");
-  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const adapters = source ?? (globalThis.navigator as { gpu?: AdapterSource }).gpu;
+  if (!adapters) throw new NoGpuAdapterError("navigator.gpu is missing in this runtime");
+  const adapter = await adapters.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new NoGpuAdapterError();
   const requiredLimits: Record<string, number> = {};
   for (const key in adapter.limits) {
@@ -95,17 +97,20 @@ export async function createGpu(source?: AdapterSource): Promise<Gpu> {
     if (typeof value === "number") requiredLimits[key] = value;
   }
   const device = await adapter.requestDevice({ requiredLimits });
-  device.addEventListener("uncapturederror", (event) => {
-    const error = (event as GPUUncapturedErrorEvent).error;
-    console.error(`WebGPU error: ${error.message}`);
-  });
   const info = adapter.info;
   const description = info.description || info.device || "unknown adapter";
   const isSoftware = Boolean(
     (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ||
       /llvmpipe|lavapipe|swiftshader|software|warp/i.test(description),
   );
-  return new Gpu(device, { description, vendor: info.vendor, isSoftware });
+  const gpu = new Gpu(device, { description, vendor: info.vendor, isSoftware });
+  device.addEventListener("uncapturederror", (event) => {
+    const message = (event as GPUUncapturedErrorEvent).error.message;
+    // Keep a bounded record: a broken kernel in a loop would otherwise fill memory.
+    if (gpu.errors.length < 100) gpu.errors.push(message);
+    console.error(`WebGPU error: ${message}`);
+  });
+  return gpu;
 }
 
 /** The shared GPU context, created on first use. */

@@ -125,6 +125,32 @@ export class Recorder {
     return result;
   }
 
+  /** Reads several buffers back with one round trip (for checkpoints and batched metrics). */
+  async readMany(parts: readonly { buffer: GPUBuffer; bytes: number }[]): Promise<ArrayBuffer[]> {
+    const offsets: number[] = [];
+    let total = 0;
+    for (const part of parts) {
+      offsets.push(total);
+      total += Math.ceil(part.bytes / 4) * 4;
+    }
+    const staging = this.device.createBuffer({
+      size: Math.max(total, 4),
+      usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    });
+    parts.forEach((part, i) => {
+      const size = Math.ceil(part.bytes / 4) * 4;
+      if (size > 0) this.copy(part.buffer, 0, staging, offsets[i], size);
+    });
+    this.flush();
+    this.stats.readbacks++;
+    await staging.mapAsync(GPUMapMode.READ);
+    const mapped = staging.getMappedRange();
+    const results = parts.map((part, i) => mapped.slice(offsets[i], offsets[i] + part.bytes));
+    staging.unmap();
+    staging.destroy();
+    return results;
+  }
+
   /** Waits until the GPU has finished all submitted work (counts as a readback). */
   async sync(): Promise<void> {
     this.flush();

@@ -148,6 +148,14 @@ export class Tensor {
   }
 }
 
+/** Reads several tensors back with a single GPU round trip. */
+export async function toArrays(tensors: readonly Tensor[]): Promise<Float32Array[]> {
+  if (tensors.length === 0) return [];
+  const parts = tensors.map((t) => ({ buffer: t.buffer, bytes: t.bytes }));
+  const buffers = await tensors[0].gpu.recorder.readMany(parts);
+  return buffers.map((b) => new Float32Array(b));
+}
+
 // ---- scopes -------------------------------------------------------------------------------------
 
 const scopes: Set<Tensor>[] = [];

@@ -6,6 +6,7 @@
 
 import { backward, init, type Tensor, tensor, tidy } from "../../src/tensor/tensor.ts";
 import "../../src/tensor/ops.ts";
+import { currentGpu } from "../../src/gpu/device.ts";
 
 /** A float64 tensor on the CPU. */
 export interface Ref {
@@ -116,6 +117,8 @@ export async function checkOp(c: OpCase): Promise<OpCheck> {
   }
   out.dispose();
   inputs.forEach((t) => t.dispose());
+  const errors = currentGpu().errors;
+  if (errors.length > 0) throw new Error(`WebGPU reported errors: ${errors.join("; ")}`);
   return { forwardError, gradErrors };
 }
 

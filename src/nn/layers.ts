@@ -1,0 +1,205 @@
+/** Layers: Conv2d, ConvTranspose2d, Linear, BatchNorm2d, Sequential and activations. */
+
+import { Module } from "./module.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import * as op from "../tensor/ops.ts";
+import { glorotUniform, heNormal } from "./init.ts";
+
+/** How a layer's weight is initialised. */
+export type Initializer = "he" | "glorot" | ((shape: number[], transposed: boolean) => Tensor);
+
+function initialize(
+  init: Initializer,
+  shape: number[],
+  transposed: boolean,
+  slope: number,
+): Tensor {
+  if (init === "he") return heNormal(shape, slope, { transposed });
+  if (init === "glorot") return glorotUniform(shape, { transposed });
+  return init(shape, transposed);
+}
+
+/** Options shared by the weighted layers. */
+export interface WeightOptions {
+  /** Whether the layer adds a bias (default true). */
+  bias?: boolean;
+  /** Weight initialiser (default "he"). */
+  init?: Initializer;
+  /** Negative slope of the activation that follows, for He initialisation (default 0). */
+  slope?: number;
+}
+
+/** 2-D convolution layer; weight [out, in/groups, k, k]. */
+export class Conv2d extends Module {
+  /** The weight. */
+  readonly weight: Tensor;
+  /** The bias, if any. */
+  readonly bias: Tensor | null;
+
+  /** A convolution from `inChannels` to `outChannels` with a square `kernel`. */
+  constructor(
+    inChannels: number,
+    outChannels: number,
+    kernel: number,
+    readonly options: op.Conv2dOptions & WeightOptions = {},
+  ) {
+    super();
+    const groups = options.groups ?? 1;
+    this.weight = this.addParameter(
+      "weight",
+      initialize(
+        options.init ?? "he",
+        [outChannels, inChannels / groups, kernel, kernel],
+        false,
+        options.slope ?? 0,
+      ),
+    );
+    this.bias = options.bias === false ? null : this.addParameter("bias", op.zeros([outChannels]));
+  }
+
+  /** y = conv2d(x, weight) + bias. */
+  forward(x: Tensor): Tensor {
+    return op.conv2d(x, this.weight, this.bias ?? undefined, this.options);
+  }
+}
+
+/** 2-D transposed convolution layer; weight [in, out/groups, k, k] as PyTorch stores it. */
+export class ConvTranspose2d extends Module {
+  /** The weight. */
+  readonly weight: Tensor;
+  /** The bias, if any. */
+  readonly bias: Tensor | null;
+
+  /** A transposed convolution from `inChannels` to `outChannels` with a square `kernel`. */
+  constructor(
+    inChannels: number,
+    outChannels: number,
+    kernel: number,
+    readonly options: op.ConvTranspose2dOptions & WeightOptions = {},
+  ) {
+    super();
+    const groups = options.groups ?? 1;
+    this.weight = this.addParameter(
+      "weight",
+      initialize(
+        options.init ?? "he",
+        [inChannels, outChannels / groups, kernel, kernel],
+        true,
+        options.slope ?? 0,
+      ),
+    );
+    this.bias = options.bias === false ? null : this.addParameter("bias", op.zeros([outChannels]));
+  }
+
+  /** y = convTranspose2d(x, weight) + bias. */
+  forward(x: Tensor): Tensor {
+    return op.convTranspose2d(x, this.weight, this.bias ?? undefined, this.options);
+  }
+}
+
+/** Fully connected layer on [batch, features]; weight [out, in]. */
+export class Linear extends Module {
+  /** The weight, [out, in]. */
+  readonly weight: Tensor;
+  /** The bias, if any. */
+  readonly bias: Tensor | null;
+
+  /** A layer from `inFeatures` to `outFeatures`. */
+  constructor(inFeatures: number, outFeatures: number, options: WeightOptions = {}) {
+    super();
+    this.weight = this.addParameter(
+      "weight",
+      initialize(options.init ?? "glorot", [outFeatures, inFeatures], false, options.slope ?? 0),
+    );
+    this.bias = options.bias === false ? null : this.addParameter("bias", op.zeros([outFeatures]));
+  }
+
+  /** y = x·Wᵀ + b. */
+  forward(x: Tensor): Tensor {
+    if (x.shape.length !== 2) throw new Error(`Linear expects [batch, features], got [${x.shape}]`);
+    const y = op.matmul(x, op.transpose(this.weight));
+    return this.bias ? op.add(y, this.bias) : y;
+  }
+}
+
+/** Batch normalisation over the channels of NCHW tensors. */
+export class BatchNorm2d extends Module {
+  /** Scale γ. */
+  readonly weight: Tensor;
+  /** Shift β. */
+  readonly bias: Tensor;
+  /** Running mean. */
+  readonly runningMean: Tensor;
+  /** Running variance. */
+  readonly runningVar: Tensor;
+
+  /** Normalises `channels` channels. */
+  constructor(channels: number, readonly options: { momentum?: number; eps?: number } = {}) {
+    super();
+    this.weight = this.addParameter("weight", op.ones([channels]));
+    this.bias = this.addParameter("bias", op.zeros([channels]));
+    this.runningMean = this.addBuffer("running_mean", op.zeros([channels]));
+    this.runningVar = this.addBuffer("running_var", op.ones([channels]));
+  }
+
+  /** Batch statistics in training mode, running statistics in evaluation mode. */
+  forward(x: Tensor): Tensor {
+    return op.batchNorm2d(x, this.weight, this.bias, {
+      runningMean: this.runningMean,
+      runningVar: this.runningVar,
+      training: this.training,
+      momentum: this.options.momentum,
+      eps: this.options.eps,
+    });
+  }
+}
+
+/** Applies its modules in order. */
+export class Sequential extends Module {
+  /** The modules. */
+  readonly layers: Module[];
+
+  /** A chain of modules, registered as "0", "1", …. */
+  constructor(...layers: Module[]) {
+    super();
+    this.layers = layers.map((m, i) => this.addModule(String(i), m));
+  }
+
+  /** x through every layer. */
+  forward(x: Tensor): Tensor {
+    return this.layers.reduce((t, layer) => layer.forward(t), x);
+  }
+}
+
+/** A parameter-free module wrapping an elementwise function. */
+export class Activation extends Module {
+  /** Wraps `fn`. */
+  constructor(readonly name: string, private readonly fn: (x: Tensor) => Tensor) {
+    super();
+  }
+
+  /** fn(x). */
+  forward(x: Tensor): Tensor {
+    return this.fn(x);
+  }
+}
+
+/** ReLU module. */
+export function ReLU(): Activation {
+  return new Activation("relu", op.relu);
+}
+
+/** Leaky ReLU module. */
+export function LeakyReLU(slope = 0.01): Activation {
+  return new Activation("leaky_relu", (x) => op.leakyRelu(x, slope));
+}
+
+/** Sigmoid module. */
+export function Sigmoid(): Activation {
+  return new Activation("sigmoid", op.sigmoid);
+}
+
+/** Tanh module. */
+export function Tanh(): Activation {
+  return new Activation("tanh", op.tanh);
+}

@@ -1,0 +1,175 @@
+/**
+ * Optimizers: Adam, AdamW and SGD with momentum. Each parameter tensor is updated in place by one
+ * WGSL dispatch (shaders/optim.wgsl); the step itself reads nothing back.
+ */
+
+import { empty, keep, noGrad, type Tensor } from "../tensor/tensor.ts";
+import { fillInto } from "../tensor/ops.ts";
+import { bind, elementGrid, Params, run } from "../tensor/ops/launch.ts";
+
+/** Common optimizer interface. */
+export interface Optimizer {
+  /** Applies one update from the parameters' current gradients. */
+  step(): void;
+  /** Clears the gradients. */
+  zeroGrad(): void;
+  /** Frees the optimizer's state. */
+  dispose(): void;
+}
+
+function zeroStateLike(t: Tensor): Tensor {
+  const state = keep(empty(t.shape));
+  fillInto(state, 0);
+  return state;
+}
+
+function clearGrads(parameters: readonly Tensor[]): void {
+  for (const p of parameters) {
+    p.grad?.dispose();
+    p.grad = null;
+  }
+}
+
+/** Options of {@link Adam}. */
+export interface AdamOptions {
+  /** Learning rate (default 1e-3). */
+  lr?: number;
+  /** β1 (default 0.9). */
+  beta1?: number;
+  /** β2 (default 0.999). */
+  beta2?: number;
+  /** ε (default 1e-8). */
+  eps?: number;
+  /** Weight decay (default 0): added to the gradient (Adam) or applied to the weights (AdamW). */
+  weightDecay?: number;
+  /** Decoupled weight decay, i.e. AdamW (default false). */
+  decoupled?: boolean;
+}
+
+/** Adam (Kingma & Ba 2015); with `decoupled` it is AdamW (Loshchilov & Hutter 2019). */
+export class Adam implements Optimizer {
+  /** Steps taken so far. */
+  stepCount = 0;
+  private readonly moments: [Tensor, Tensor][];
+  private readonly settings: Required<AdamOptions>;
+
+  /** An optimizer over `parameters`. */
+  constructor(readonly parameters: readonly Tensor[], options: AdamOptions = {}) {
+    this.settings = {
+      lr: options.lr ?? 1e-3,
+      beta1: options.beta1 ?? 0.9,
+      beta2: options.beta2 ?? 0.999,
+      eps: options.eps ?? 1e-8,
+      weightDecay: options.weightDecay ?? 0,
+      decoupled: options.decoupled ?? false,
+    };
+    this.moments = parameters.map((p) => [zeroStateLike(p), zeroStateLike(p)]);
+  }
+
+  /** The current learning rate; it may be changed between steps. */
+  get lr(): number {
+    return this.settings.lr;
+  }
+
+  set lr(value: number) {
+    this.settings.lr = value;
+  }
+
+  /** One Adam update of every parameter that has a gradient. */
+  step(): void {
+    this.stepCount++;
+    const s = this.settings;
+    const t = this.stepCount;
+    noGrad(() => {
+      this.parameters.forEach((p, i) => {
+        if (!p.grad) return;
+        const [m, v] = this.moments[i];
+        run(p, {
+          shader: "optim",
+          entryPoint: "adam",
+          constants: { DECOUPLED: s.decoupled },
+          params: new Params()
+            .u32(p.size).f32(s.lr).f32(s.beta1).f32(s.beta2).f32(s.eps).f32(s.weightDecay)
+            .f32(1 - s.beta1 ** t).f32(1 - s.beta2 ** t)
+            .bytes(),
+          buffers: [bind(p), bind(p.grad), bind(m), bind(v)],
+          workgroups: elementGrid(p.size),
+        });
+      });
+    });
+  }
+
+  /** Clears the gradients. */
+  zeroGrad(): void {
+    clearGrads(this.parameters);
+  }
+
+  /** The moment estimates, for checkpoints (m then v per parameter). */
+  state(): Tensor[] {
+    return this.moments.flat();
+  }
+
+  /** Frees the moment estimates. */
+  dispose(): void {
+    for (const [m, v] of this.moments) {
+      m.dispose();
+      v.dispose();
+    }
+  }
+}
+
+/** Options of {@link SGD}. */
+export interface SgdOptions {
+  /** Learning rate (default 1e-2). */
+  lr?: number;
+  /** Momentum μ (default 0). */
+  momentum?: number;
+  /** L2 weight decay added to the gradient (default 0). */
+  weightDecay?: number;
+}
+
+/** Stochastic gradient descent with momentum (PyTorch's formulation). */
+export class SGD implements Optimizer {
+  private readonly velocities: Tensor[];
+  private readonly settings: Required<SgdOptions>;
+
+  /** An optimizer over `parameters`. */
+  constructor(readonly parameters: readonly Tensor[], options: SgdOptions = {}) {
+    this.settings = {
+      lr: options.lr ?? 1e-2,
+      momentum: options.momentum ?? 0,
+      weightDecay: options.weightDecay ?? 0,
+    };
+    this.velocities = parameters.map(zeroStateLike);
+  }
+
+  /** One update of every parameter that has a gradient. */
+  step(): void {
+    const s = this.settings;
+    noGrad(() => {
+      this.parameters.forEach((p, i) => {
+        if (!p.grad) return;
+        run(p, {
+          shader: "optim",
+          entryPoint: "sgd",
+          constants: { DECOUPLED: false },
+          params: new Params()
+            .u32(p.size).f32(s.lr).f32(s.momentum).f32(0).f32(0).f32(s.weightDecay).f32(1).f32(1)
+            .bytes(),
+          buffers: [bind(p), bind(p.grad), bind(this.velocities[i]), null],
+          workgroups: elementGrid(p.size),
+        });
+      });
+    });
+  }
+
+  /** Clears the gradients. */
+  zeroGrad(): void {
+    clearGrads(this.parameters);
+  }
+
+  /** Frees the velocities. */
+  dispose(): void {
+    this.velocities.forEach((v) => v.dispose());
+  }
+}
