@@ -1,0 +1,52 @@
+/**
+ * anodet: visual anomaly detection on WebGPU, for Deno.
+ *
+ * The engine (GPU runtime, tensors with autograd, layers, optimizers and checkpoints) is exported
+ * here together with the data loaders, the methods and the MVTec AD evaluation.
+ *
+ * @example
+ * ```ts
+ * import { init, tensor, relu } from "@anodet/webgpu";
+ * await init();
+ * console.log(await relu(tensor([-1, 2])).toArray()); // Float32Array [0, 2]
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type AdapterDescription,
+  type AdapterSource,
+  createGpu,
+  currentGpu,
+  getGpu,
+  Gpu,
+  NoGpuAdapterError,
+} from "./src/gpu/device.ts";
+export type { RecorderStats } from "./src/gpu/recorder.ts";
+export type { PoolStats } from "./src/gpu/pool.ts";
+export {
+  addGrad,
+  backward,
+  type BackwardFn,
+  empty,
+  init,
+  isGradEnabled,
+  keep,
+  noGrad,
+  opResult,
+  type Shape,
+  shapeSize,
+  Tensor,
+  tensor,
+  TensorTooLargeError,
+  tidy,
+  toArrays,
+  zeroGrad,
+} from "./src/tensor/tensor.ts";
+export * from "./src/tensor/ops.ts";
+export * from "./src/nn/module.ts";
+export * from "./src/nn/layers.ts";
+export * from "./src/nn/init.ts";
+export * from "./src/nn/optim.ts";
+export * from "./src/nn/checkpoint.ts";
