@@ -76,7 +76,7 @@ export function separableFilter(
 }
 
 /** Normalised Gaussian taps: `size` taps (odd) with standard deviation `sigma`. */
-export function gaussianTaps(sigma: number, size = 2 * Math.ceil(3 * sigma) + 1): number[] {
+export function gaussianTaps(sigma: number, size: number = 2 * Math.ceil(3 * sigma) + 1): number[] {
   if (!(sigma > 0)) throw new Error(`Gaussian sigma must be positive, got ${sigma}`);
   if (!Number.isInteger(size) || size < 1 || size % 2 === 0) {
     throw new Error(`Gaussian window size must be a positive odd integer, got ${size}`);
