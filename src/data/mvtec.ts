@@ -1,0 +1,725 @@
+/**
+ * Loader for datasets in the MVTec AD folder layout:
+ *
+ * ```text
+ * ROOT/<category>/train/good/*.png                 defect-free training images
+ * ROOT/<category>/test/<defect>/*.png              test images; <defect> = "good" for normal ones
+ * ROOT/<category>/ground_truth/<defect>/<id>_mask.png   0/255 masks for defective test images
+ * ```
+ *
+ * Any folder in this layout works (e.g. a user's own product line); the 15 MVTec AD categories
+ * additionally carry known facts ({@link CATEGORY_INFO}). Opening a category reads only file
+ * listings and image headers; pixels are decoded lazily on request and kept in a bounded LRU cache,
+ * because the full benchmark (5354 images up to 1024x1024) does not fit in memory as floats.
+ *
+ * Size rule: the first training image (in file-name order) sets the category's size. Images of a
+ * different size are resized to it when loaded, with a warning at open time naming them, because
+ * a product line shot with two camera settings is still one product line. A mask whose size
+ * differs from its own image, in contrast, is an error: its pixels cannot be trusted to align.
+ *
+ * @module
+ */
+
+import { basename, extname, join } from "node:path";
+import {
+  type Channels,
+  createImage,
+  type FloatImage,
+  type ImageHeader,
+  readImage,
+  readImageHeader,
+  resize,
+} from "./image.ts";
+import { Random } from "./random.ts";
+
+/** The five texture categories of MVTec AD. */
+export const TEXTURE_CATEGORIES: readonly string[] = ["carpet", "grid", "leather", "tile", "wood"];
+
+/** The ten object categories of MVTec AD. */
+export const OBJECT_CATEGORIES: readonly string[] = [
+  "bottle",
+  "cable",
+  "capsule",
+  "hazelnut",
+  "metal_nut",
+  "pill",
+  "screw",
+  "toothbrush",
+  "transistor",
+  "zipper",
+];
+
+/** All 15 MVTec AD categories, textures first. */
+export const MVTEC_CATEGORIES: readonly string[] = [...TEXTURE_CATEGORIES, ...OBJECT_CATEGORIES];
+
+/** Known facts about a category that the pipeline needs (mainly for augmentation). */
+export interface CategoryInfo {
+  /** Folder name. */
+  readonly name: string;
+  /** Textures are stationary patterns (patch-based training); objects are whole, posed parts. */
+  readonly kind: "texture" | "object";
+  /** Stored as grayscale on disk (grid, screw, zipper in MVTec AD). */
+  readonly grayscale: boolean;
+  /** Left–right mirroring yields a still defect-free image. */
+  readonly mirrorHorizontal: boolean;
+  /** Top–bottom mirroring yields a still defect-free image. */
+  readonly mirrorVertical: boolean;
+  /** Largest rotation (degrees, either direction) that keeps an image defect-free; 180 = any. */
+  readonly maxRotationDegrees: number;
+  /** Why the augmentation limits are what they are. */
+  readonly notes: string;
+}
+
+function texture(name: string, grayscale: boolean, notes: string): CategoryInfo {
+  return {
+    name,
+    kind: "texture",
+    grayscale,
+    mirrorHorizontal: true,
+    mirrorVertical: true,
+    maxRotationDegrees: 180,
+    notes,
+  };
+}
+
+/**
+ * Facts about the 15 MVTec AD categories. The mirroring/rotation limits follow the MVTec AD paper
+ * (mirroring "where applicable") and the dataset's own defect classes: whatever a defect class
+ * describes must not be produced by augmentation.
+ */
+export const CATEGORY_INFO: Readonly<Record<string, CategoryInfo>> = Object.freeze({
+  carpet: texture("carpet", false, "Stationary woven texture: any rotation and mirroring."),
+  grid: texture("grid", true, "Regular mesh, grayscale on disk: any rotation and mirroring."),
+  leather: texture("leather", false, "Stationary grain: any rotation and mirroring."),
+  tile: texture("tile", false, "Random stone pattern: any rotation and mirroring."),
+  wood: texture("wood", false, "Grain direction varies across images: any rotation, mirroring."),
+  bottle: {
+    name: "bottle",
+    kind: "object",
+    grayscale: false,
+    mirrorHorizontal: true,
+    mirrorVertical: true,
+    maxRotationDegrees: 180,
+    notes: "Seen from above and rotationally symmetric: any rotation and mirroring.",
+  },
+  cable: {
+    name: "cable",
+    kind: "object",
+    grayscale: false,
+    mirrorHorizontal: false,
+    mirrorVertical: false,
+    maxRotationDegrees: 10,
+    notes: "Mirroring reorders the three coloured wires, which is the cable_swap defect.",
+  },
+  capsule: {
+    name: "capsule",
+    kind: "object",
+    grayscale: false,
+    mirrorHorizontal: false,
+    mirrorVertical: false,
+    maxRotationDegrees: 5,
+    notes: "Printed '500' would be mirrored (faulty_imprint); capsules lie aligned horizontally.",
+  },
+  hazelnut: {
+    name: "hazelnut",
+    kind: "object",
+    grayscale: false,
+    mirrorHorizontal: true,
+    mirrorVertical: true,
+    maxRotationDegrees: 180,
+    notes: "Natural object at arbitrary orientation: any rotation and mirroring.",
+  },
+  metal_nut: {
+    name: "metal_nut",
+    kind: "object",
+    grayscale: false,
+    mirrorHorizontal: false,
+    mirrorVertical: false,
+    maxRotationDegrees: 180,
+    notes: "A mirrored nut is the 'flip' defect; rotation about its axis is normal.",
+  },
+  pill: {
+    name: "pill",
+    kind: "object",
+    grayscale: false,
+    mirrorHorizontal: false,
+    mirrorVertical: false,
+    maxRotationDegrees: 5,
+    notes: "Printed 'FF' would be mirrored (faulty_imprint); pills lie aligned horizontally.",
+  },
+  screw: {
+    name: "screw",
+    kind: "object",
+    grayscale: true,
+    mirrorHorizontal: false,
+    mirrorVertical: false,
+    maxRotationDegrees: 180,
+    notes: "A mirrored thread is left-handed, i.e. a defect; screws lie at any angle.",
+  },
+  toothbrush: {
+    name: "toothbrush",
+    kind: "object",
+    grayscale: false,
+    mirrorHorizontal: true,
+    mirrorVertical: false,
+    maxRotationDegrees: 5,
+    notes: "Left-right symmetric head shot upright: horizontal mirroring only.",
+  },
+  transistor: {
+    name: "transistor",
+    kind: "object",
+    grayscale: false,
+    mirrorHorizontal: false,
+    mirrorVertical: false,
+    maxRotationDegrees: 0,
+    notes: "Pose is the defect: a rotated or shifted transistor is 'misplaced'; no mirroring.",
+  },
+  zipper: {
+    name: "zipper",
+    kind: "object",
+    grayscale: true,
+    mirrorHorizontal: true,
+    mirrorVertical: true,
+    maxRotationDegrees: 3,
+    notes: "Symmetric interlocking teeth, vertical and grayscale: mirroring, tiny rotations.",
+  },
+});
+
+/**
+ * Facts for a category by name. Unknown names (a user's own product line) get conservative
+ * defaults: an object, no mirroring, small rotations only.
+ *
+ * @param name category folder name
+ * @param grayscale for unknown names, whether the images are stored as grayscale
+ * @returns the category facts
+ */
+export function categoryInfo(name: string, grayscale = false): CategoryInfo {
+  return CATEGORY_INFO[name] ?? {
+    name,
+    kind: "object",
+    grayscale,
+    mirrorHorizontal: false,
+    mirrorVertical: false,
+    maxRotationDegrees: 5,
+    notes: "Not an MVTec AD category: conservative defaults (no mirroring, small rotations).",
+  };
+}
+
+/** Which part of the data a sample belongs to. */
+export type Split = "train" | "validation" | "test";
+
+/** One image of a category, with its labels; no pixels (see {@link MvtecCategory.loadImage}). */
+export interface Sample {
+  /** Category name. */
+  readonly category: string;
+  /** Train, validation (held out from train/good) or test. */
+  readonly split: Split;
+  /** Defect folder name; "good" for defect-free images. */
+  readonly defect: string;
+  /** True for images outside "good". */
+  readonly anomalous: boolean;
+  /** File stem, e.g. "000". */
+  readonly id: string;
+  /** Path of the image file. */
+  readonly imagePath: string;
+  /** Path of the mask, or null for good images (their mask is all zeros). */
+  readonly maskPath: string | null;
+  /** Stored width (from the file header). */
+  readonly width: number;
+  /** Stored height (from the file header). */
+  readonly height: number;
+}
+
+/** How to deliver pixels. Omitted fields mean the category's native value. */
+export interface ImageRequest {
+  /** 1 = grayscale (BT.601 luma), 3 = RGB (grayscale files replicated). */
+  readonly channels?: Channels;
+  /** Output width. */
+  readonly width?: number;
+  /** Output height. */
+  readonly height?: number;
+}
+
+/** Options for {@link MvtecCategory.open}. */
+export interface OpenOptions {
+  /** Fraction of train/good held out as validation, 0 ≤ f < 1. Default 0.1. */
+  readonly validationFraction?: number;
+  /** Seed of the validation split. Default 0. */
+  readonly seed?: number;
+  /** Upper bound on cached decoded pixels, in bytes. Default 256 MiB. */
+  readonly cacheBytes?: number;
+  /** Receives warnings (e.g. mixed image sizes). Default `console.warn`. */
+  readonly onWarning?: (message: string) => void;
+}
+
+/** Cache counters, for tests and tuning. */
+export interface CacheStats {
+  /** Images held. */
+  readonly entries: number;
+  /** Bytes held. */
+  readonly bytes: number;
+  /** Requests served from the cache. */
+  readonly hits: number;
+  /** Requests that decoded. */
+  readonly misses: number;
+}
+
+/** A least-recently-used cache bounded by the total byte size of its values. */
+export class LruCache<V> {
+  readonly #entries = new Map<string, { value: V; bytes: number }>();
+  readonly #maxBytes: number;
+  #bytes = 0;
+
+  /**
+   * Creates an empty cache.
+   *
+   * @param maxBytes the most bytes held; a single larger value is not cached at all
+   */
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  /**
+   * Looks a value up and marks it most recently used.
+   *
+   * @param key cache key
+   * @returns the value, marked most recently used, or undefined
+   */
+  get(key: string): V | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    // Map iteration order is insertion order: re-inserting moves the key to the "recent" end.
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    return entry.value;
+  }
+
+  /**
+   * Stores a value, evicting least recently used ones until the bound holds.
+   *
+   * @param key cache key
+   * @param value value to store
+   * @param bytes its size in bytes
+   */
+  set(key: string, value: V, bytes: number): void {
+    const previous = this.#entries.get(key);
+    if (previous !== undefined) {
+      this.#entries.delete(key);
+      this.#bytes -= previous.bytes;
+    }
+    if (bytes > this.#maxBytes) return;
+    this.#entries.set(key, { value, bytes });
+    this.#bytes += bytes;
+    for (const [oldKey, entry] of this.#entries) {
+      if (this.#bytes <= this.#maxBytes) break;
+      this.#entries.delete(oldKey);
+      this.#bytes -= entry.bytes;
+    }
+  }
+
+  /** Number of values held. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Total bytes held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+}
+
+/**
+ * Splits items into a training part and a validation hold-out of `round(fraction * n)` items,
+ * chosen by a seeded shuffle. Both parts keep the original order. Same seed, same split.
+ *
+ * @param items items to split
+ * @param fraction validation fraction, 0 ≤ fraction < 1
+ * @param seed shuffle seed
+ * @returns the two parts
+ */
+export function splitValidation<T>(
+  items: readonly T[],
+  fraction: number,
+  seed: number,
+): { train: T[]; validation: T[] } {
+  if (!(fraction >= 0 && fraction < 1)) {
+    throw new RangeError(`validation fraction must be in [0, 1), got ${fraction}`);
+  }
+  const count = Math.round(fraction * items.length);
+  const order = new Random(seed).shuffle(items.map((_, i) => i));
+  const held = new Set(order.slice(0, count));
+  return {
+    train: items.filter((_, i) => !held.has(i)),
+    validation: items.filter((_, i) => held.has(i)),
+  };
+}
+
+const IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg"]);
+
+async function listImageFiles(folder: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(folder)) {
+    if (entry.isFile && IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) {
+      names.push(entry.name);
+    }
+  }
+  // Numeric-aware order so that "2.png" precedes "10.png" in user data without zero padding.
+  return names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+}
+
+async function listFolders(folder: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(folder)) {
+    if (entry.isDirectory && !entry.name.startsWith(".")) names.push(entry.name);
+  }
+  return names.sort();
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+function stem(fileName: string): string {
+  return basename(fileName, extname(fileName));
+}
+
+/** Runs `task` over `items` with at most `limit` in flight, keeping result order. */
+async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  task: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await task(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/**
+ * Lists the category folders under a root: sub-folders that contain a `train` folder.
+ *
+ * @param root dataset root
+ * @returns category names, sorted
+ * @throws Error when the root does not exist
+ */
+export async function listCategories(root: string): Promise<string[]> {
+  if (!(await isDirectory(root))) throw new Error(`Dataset root "${root}" does not exist`);
+  const categories: string[] = [];
+  for (const name of await listFolders(root)) {
+    if (await isDirectory(join(root, name, "train"))) categories.push(name);
+  }
+  return categories;
+}
+
+/** One category of an MVTec-AD-layout dataset with lazy, cached pixel access. */
+export class MvtecCategory {
+  /** Dataset root. */
+  readonly root: string;
+  /** Category name (folder name). */
+  readonly name: string;
+  /** Category folder. */
+  readonly path: string;
+  /** Known facts (conservative defaults for non-MVTec categories). */
+  readonly info: CategoryInfo;
+  /** train/good minus the validation hold-out. */
+  readonly train: readonly Sample[];
+  /** Validation hold-out from train/good. */
+  readonly validation: readonly Sample[];
+  /** All test images, good and defective, ordered by defect folder then file name. */
+  readonly test: readonly Sample[];
+  /** Defect folder names under test/, excluding "good". */
+  readonly defectTypes: readonly string[];
+  /** Category width: that of the first training image. */
+  readonly width: number;
+  /** Category height: that of the first training image. */
+  readonly height: number;
+  /** Channels stored on disk by the first training image. */
+  readonly storedChannels: Channels;
+
+  readonly #cache: LruCache<FloatImage>;
+  readonly #pending = new Map<string, Promise<FloatImage>>();
+  #hits = 0;
+  #misses = 0;
+
+  private constructor(
+    root: string,
+    name: string,
+    info: CategoryInfo,
+    parts: { train: Sample[]; validation: Sample[]; test: Sample[]; defectTypes: string[] },
+    reference: ImageHeader,
+    cacheBytes: number,
+  ) {
+    this.root = root;
+    this.name = name;
+    this.path = join(root, name);
+    this.info = info;
+    this.train = parts.train;
+    this.validation = parts.validation;
+    this.test = parts.test;
+    this.defectTypes = parts.defectTypes;
+    this.width = reference.width;
+    this.height = reference.height;
+    this.storedChannels = reference.channels;
+    this.#cache = new LruCache(cacheBytes);
+  }
+
+  /**
+   * Opens a category: lists its files, reads every image header, pairs test images with masks and
+   * splits off the validation set. No pixels are decoded.
+   *
+   * @param root dataset root (the folder holding category folders)
+   * @param name category folder name
+   * @param options split, cache and warning options
+   * @returns the opened category
+   * @throws Error naming the offending path for: a missing root, an unknown category (listing what
+   *   the root holds), missing train/good or test folders, an empty train folder, an unreadable
+   *   image header, a defective test image without a mask, a mask whose size differs from its
+   *   image
+   */
+  static async open(root: string, name: string, options: OpenOptions = {}): Promise<MvtecCategory> {
+    const warn = options.onWarning ?? ((message: string) => console.warn(message));
+    if (!(await isDirectory(root))) throw new Error(`Dataset root "${root}" does not exist`);
+    const categoryPath = join(root, name);
+    if (!(await isDirectory(categoryPath))) {
+      const available = await listCategories(root);
+      const holds = available.length > 0
+        ? `it holds: ${available.join(", ")}`
+        : "it holds no category folders (expected <category>/train/good/)";
+      throw new Error(`Unknown category "${name}" in "${root}"; ${holds}`);
+    }
+
+    const trainFolder = join(categoryPath, "train", "good");
+    if (!(await isDirectory(trainFolder))) {
+      throw new Error(`Missing folder "${trainFolder}" (expected ${name}/train/good/*.png)`);
+    }
+    const trainFiles = await listImageFiles(trainFolder);
+    if (trainFiles.length === 0) {
+      throw new Error(`Empty training folder "${trainFolder}": no .png or .jpg images`);
+    }
+    const testFolder = join(categoryPath, "test");
+    if (!(await isDirectory(testFolder))) {
+      throw new Error(`Missing folder "${testFolder}" (expected ${name}/test/<defect>/*.png)`);
+    }
+    const testFolders = await listFolders(testFolder);
+    const defectTypes = testFolders.filter((folder) => folder !== "good");
+
+    // Pair each defective test image with its mask; collect everything whose header we need.
+    interface Pending {
+      split: "train" | "test";
+      defect: string;
+      imagePath: string;
+      maskPath: string | null;
+    }
+    const pending: Pending[] = trainFiles.map((file) => ({
+      split: "train",
+      defect: "good",
+      imagePath: join(trainFolder, file),
+      maskPath: null,
+    }));
+    for (const defect of testFolders) {
+      const folder = join(testFolder, defect);
+      const files = await listImageFiles(folder);
+      const masks = defect === "good" ? new Map<string, string>() : await listMasks(
+        join(categoryPath, "ground_truth", defect),
+        files.length > 0,
+      );
+      for (const file of files) {
+        const imagePath = join(folder, file);
+        let maskPath: string | null = null;
+        if (defect !== "good") {
+          maskPath = masks.get(stem(file)) ?? null;
+          if (maskPath === null) {
+            const expected = join(categoryPath, "ground_truth", defect, `${stem(file)}_mask.png`);
+            throw new Error(
+              `Defective test image "${imagePath}" has no mask (expected "${expected}")`,
+            );
+          }
+        }
+        pending.push({ split: "test", defect, imagePath, maskPath });
+      }
+    }
+
+    const headers = await mapLimited(pending, 16, (item) => readImageHeader(item.imagePath));
+    const reference = headers[0];
+    const samples: Sample[] = [];
+    const resized: string[] = [];
+    for (let i = 0; i < pending.length; i++) {
+      const item = pending[i];
+      const header = headers[i];
+      if (header.width !== reference.width || header.height !== reference.height) {
+        resized.push(`${item.imagePath} (${header.width}x${header.height})`);
+      }
+      samples.push({
+        category: name,
+        split: item.split,
+        defect: item.defect,
+        anomalous: item.defect !== "good",
+        id: stem(item.imagePath),
+        imagePath: item.imagePath,
+        maskPath: item.maskPath,
+        width: header.width,
+        height: header.height,
+      });
+    }
+    const withMasks = samples.filter((sample) => sample.maskPath !== null);
+    const maskHeaders = await mapLimited(withMasks, 16, (s) => readImageHeader(s.maskPath!));
+    withMasks.forEach((sample, i) => {
+      const mask = maskHeaders[i];
+      if (mask.width !== sample.width || mask.height !== sample.height) {
+        throw new Error(
+          `Mask "${sample.maskPath}" is ${mask.width}x${mask.height} but its image ` +
+            `"${sample.imagePath}" is ${sample.width}x${sample.height}`,
+        );
+      }
+    });
+    if (resized.length > 0) {
+      warn(
+        `Category "${name}": ${resized.length} image(s) differ from the size of the first ` +
+          `training image (${reference.width}x${reference.height}) and will be resized to it: ` +
+          resized.slice(0, 5).join(", ") + (resized.length > 5 ? ", …" : ""),
+      );
+    }
+
+    const goodTrain = samples.filter((sample) => sample.split === "train");
+    const split = splitValidation(goodTrain, options.validationFraction ?? 0.1, options.seed ?? 0);
+    const info = categoryInfo(name, reference.channels === 1);
+    return new MvtecCategory(
+      root,
+      name,
+      info,
+      {
+        train: split.train,
+        validation: split.validation.map((sample) => ({ ...sample, split: "validation" })),
+        test: samples.filter((sample) => sample.split === "test"),
+        defectTypes,
+      },
+      reference,
+      options.cacheBytes ?? 256 * 1024 * 1024,
+    );
+  }
+
+  /**
+   * Decodes (or fetches from the cache) a sample's image. The returned image is shared with the
+   * cache: treat it as read-only (copy with `cloneImage` before modifying).
+   *
+   * @param sample a sample of this category
+   * @param request channels and size; default: stored channels at the category size
+   * @returns the image
+   * @throws Error naming the file when it is corrupt or truncated
+   */
+  loadImage(sample: Sample, request: ImageRequest = {}): Promise<FloatImage> {
+    const channels = request.channels ?? this.storedChannels;
+    const width = request.width ?? this.width;
+    const height = request.height ?? this.height;
+    return this.#cached(`image|${sample.imagePath}|${channels}|${width}x${height}`, async () => {
+      const image = await readImage(sample.imagePath, channels);
+      return resize(image, width, height);
+    });
+  }
+
+  /**
+   * Decodes (or fetches from the cache) a sample's ground-truth mask as a 1-channel image of
+   * exactly 0 and 1. Good samples give all zeros. When resized, the mask is re-binarised at 0.5.
+   * The returned image is shared with the cache: treat it as read-only.
+   *
+   * @param sample a sample of this category
+   * @param request size; default: the category size (channels are always 1)
+   * @returns the binary mask
+   * @throws Error naming the file when it is corrupt or its size differs from its image
+   */
+  loadMask(sample: Sample, request: Omit<ImageRequest, "channels"> = {}): Promise<FloatImage> {
+    const width = request.width ?? this.width;
+    const height = request.height ?? this.height;
+    const maskPath = sample.maskPath;
+    if (maskPath === null) return Promise.resolve(createImage(width, height, 1));
+    return this.#cached(`mask|${maskPath}|${width}x${height}`, async () => {
+      const mask = await readImage(maskPath, 1);
+      if (mask.width !== sample.width || mask.height !== sample.height) {
+        throw new Error(
+          `Mask "${maskPath}" is ${mask.width}x${mask.height} but its image ` +
+            `"${sample.imagePath}" is ${sample.width}x${sample.height}`,
+        );
+      }
+      const scaled = resize(mask, width, height);
+      for (let i = 0; i < scaled.data.length; i++) scaled.data[i] = scaled.data[i] >= 0.5 ? 1 : 0;
+      return scaled;
+    });
+  }
+
+  /**
+   * Reports cache counters.
+   *
+   * @returns cache counters
+   */
+  cacheStats(): CacheStats {
+    return {
+      entries: this.#cache.size,
+      bytes: this.#cache.bytes,
+      hits: this.#hits,
+      misses: this.#misses,
+    };
+  }
+
+  #cached(key: string, produce: () => Promise<FloatImage>): Promise<FloatImage> {
+    const hit = this.#cache.get(key);
+    if (hit !== undefined) {
+      this.#hits++;
+      return Promise.resolve(hit);
+    }
+    // Concurrent requests for the same image share one decode.
+    const inFlight = this.#pending.get(key);
+    if (inFlight !== undefined) {
+      this.#hits++;
+      return inFlight;
+    }
+    this.#misses++;
+    const promise = produce().then((image) => {
+      this.#cache.set(key, image, image.data.byteLength);
+      return image;
+    }).finally(() => this.#pending.delete(key));
+    this.#pending.set(key, promise);
+    return promise;
+  }
+}
+
+async function listMasks(folder: string, required: boolean): Promise<Map<string, string>> {
+  const masks = new Map<string, string>();
+  if (!(await isDirectory(folder))) {
+    if (required) {
+      throw new Error(`Missing mask folder "${folder}" for defective test images`);
+    }
+    return masks;
+  }
+  for (const file of await listImageFiles(folder)) {
+    // MVTec names masks "<id>_mask.png"; also accept a bare "<id>.png".
+    const id = stem(file).replace(/_mask$/, "");
+    masks.set(id, join(folder, file));
+  }
+  return masks;
+}
+
+/**
+ * Opens a category; see {@link MvtecCategory.open}.
+ *
+ * @param root dataset root
+ * @param name category folder name
+ * @param options split, cache and warning options
+ * @returns the opened category
+ */
+export function openCategory(
+  root: string,
+  name: string,
+  options: OpenOptions = {},
+): Promise<MvtecCategory> {
+  return MvtecCategory.open(root, name, options);
+}
