@@ -1,21 +1,24 @@
-// Tiled matrix products with shared-memory tiles: C[g, m, n] = Σ_k A(g, m, k) · B(g, k, n).
-// MODE picks how A and B are gathered from memory and where C goes, so one tiled core serves
-// batched matmul and the three convolution products (implicit GEMM, as in tfjs-backend-webgpu):
-//   MODE 0  matmul            A = a[g] (M×K, or K×M with TRANS_A), B = b[g] (K×N, or N×K with TRANS_B)
-//   MODE 1  conv forward      A = weight,          B = im2col(x),  C = y
-//   MODE 2  conv input grad   A = weightᵀ,         B = col2im(dy), C = dx   (also conv-transpose forward)
-//   MODE 3  conv weight grad  A = dy,              B = im2col(x)ᵀ, C = dw
-// A workgroup of 256 threads computes a TM×TN tile; each thread an RM×RN block of it.
+// Matrix products C[g, m, n] = Σ_k A[g, m, k] · B[g, k, n] from operands packed into rgba32float
+// textures by pack.wgsl (A as vec4 along k, B as vec4 along n). Each thread computes an RM×4 block
+// of C (RM ≤ 8), reading RM + 4 texels per 4 steps of k: no shared memory and no barriers, which suits
+// both GPUs and CPU drivers, where texture loads are several times cheaper than buffer loads.
+// MODE decides where C goes (the output layout of the product):
+//   MODE 0  matmul            C = c[g] (M×N)
+//   MODE 1  conv forward      C = y (NCHW)
+//   MODE 2  conv input grad   C = columns [groups, (cin/groups)·kh·kw, images·out_h·out_w], which
+//                             col2im.wgsl folds into dx (also the transposed convolution's output)
+//   MODE 3  conv weight grad  C = dw ([cout, cin/groups, kh, kw])
 
 struct Params {
   M: u32,
   N: u32,
   K: u32,
-  _pad0: u32,
+  K_padded: u32,
+  batch: u32,
   a_batch_stride: u32,
   b_batch_stride: u32,
-  c_batch_stride: u32,
-  _pad1: u32,
+  n_offset: u32,
+  n_count: u32,
   images: u32,
   cin: u32,
   cout: u32,
@@ -35,187 +38,123 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var a: texture_2d<f32>;
+@group(0) @binding(2) var b: texture_2d<f32>;
+// The output, addressed by vec4 so that aligned rows can be written in one store.
+@group(0) @binding(3) var<storage, read_write> c: array<vec4f>;
 
-const THREADS: u32 = 256u;
-const THREAD_COLUMNS: u32 = TN / RN;
+const TEXTURE_WIDTH: u32 = 2048u;
 
-var<workgroup> tile_a: array<f32, TK * TM>; // [k][m]
-var<workgroup> tile_b: array<f32, TK * TN>; // [k][n]
-
-// The input pixel that kernel tap (ky, kx) of output pixel (oy, ox) reads, or -1 outside.
-fn input_index(image: u32, channel: u32, oy: u32, ox: u32, ky: u32, kx: u32) -> i32 {
-  let iy = i32(oy * p.stride_h + ky * p.dilation_h) - p.pad_h;
-  let ix = i32(ox * p.stride_w + kx * p.dilation_w) - p.pad_w;
-  if (iy < 0 || ix < 0 || iy >= i32(p.in_h) || ix >= i32(p.in_w)) {
-    return -1;
-  }
-  return i32(((image * p.cin + channel) * p.in_h + u32(iy)) * p.in_w + u32(ix));
+fn texel(t: u32) -> vec2u {
+  return vec2u(t % TEXTURE_WIDTH, t / TEXTURE_WIDTH);
 }
 
-// The output pixel whose tap (ky, kx) reads input pixel (iy, ix), or -1 if there is none.
-fn output_index(image: u32, channel: u32, iy: u32, ix: u32, ky: u32, kx: u32) -> i32 {
-  let ty = i32(iy) + p.pad_h - i32(ky * p.dilation_h);
-  let tx = i32(ix) + p.pad_w - i32(kx * p.dilation_w);
-  if (ty < 0 || tx < 0 || ty % i32(p.stride_h) != 0 || tx % i32(p.stride_w) != 0) {
-    return -1;
+// Where element (g, m, n) of C lies in the output buffer.
+fn output_index(g: u32, m: u32, n: u32) -> u32 {
+  if (MODE == 1u) {
+    let pixels = p.out_h * p.out_w;
+    return ((n / pixels) * p.cout + g * p.M + m) * pixels + n % pixels;
   }
-  let oy = u32(ty) / p.stride_h;
-  let ox = u32(tx) / p.stride_w;
-  if (oy >= p.out_h || ox >= p.out_w) {
-    return -1;
-  }
-  return i32(((image * p.cout + channel) * p.out_h + oy) * p.out_w + ox);
-}
-
-fn load_a(g: u32, m: u32, k: u32) -> f32 {
-  let taps = p.kernel_h * p.kernel_w;
-  switch MODE {
-    case 0u: {
-      if (TRANS_A) {
-        return a[g * p.a_batch_stride + k * p.M + m];
-      }
-      return a[g * p.a_batch_stride + m * p.K + k];
-    }
-    case 1u: {
-      return a[(g * p.M + m) * p.K + k];
-    }
-    case 2u: {
-      let cout_per_group = p.cout / p.groups;
-      let co = k / taps;
-      return a[((g * cout_per_group + co) * p.M + m) * taps + k % taps];
-    }
-    default: {
-      let pixels = p.out_h * p.out_w;
-      let image = k / pixels;
-      let q = k % pixels;
-      return a[((image * p.cout + g * p.M + m) * p.out_h + q / p.out_w) * p.out_w + q % p.out_w];
-    }
-  }
-}
-
-fn load_b(g: u32, k: u32, n: u32) -> f32 {
-  let taps = p.kernel_h * p.kernel_w;
-  var index = -1;
-  switch MODE {
-    case 0u: {
-      if (TRANS_B) {
-        return b[g * p.b_batch_stride + n * p.K + k];
-      }
-      return b[g * p.b_batch_stride + k * p.N + n];
-    }
-    case 1u: {
-      let cin_per_group = p.cin / p.groups;
-      let pixels = p.out_h * p.out_w;
-      let image = n / pixels;
-      let q = n % pixels;
-      let r = k % taps;
-      index = input_index(
-        image, g * cin_per_group + k / taps, q / p.out_w, q % p.out_w, r / p.kernel_w, r % p.kernel_w,
-      );
-    }
-    case 2u: {
-      let cout_per_group = p.cout / p.groups;
-      let pixels = p.in_h * p.in_w;
-      let image = n / pixels;
-      let q = n % pixels;
-      let r = k % taps;
-      index = output_index(
-        image, g * cout_per_group + k / taps, q / p.in_w, q % p.in_w, r / p.kernel_w, r % p.kernel_w,
-      );
-    }
-    default: {
-      let cin_per_group = p.cin / p.groups;
-      let pixels = p.out_h * p.out_w;
-      let image = k / pixels;
-      let q = k % pixels;
-      let r = n % taps;
-      index = input_index(
-        image, g * cin_per_group + n / taps, q / p.out_w, q % p.out_w, r / p.kernel_w, r % p.kernel_w,
-      );
-    }
-  }
-  if (index < 0) {
-    return 0.0;
-  }
-  return b[u32(index)];
+  return (g * p.M + m) * p.N + n;
 }
 
 fn store(g: u32, m: u32, n: u32, value: f32) {
-  switch MODE {
-    case 0u: {
-      c[g * p.c_batch_stride + m * p.N + n] = value;
-    }
-    case 1u: {
-      let pixels = p.out_h * p.out_w;
-      let image = n / pixels;
-      c[(image * p.cout + g * p.M + m) * pixels + n % pixels] = value;
-    }
-    case 2u: {
-      let pixels = p.in_h * p.in_w;
-      let image = n / pixels;
-      c[(image * p.cin + g * p.M + m) * pixels + n % pixels] = value;
-    }
-    default: {
-      c[(g * p.M + m) * p.N + n] = value;
+  let i = output_index(g, m, n);
+  c[i / 4u][i % 4u] = value;
+}
+
+// With VEC4_STORE, four consecutive columns are four consecutive floats of the output (the
+// host checks the layout), so they go out as one vector store.
+fn store_row(g: u32, m: u32, n0: u32, n_end: u32, values: vec4f) {
+  if (VEC4_STORE && n0 + 3u < n_end) {
+    c[output_index(g, m, n0) / 4u] = values;
+    return;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    if (n0 + j < n_end) {
+      store(g, m, n0 + j, values[j]);
     }
   }
 }
 
-@compute @workgroup_size(THREADS)
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u) {
-  let g = wid.z;
-  let m0 = wid.y * TM;
-  let n0 = wid.x * TN;
-  let tx = lid % THREAD_COLUMNS;
-  let ty = lid / THREAD_COLUMNS;
-  var acc: array<f32, RM * RN>;
-  for (var k0 = 0u; k0 < p.K; k0 += TK) {
-    for (var i = lid; i < TM * TK; i += THREADS) {
-      let m = m0 + i / TK;
-      let k = k0 + i % TK;
-      var value = 0.0;
-      if (m < p.M && k < p.K) {
-        value = load_a(g, m, k);
-      }
-      tile_a[(i % TK) * TM + i / TK] = value;
-    }
-    for (var i = lid; i < TK * TN; i += THREADS) {
-      let k = k0 + i / TN;
-      let n = n0 + i % TN;
-      var value = 0.0;
-      if (n < p.N && k < p.K) {
-        value = load_b(g, k, n);
-      }
-      tile_b[i] = value;
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < TK; kk++) {
-      var a_regs: array<f32, RM>;
-      var b_regs: array<f32, RN>;
-      for (var r = 0u; r < RM; r++) {
-        a_regs[r] = tile_a[kk * TM + ty * RM + r];
-      }
-      for (var s = 0u; s < RN; s++) {
-        b_regs[s] = tile_b[kk * TN + tx * RN + s];
-      }
-      for (var r = 0u; r < RM; r++) {
-        for (var s = 0u; s < RN; s++) {
-          acc[r * RN + s] = fma(a_regs[r], b_regs[s], acc[r * RN + s]);
-        }
-      }
-    }
-    workgroupBarrier();
+// Rows are unrolled by hand (a loop over an array of accumulators stays in memory on CPU
+// drivers); rows at or beyond RM are compile-time dead and vanish.
+@compute @workgroup_size(8, 8)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let g = gid.z;
+  let column = gid.x; // texel column of B within this chunk
+  let m0 = gid.y * RM;
+  let b_texels_per_row = (p.n_count + 3u) / 4u;
+  if (column >= b_texels_per_row || m0 >= p.M) {
+    return;
   }
-  for (var r = 0u; r < RM; r++) {
-    let m = m0 + ty * RM + r;
-    for (var s = 0u; s < RN; s++) {
-      let n = n0 + tx * RN + s;
-      if (m < p.M && n < p.N) {
-        store(g, m, n, acc[r * RN + s]);
-      }
+  let a_texels_per_row = p.K_padded / 4u;
+  // Rows past M read a valid row; their results are never stored.
+  let last = p.M - 1u;
+  let a_base = g * p.M;
+  let a0 = (a_base + min(m0 + 0u, last)) * a_texels_per_row;
+  let a1 = (a_base + min(m0 + 1u, last)) * a_texels_per_row;
+  let a2 = (a_base + min(m0 + 2u, last)) * a_texels_per_row;
+  let a3 = (a_base + min(m0 + 3u, last)) * a_texels_per_row;
+  let a4 = (a_base + min(m0 + 4u, last)) * a_texels_per_row;
+  let a5 = (a_base + min(m0 + 5u, last)) * a_texels_per_row;
+  let a6 = (a_base + min(m0 + 6u, last)) * a_texels_per_row;
+  let a7 = (a_base + min(m0 + 7u, last)) * a_texels_per_row;
+  var b_row = g * p.K_padded * b_texels_per_row + column;
+  let b_step = b_texels_per_row;
+  var acc0 = vec4f(0.0);
+  var acc1 = vec4f(0.0);
+  var acc2 = vec4f(0.0);
+  var acc3 = vec4f(0.0);
+  var acc4 = vec4f(0.0);
+  var acc5 = vec4f(0.0);
+  var acc6 = vec4f(0.0);
+  var acc7 = vec4f(0.0);
+  for (var k4 = 0u; k4 < a_texels_per_row; k4++) {
+    let b0 = textureLoad(b, texel(b_row), 0);
+    let b1 = textureLoad(b, texel(b_row + b_step), 0);
+    let b2 = textureLoad(b, texel(b_row + 2u * b_step), 0);
+    let b3 = textureLoad(b, texel(b_row + 3u * b_step), 0);
+    b_row += 4u * b_step;
+    let x0 = textureLoad(a, texel(a0 + k4), 0);
+    acc0 = fma(vec4f(x0.x), b0, fma(vec4f(x0.y), b1, fma(vec4f(x0.z), b2, fma(vec4f(x0.w), b3, acc0))));
+    if (RM > 1u) {
+      let x1 = textureLoad(a, texel(a1 + k4), 0);
+      acc1 = fma(vec4f(x1.x), b0, fma(vec4f(x1.y), b1, fma(vec4f(x1.z), b2, fma(vec4f(x1.w), b3, acc1))));
     }
+    if (RM > 2u) {
+      let x2 = textureLoad(a, texel(a2 + k4), 0);
+      acc2 = fma(vec4f(x2.x), b0, fma(vec4f(x2.y), b1, fma(vec4f(x2.z), b2, fma(vec4f(x2.w), b3, acc2))));
+    }
+    if (RM > 3u) {
+      let x3 = textureLoad(a, texel(a3 + k4), 0);
+      acc3 = fma(vec4f(x3.x), b0, fma(vec4f(x3.y), b1, fma(vec4f(x3.z), b2, fma(vec4f(x3.w), b3, acc3))));
+    }
+    if (RM > 4u) {
+      let x4 = textureLoad(a, texel(a4 + k4), 0);
+      acc4 = fma(vec4f(x4.x), b0, fma(vec4f(x4.y), b1, fma(vec4f(x4.z), b2, fma(vec4f(x4.w), b3, acc4))));
+    }
+    if (RM > 5u) {
+      let x5 = textureLoad(a, texel(a5 + k4), 0);
+      acc5 = fma(vec4f(x5.x), b0, fma(vec4f(x5.y), b1, fma(vec4f(x5.z), b2, fma(vec4f(x5.w), b3, acc5))));
+    }
+    if (RM > 6u) {
+      let x6 = textureLoad(a, texel(a6 + k4), 0);
+      acc6 = fma(vec4f(x6.x), b0, fma(vec4f(x6.y), b1, fma(vec4f(x6.z), b2, fma(vec4f(x6.w), b3, acc6))));
+    }
+    if (RM > 7u) {
+      let x7 = textureLoad(a, texel(a7 + k4), 0);
+      acc7 = fma(vec4f(x7.x), b0, fma(vec4f(x7.y), b1, fma(vec4f(x7.z), b2, fma(vec4f(x7.w), b3, acc7))));
+    }
+  }
+  let n0 = p.n_offset + column * 4u;
+  let n_end = min(p.N, p.n_offset + p.n_count);
+  let rows = array<vec4f, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+  for (var r = 0u; r < RM; r++) {
+    let m = m0 + r;
+    if (m >= p.M) {
+      break;
+    }
+    store_row(g, m, n0, n_end, rows[r]);
   }
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { writeFileAtomic } from "../util/fs.ts";
 import { decode, Image } from "imagescript";
 import { deflateSync } from "node:zlib";
 
@@ -552,24 +553,6 @@ function pngChunk(type: string, data: Uint8Array): Uint8Array {
   for (let i = 4; i < 8 + data.length; i++) crc = CRC_TABLE[(crc ^ chunk[i]) & 0xff] ^ (crc >>> 8);
   view.setUint32(8 + data.length, (crc ^ 0xffffffff) >>> 0);
   return chunk;
-}
-
-/**
- * Writes a file atomically: the bytes go to a temporary file in the same folder which is then
- * renamed over the target, so readers never see a half-written file, even after a crash.
- *
- * @param path target path
- * @param bytes file contents
- */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const temp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    await Deno.writeFile(temp, bytes);
-    await Deno.rename(temp, path);
-  } catch (error) {
-    await Deno.remove(temp).catch(() => {});
-    throw new Error(`Cannot write "${path}": ${errorMessage(error)}`, { cause: error });
-  }
 }
 
 /**

@@ -5,14 +5,14 @@
  * outlined in green, heat map beside the image).
  *
  * Rendering functions are pure and return imagescript `Image`s; use
- * {@link encodePng} for bytes and {@link savePng} to write files atomically.
+ * `image.encode()` for bytes and {@link savePng} to write files atomically.
  * Colours are `0xRRGGBBAA` numbers. Text uses the built-in 5x7 font.
  *
  * @module
  */
 
 import { Image } from "imagescript";
-import { writeFileAtomic } from "./atomic.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 import { GLYPH_ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH, glyphRows, textWidth } from "./font.ts";
 
 const WHITE = 0xffffffff;
@@ -619,16 +619,6 @@ export function renderQualitative(input: QualitativeInput): Image {
 }
 
 /**
- * Encodes an image as PNG.
- *
- * @param image the image
- * @returns PNG file bytes
- */
-export async function encodePng(image: Image): Promise<Uint8Array> {
-  return await image.encode();
-}
-
-/**
  * Saves an image (or already encoded PNG bytes) atomically, creating parent
  * directories.
  *
@@ -637,6 +627,6 @@ export async function encodePng(image: Image): Promise<Uint8Array> {
  * @returns a promise resolved once the file is in place
  */
 export async function savePng(path: string, image: Image | Uint8Array): Promise<void> {
-  const bytes = image instanceof Uint8Array ? image : await encodePng(image);
+  const bytes = image instanceof Uint8Array ? image : await image.encode();
   await writeFileAtomic(path, bytes);
 }

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { writeFileAtomic } from "./atomic.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 import { type CategoryMetrics, type MeanMetrics, meanOverCategories } from "./evaluate.ts";
 
 /** Contents of `metrics.json`. */

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { writeFileAtomic } from "./atomic.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 
 /** A decoded single-channel image. */
 export interface TiffImage {

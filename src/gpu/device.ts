@@ -9,6 +9,7 @@
 import { BufferPool } from "./pool.ts";
 import { PipelineCache } from "./pipelines.ts";
 import { Recorder } from "./recorder.ts";
+import { TexturePool } from "./textures.ts";
 
 /** Thrown when no WebGPU adapter is available; its message names the fix. */
 export class NoGpuAdapterError extends Error {
@@ -45,6 +46,8 @@ export class Gpu {
   readonly pool: BufferPool;
   /** Records dispatches into one command encoder until data must come back. */
   readonly recorder: Recorder;
+  /** Textures for packed GEMM operands. */
+  readonly textures: TexturePool;
   /** Validation and out-of-memory errors the device reported; tests assert that none occur. */
   readonly errors: string[] = [];
 
@@ -55,6 +58,7 @@ export class Gpu {
     this.pipelines = new PipelineCache(device);
     this.recorder = new Recorder(device);
     this.pool = new BufferPool(device, this.recorder);
+    this.textures = new TexturePool(device);
   }
 
   /** The largest byte size one storage binding may have on this device. */
@@ -66,6 +70,7 @@ export class Gpu {
   destroy(): void {
     this.recorder.flush();
     this.pool.releaseAll();
+    this.textures.destroyAll();
     this.recorder.destroyUniforms();
     this.device.destroy();
     if (current === this) current = null;

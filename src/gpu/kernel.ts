@@ -15,6 +15,12 @@ export interface StorageBinding {
   bytes: number;
 }
 
+/** A texture binding (sampled or storage, as the entry point declares it). */
+export interface TextureBinding {
+  /** The view bound. */
+  view: GPUTextureView;
+}
+
 /** Everything one dispatch needs. Binding 0 is the uniform block, then `buffers` in order. */
 export interface LaunchSpec {
   /** Kernel family (a file in shaders/). */
@@ -25,8 +31,8 @@ export interface LaunchSpec {
   constants?: ShaderConstants;
   /** The uniform block's bytes. */
   params: ArrayBuffer;
-  /** Storage buffers bound at 1, 2, … in this order; `null` skips a binding the entry point does not use. */
-  buffers: (StorageBinding | null)[];
+  /** Resources bound at 1, 2, … in this order; `null` skips a binding the entry point does not use. */
+  buffers: (StorageBinding | TextureBinding | null)[];
   /** Workgroup counts. */
   workgroups: readonly [number, number?, number?];
 }
@@ -48,6 +54,10 @@ export function launch(gpu: Gpu, spec: LaunchSpec): void {
   ];
   spec.buffers.forEach((binding, i) => {
     if (!binding) return;
+    if ("view" in binding) {
+      entries.push({ binding: i + 1, resource: binding.view });
+      return;
+    }
     if (binding.bytes > gpu.maxBindingBytes) {
       throw new Error(
         `Kernel ${spec.shader} would bind ${binding.bytes} bytes, over this device's ` +
@@ -56,15 +66,16 @@ export function launch(gpu: Gpu, spec: LaunchSpec): void {
     }
     entries.push({
       binding: i + 1,
-      resource: { buffer: binding.buffer, offset: 0, size: Math.max(4, alignTo4(binding.bytes)) },
+      // Rounded up to 16 bytes so kernels may view any tensor as vec4s; pool buffers have room.
+      resource: { buffer: binding.buffer, offset: 0, size: Math.max(16, alignTo16(binding.bytes)) },
     });
   });
   const bindGroup = gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
   gpu.recorder.dispatch(pipeline, bindGroup, [x, y, z]);
 }
 
-function alignTo4(bytes: number): number {
-  return Math.ceil(bytes / 4) * 4;
+function alignTo16(bytes: number): number {
+  return Math.ceil(bytes / 16) * 16;
 }
 
 /**

@@ -9,6 +9,8 @@ export const shaderNames = [
   "binary",
   "reduce",
   "gemm",
+  "pack",
+  "col2im",
   "copy",
   "pool",
   "resize",

@@ -4,7 +4,7 @@
  * a temporary name and renamed, so a crash never leaves a half-written checkpoint.
  */
 
-import { dirname } from "node:path";
+import { writeFileAtomic } from "../util/fs.ts";
 import { type Tensor, tensor, toArrays } from "../tensor/tensor.ts";
 import type { Module } from "./module.ts";
 
@@ -31,25 +31,6 @@ export class CheckpointError extends Error {
     super(`${path}: ${detail}`);
     this.name = "CheckpointError";
   }
-}
-
-/** Writes bytes to `path` atomically (temporary file in the same folder, then rename). */
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  await Deno.mkdir(dirname(path), { recursive: true });
-  const temporary = `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    if (typeof data === "string") await Deno.writeTextFile(temporary, data);
-    else await Deno.writeFile(temporary, data);
-    await Deno.rename(temporary, path);
-  } catch (error) {
-    await Deno.remove(temporary).catch(() => {});
-    throw error;
-  }
-}
-
-/** Writes JSON (pretty-printed) atomically. */
-export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  return writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n");
 }
 
 /** Encodes CPU tensors as safetensors bytes. */

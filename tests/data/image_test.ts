@@ -12,9 +12,9 @@ import {
   resize,
   toGrayscale,
   toRgb,
-  writeFileAtomic,
   writePng,
 } from "../../src/data/image.ts";
+import { writeFileAtomic } from "../../src/util/fs.ts";
 
 function gray(width: number, height: number, values: number[]): FloatImage {
   const image = createImage(width, height, 1);
@@ -172,9 +172,12 @@ Deno.test("writes are atomic: the target appears complete and no temp file is le
     for await (const entry of Deno.readDir(dir)) names.push(entry.name);
     assert.deepEqual(names.sort(), ["blob.bin", "out.png"]);
     assert.equal((await readImage(path)).width, 4);
+    // A folder that is missing is created; one that is a file is an error naming the path.
+    await writeFileAtomic(join(dir, "new-dir", "x.bin"), new Uint8Array(1));
+    assert.equal((await Deno.stat(join(dir, "new-dir", "x.bin"))).size, 1);
     await assert.rejects(
-      () => writeFileAtomic(join(dir, "no-such-dir", "x.bin"), new Uint8Array(1)),
-      /no-such-dir/,
+      () => writeFileAtomic(join(dir, "blob.bin", "x.bin"), new Uint8Array(1)),
+      /blob\.bin\/x\.bin/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

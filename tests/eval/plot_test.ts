@@ -3,7 +3,6 @@ import { join } from "node:path";
 import { decode, Image } from "imagescript";
 import {
   colormapColor,
-  encodePng,
   renderHeatmap,
   renderLineChart,
   renderProChart,
@@ -51,7 +50,7 @@ Deno.test("line charts decode as PNGs of the requested size with axes and title"
     width: 320,
     height: 240,
   });
-  const image = await decodePng(await encodePng(chart));
+  const image = await decodePng(await chart.encode());
   assert.equal(image.width, 320);
   assert.equal(image.height, 240);
   // Plot frame: left edge x=70 and bottom edge y=240-55 are black.
@@ -82,7 +81,7 @@ Deno.test("ROC, PRO and region-overlap charts render as 640x480 PNGs", async () 
       renderRegionOverlapChart([curve]),
     ]
   ) {
-    const image = await decodePng(await encodePng(chart));
+    const image = await decodePng(await chart.encode());
     assert.equal(image.width, 640);
     assert.equal(image.height, 480);
   }
@@ -96,7 +95,7 @@ Deno.test("ROC, PRO and region-overlap charts render as 640x480 PNGs", async () 
 
 Deno.test("heat map colours each map value", async () => {
   const heat = renderHeatmap(Float32Array.from([0, 1, 2, 3, 4, 5]), 3, 2);
-  const image = await decodePng(await encodePng(heat));
+  const image = await decodePng(await heat.encode());
   assert.equal(image.width, 3);
   assert.equal(image.height, 2);
   assert.equal(pixel(image, 0, 0), colormapColor(0));
@@ -121,7 +120,7 @@ Deno.test("qualitative overlay outlines ground truth in red and detection in gre
     map,
     threshold: 0.5,
   });
-  const image = await decodePng(await encodePng(result));
+  const image = await decodePng(await result.encode());
   assert.equal(image.width, 2 * width + 4);
   assert.equal(image.height, height);
   assert.equal(pixel(image, 1, 1), 0xff0000ff); // every pixel of a 2x2 block is on its outline

@@ -155,6 +155,11 @@ opTest("matmul", (s) => ({
   gpu: op.matmul,
   ref: matmulRef,
 }));
+opTest("matmul with 4-aligned rows (vector stores)", (s) => ({
+  inputs: s === "large" ? [input([37, 29]), input([29, 64])] : [input([3, 5]), input([5, 8])],
+  gpu: op.matmul,
+  ref: matmulRef,
+}));
 opTest("batched matmul", (s) => ({
   inputs: s === "large"
     ? [input([3, 17, 33]), input([3, 33, 9])]

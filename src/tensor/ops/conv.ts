@@ -6,6 +6,7 @@
 
 import { addGrad, empty, opResult, type Tensor } from "../tensor.ts";
 import { type ConvGeometry, gemm, GemmMode } from "./gemm.ts";
+import { bind, elementGrid, Params, run } from "./launch.ts";
 import { add } from "./elementwise.ts";
 import { reshape } from "./shape.ts";
 
@@ -119,16 +120,36 @@ function forwardProduct(x: Tensor, w: Tensor, out: Tensor, g: ConvGeometry): voi
   });
 }
 
+/**
+ * dx of a convolution (and the output of a transposed one): the column matrix Wᵀ·dy, then col2im
+ * folds the columns into the image. Unlike gathering kernel taps per input pixel, this does no
+ * work for the taps a stride skips.
+ */
 function inputGradProduct(dy: Tensor, w: Tensor, out: Tensor, g: ConvGeometry): void {
   const taps = g.kernelH * g.kernelW;
-  gemm(w, dy, out, {
+  const rows = (g.cin / g.groups) * taps;
+  const columnCount = g.images * g.outH * g.outW;
+  const columns = empty([g.groups, rows, columnCount]);
+  gemm(w, dy, columns, {
     mode: GemmMode.convInputGrad,
-    M: g.cin / g.groups,
-    N: g.images * g.inH * g.inW,
-    K: (g.cout / g.groups) * taps,
+    M: rows,
+    N: columnCount,
+    K: g.cout / g.groups,
     batch: g.groups,
     conv: g,
   });
+  run(out, {
+    shader: "col2im",
+    params: new Params()
+      .u32(out.size).u32(g.images).u32(g.cin).u32(g.groups)
+      .u32(g.inH).u32(g.inW).u32(g.outH).u32(g.outW)
+      .u32(g.kernelH).u32(g.kernelW).u32(g.strideH).u32(g.strideW)
+      .i32(g.padH).i32(g.padW).u32(g.dilationH).u32(g.dilationW)
+      .bytes(),
+    buffers: [bind(columns), bind(out)],
+    workgroups: elementGrid(out.size),
+  });
+  columns.dispose();
 }
 
 function weightGradProduct(dy: Tensor, x: Tensor, out: Tensor, g: ConvGeometry): void {

@@ -1,0 +1,71 @@
+// Folds the column matrix of a convolution's input gradient into an NCHW image: every input pixel
+// sums the columns of the output pixels and kernel taps that read it. It is a gather, one thread
+// per input pixel, so no atomics are needed.
+// columns: [groups, (cin/groups)·kh·kw, images·out_h·out_w], from gemm.wgsl's MODE 2.
+
+struct Params {
+  n: u32,
+  images: u32,
+  cin: u32,
+  groups: u32,
+  in_h: u32,
+  in_w: u32,
+  out_h: u32,
+  out_w: u32,
+  kernel_h: u32,
+  kernel_w: u32,
+  stride_h: u32,
+  stride_w: u32,
+  pad_h: i32,
+  pad_w: i32,
+  dilation_h: u32,
+  dilation_w: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> columns: array<f32>;
+@group(0) @binding(2) var<storage, read_write> image: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.n) {
+    return;
+  }
+  let pixels = p.in_h * p.in_w;
+  let ix = i % p.in_w;
+  let iy = (i / p.in_w) % p.in_h;
+  let channel = (i / pixels) % p.cin;
+  let img = i / (pixels * p.cin);
+  let cin_per_group = p.cin / p.groups;
+  let g = channel / cin_per_group;
+  let ci = channel % cin_per_group;
+  let taps = p.kernel_h * p.kernel_w;
+  let out_pixels = p.out_h * p.out_w;
+  let n_columns = p.images * out_pixels;
+  let row_base = (g * cin_per_group + ci) * taps;
+  var sum = 0.0;
+  for (var ky = 0u; ky < p.kernel_h; ky++) {
+    let ty = i32(iy) + p.pad_h - i32(ky * p.dilation_h);
+    if (ty < 0 || ty % i32(p.stride_h) != 0) {
+      continue;
+    }
+    let oy = u32(ty) / p.stride_h;
+    if (oy >= p.out_h) {
+      continue;
+    }
+    for (var kx = 0u; kx < p.kernel_w; kx++) {
+      let tx = i32(ix) + p.pad_w - i32(kx * p.dilation_w);
+      if (tx < 0 || tx % i32(p.stride_w) != 0) {
+        continue;
+      }
+      let ox = u32(tx) / p.stride_w;
+      if (ox >= p.out_w) {
+        continue;
+      }
+      let row = row_base + ky * p.kernel_w + kx;
+      sum += columns[row * n_columns + img * out_pixels + oy * p.out_w + ox];
+    }
+  }
+  image[i] = sum;
+}

@@ -1,0 +1,198 @@
+// Packs a GEMM operand into an rgba32float texture: a matrix of `rows` × `columns` (columns padded
+// to a multiple of 4) stored as vec4 texels along the columns, texel t = row · columns/4 + col/4
+// at (t mod 2048, t div 2048). The GEMM kernel then reads four operands per texture load, which is
+// far cheaper than storage-buffer loads on CPU drivers such as lavapipe.
+//
+// MODE says how the operand is gathered (see gemm.wgsl for the four products). For MODE 2 the
+// product is the column matrix of the input gradient, which col2im.wgsl then folds into an image:
+// computing it densely wastes nothing, where gathering zero taps of a strided convolution would.
+//   pack_a: the M×K left operand, row = g·M + m, column = k
+//   pack_b: the K×N right operand, row = g·K + k, column = n − n_offset (a chunk of the columns)
+// Values outside the product (m ≥ M, k ≥ K, n ≥ N) are written as zeros.
+
+struct Params {
+  M: u32,
+  N: u32,
+  K: u32,
+  K_padded: u32,
+  batch: u32, // groups of a convolution, or the batch of a matmul
+  a_batch_stride: u32,
+  b_batch_stride: u32,
+  n_offset: u32,
+  n_count: u32, // columns in this chunk
+  images: u32,
+  cin: u32,
+  cout: u32,
+  groups: u32,
+  in_h: u32,
+  in_w: u32,
+  out_h: u32,
+  out_w: u32,
+  kernel_h: u32,
+  kernel_w: u32,
+  stride_h: u32,
+  stride_w: u32,
+  pad_h: i32,
+  pad_w: i32,
+  dilation_h: u32,
+  dilation_w: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+
+const TEXTURE_WIDTH: u32 = 2048u;
+
+// The input pixel that kernel tap (ky, kx) of output pixel (oy, ox) reads, or -1 outside.
+fn input_index(image: u32, channel: u32, oy: u32, ox: u32, ky: u32, kx: u32) -> i32 {
+  let iy = i32(oy * p.stride_h + ky * p.dilation_h) - p.pad_h;
+  let ix = i32(ox * p.stride_w + kx * p.dilation_w) - p.pad_w;
+  if (iy < 0 || ix < 0 || iy >= i32(p.in_h) || ix >= i32(p.in_w)) {
+    return -1;
+  }
+  return i32(((image * p.cin + channel) * p.in_h + u32(iy)) * p.in_w + u32(ix));
+}
+
+fn load_a(g: u32, m: u32, k: u32) -> f32 {
+  if (m >= p.M || k >= p.K) {
+    return 0.0;
+  }
+  let taps = p.kernel_h * p.kernel_w;
+  switch MODE {
+    case 0u: {
+      if (TRANS_A) {
+        return src[g * p.a_batch_stride + k * p.M + m];
+      }
+      return src[g * p.a_batch_stride + m * p.K + k];
+    }
+    case 1u: {
+      return src[(g * p.M + m) * p.K + k];
+    }
+    case 2u: {
+      // The transposed weight: row m = (ci, ky, kx), column k = co within the group.
+      return src[(g * p.K + k) * p.M + m];
+    }
+    default: {
+      let pixels = p.out_h * p.out_w;
+      let image = k / pixels;
+      let q = k % pixels;
+      return src[((image * p.cout + g * p.M + m) * p.out_h + q / p.out_w) * p.out_w + q % p.out_w];
+    }
+  }
+}
+
+fn load_b(g: u32, k: u32, n: u32) -> f32 {
+  if (k >= p.K || n >= p.N) {
+    return 0.0;
+  }
+  let taps = p.kernel_h * p.kernel_w;
+  var index = -1;
+  switch MODE {
+    case 0u: {
+      if (TRANS_B) {
+        return src[g * p.b_batch_stride + n * p.K + k];
+      }
+      return src[g * p.b_batch_stride + k * p.N + n];
+    }
+    case 1u: {
+      let cin_per_group = p.cin / p.groups;
+      let pixels = p.out_h * p.out_w;
+      let q = n % pixels;
+      let r = k % taps;
+      index = input_index(
+        n / pixels, g * cin_per_group + k / taps, q / p.out_w, q % p.out_w, r / p.kernel_w, r % p.kernel_w,
+      );
+    }
+    case 2u: {
+      // The output gradient as it lies: row k = co within the group, column n = (image, oy, ox).
+      let pixels = p.out_h * p.out_w;
+      return src[((n / pixels) * p.cout + g * p.K + k) * pixels + n % pixels];
+    }
+    default: {
+      let cin_per_group = p.cin / p.groups;
+      let pixels = p.out_h * p.out_w;
+      let q = k % pixels;
+      let r = n % taps;
+      index = input_index(
+        k / pixels, g * cin_per_group + n / taps, q / p.out_w, q % p.out_w, r / p.kernel_w, r % p.kernel_w,
+      );
+    }
+  }
+  if (index < 0) {
+    return 0.0;
+  }
+  return src[u32(index)];
+}
+
+fn texel(t: u32) -> vec2u {
+  return vec2u(t % TEXTURE_WIDTH, t / TEXTURE_WIDTH);
+}
+
+@compute @workgroup_size(256)
+fn pack_a(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * 256u;
+  let texels_per_row = p.K_padded / 4u;
+  let rows = p.batch * p.M;
+  if (t >= rows * texels_per_row) {
+    return;
+  }
+  let row = t / texels_per_row;
+  let g = row / p.M;
+  let m = row % p.M;
+  let k = (t % texels_per_row) * 4u;
+  let value = vec4f(load_a(g, m, k), load_a(g, m, k + 1u), load_a(g, m, k + 2u), load_a(g, m, k + 3u));
+  textureStore(dst, texel(t), value);
+}
+
+// The four consecutive columns n .. n+3 of one row k of the right operand. Convolution columns
+// are pixels (MODE 1) or kernel taps (MODE 3); decomposing the first index once and stepping to
+// the next three saves the integer divisions that dominate packing on CPU drivers.
+fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
+  if (MODE == 1u && k < p.K) {
+    let taps = p.kernel_h * p.kernel_w;
+    let r = k % taps;
+    let ky = r / p.kernel_w;
+    let kx = r % p.kernel_w;
+    let channel = g * (p.cin / p.groups) + k / taps;
+    let pixels = p.out_h * p.out_w;
+    var image = n / pixels;
+    var oy = (n % pixels) / p.out_w;
+    var ox = n % p.out_w;
+    var values = vec4f(0.0);
+    for (var j = 0u; j < 4u; j++) {
+      if (n + j < p.N) {
+        let index = input_index(image, channel, oy, ox, ky, kx);
+        if (index >= 0) {
+          values[j] = src[u32(index)];
+        }
+      }
+      ox += 1u;
+      if (ox == p.out_w) {
+        ox = 0u;
+        oy += 1u;
+        if (oy == p.out_h) {
+          oy = 0u;
+          image += 1u;
+        }
+      }
+    }
+    return values;
+  }
+  return vec4f(load_b(g, k, n), load_b(g, k, n + 1u), load_b(g, k, n + 2u), load_b(g, k, n + 3u));
+}
+
+@compute @workgroup_size(256)
+fn pack_b(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * 256u;
+  let texels_per_row = (p.n_count + 3u) / 4u;
+  let rows = p.batch * p.K_padded;
+  if (t >= rows * texels_per_row) {
+    return;
+  }
+  let row = t / texels_per_row;
+  let g = row / p.K_padded;
+  let k = row % p.K_padded;
+  let n = p.n_offset + (t % texels_per_row) * 4u;
+  textureStore(dst, texel(t), load_b4(g, k, n));
+}

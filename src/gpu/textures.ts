@@ -1,0 +1,73 @@
+/**
+ * Pooled rgba32float textures for packed GEMM operands. A packed matrix is a run of vec4 texels
+ * laid out row by row in a texture 2048 texels wide (see shaders/pack.wgsl); heights come in
+ * power-of-two buckets so that the same textures serve every training step.
+ */
+
+/** Width of every operand texture, in texels. Shaders use the same constant. */
+export const operandTextureWidth = 2048;
+
+/** A pooled texture and its cached view. */
+export interface OperandTexture {
+  /** The texture. */
+  texture: GPUTexture;
+  /** A view of the whole texture, for bind groups. */
+  view: GPUTextureView;
+  /** Texels it holds. */
+  texels: number;
+}
+
+/** Textures by height bucket. */
+export class TexturePool {
+  private readonly free = new Map<number, OperandTexture[]>();
+  private readonly all = new Set<OperandTexture>();
+  /** Bytes of all pooled textures. */
+  allocatedBytes = 0;
+
+  /** Wraps a device. */
+  constructor(private readonly device: GPUDevice) {}
+
+  /** The most texels one operand texture can hold on this device. */
+  get maxTexels(): number {
+    return operandTextureWidth * this.device.limits.maxTextureDimension2D;
+  }
+
+  /** A texture with room for `texels` vec4 texels. */
+  acquire(texels: number): OperandTexture {
+    const rows = Math.max(1, Math.ceil(texels / operandTextureWidth));
+    const height = Math.min(
+      2 ** Math.ceil(Math.log2(rows)),
+      this.device.limits.maxTextureDimension2D,
+    );
+    if (rows > height) {
+      throw new Error(`A packed operand of ${texels} texels exceeds the device's texture limits`);
+    }
+    const reusable = this.free.get(height)?.pop();
+    if (reusable) return reusable;
+    const texture = this.device.createTexture({
+      size: [operandTextureWidth, height],
+      format: "rgba32float",
+      usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.TEXTURE_BINDING,
+    });
+    const operand = { texture, view: texture.createView(), texels: operandTextureWidth * height };
+    this.all.add(operand);
+    this.allocatedBytes += operand.texels * 16;
+    return operand;
+  }
+
+  /** Returns a texture for reuse; later dispatches that reuse it run after earlier readers. */
+  release(operand: OperandTexture): void {
+    const height = operand.texels / operandTextureWidth;
+    let list = this.free.get(height);
+    if (!list) this.free.set(height, list = []);
+    list.push(operand);
+  }
+
+  /** Destroys every texture (device teardown). */
+  destroyAll(): void {
+    for (const operand of this.all) operand.texture.destroy();
+    this.all.clear();
+    this.free.clear();
+    this.allocatedBytes = 0;
+  }
+}

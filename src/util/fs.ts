@@ -1,0 +1,29 @@
+/**
+ * Atomic file writes: data goes to a temporary file in the target folder and is then renamed over
+ * the target, so a crash never leaves a half-written checkpoint, map or report (a rename within
+ * one file system is atomic).
+ */
+
+import { basename, dirname, join } from "node:path";
+
+/** Writes bytes (or UTF-8 text) to `path` atomically, creating its folder if needed. */
+export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const directory = dirname(path);
+  const temporary = join(directory, `.${basename(path)}.${crypto.randomUUID().slice(0, 8)}.tmp`);
+  try {
+    await Deno.mkdir(directory, { recursive: true });
+    await Deno.writeFile(
+      temporary,
+      typeof data === "string" ? new TextEncoder().encode(data) : data,
+    );
+    await Deno.rename(temporary, path);
+  } catch (error) {
+    await Deno.remove(temporary).catch(() => {});
+    throw new Error(`Cannot write "${path}": ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Writes a value as pretty-printed JSON, atomically. */
+export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  return writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n");
+}
