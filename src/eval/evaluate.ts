@@ -25,7 +25,12 @@ import {
   evaluateAtThreshold,
   pixelAveragePrecision,
   pixelRocAuc,
+  type ProCurve,
+  proCurveFromTable,
   rocAuc,
+  type RocCurve,
+  rocCurve,
+  rocCurveFromSorted,
   type ScoredImage,
   UndefinedMetricError,
   validationThreshold,
@@ -167,6 +172,7 @@ function checkMap(name: string, map: unknown, width: number, height: number): Fl
 /** A validated test image at ground-truth resolution. */
 interface PreparedImage extends ScoredImage {
   name: string;
+  defectType: string;
   isDefective: boolean;
   imageScore: number;
 }
@@ -198,6 +204,7 @@ function prepareTestImage(image: TestImageInput): PreparedImage {
   const isDefective = image.gtMask !== null && image.gtMask.some((value) => value !== 0);
   return {
     name,
+    defectType: image.defectType,
     map: resized,
     mask: image.gtMask,
     width: gtWidth,
@@ -245,6 +252,74 @@ function validationTargetSize(
  * @throws {EvaluationInputError} for a missing, mis-sized or non-finite map
  */
 export function evaluateCategory(input: CategoryInput): CategoryMetrics {
+  return evaluateCategoryDetailed(input, { curves: false }).metrics;
+}
+
+/** Options of {@link evaluateCategoryDetailed}. */
+export interface DetailOptions {
+  /** Compute the ROC and PRO curves (for plots). Default true. */
+  curves?: boolean;
+  /** Point thinning of the curves (see `CurveOptions.resolution`). Default 1e-3. */
+  curveResolution?: number;
+}
+
+/** A test image after validation, at ground-truth resolution. */
+export interface EvaluatedImage {
+  /** Name as given in the input. */
+  name: string;
+  /** Defect type as given in the input. */
+  defectType: string;
+  /** The map at ground-truth resolution (the input array itself when no resize was needed). */
+  map: Float32Array;
+  /** Ground-truth mask or null. */
+  mask: Uint8Array | null;
+  /** Ground-truth width. */
+  width: number;
+  /** Ground-truth height. */
+  height: number;
+  /** True when the mask has a defect pixel. */
+  isDefective: boolean;
+  /** The image score used for the image ROC AUC. */
+  imageScore: number;
+}
+
+/** Metrics plus what plots and qualitative pictures need. */
+export interface CategoryEvaluationDetail {
+  /** The metrics record, as returned by {@link evaluateCategory}. */
+  metrics: CategoryMetrics;
+  /** Test images in input order, maps at ground-truth resolution. */
+  images: EvaluatedImage[];
+  /** Image-level ROC curve; null when undefined (one class absent) or not requested. */
+  imageRoc: RocCurve | null;
+  /** Pixel-level ROC curve; null when undefined or not requested. */
+  pixelRoc: RocCurve | null;
+  /** PRO (region overlap vs FPR) curve; null when undefined or not requested. */
+  pro: ProCurve | null;
+}
+
+/** Runs `compute`, turning an {@link UndefinedMetricError} into null (the metrics carry the note). */
+function curveOrNull<T>(compute: () => T): T | null {
+  try {
+    return compute();
+  } catch (error) {
+    if (error instanceof UndefinedMetricError) return null;
+    throw error;
+  }
+}
+
+/**
+ * {@link evaluateCategory} that also returns the curves and the prepared test
+ * images, sorting the pixels only once for both.
+ *
+ * @param input test images, validation maps, minimum area and optional method threshold
+ * @param options which curves, and their point thinning
+ * @returns metrics, images at ground-truth resolution and curves
+ * @throws {EvaluationInputError} for a missing, mis-sized or non-finite map
+ */
+export function evaluateCategoryDetailed(
+  input: CategoryInput,
+  options: DetailOptions = {},
+): CategoryEvaluationDetail {
   const notes: string[] = [];
   if (!Number.isInteger(input.minArea) || input.minArea < 1) {
     throw new EvaluationInputError(`minArea must be a positive integer, got ${input.minArea}`);
@@ -309,7 +384,7 @@ export function evaluateCategory(input: CategoryInput): CategoryMetrics {
     if (region_overlap === null) notes.push("region_overlap: there are no ground-truth regions");
   }
 
-  return {
+  const metrics: CategoryMetrics = {
     image_auroc,
     pixel_auroc,
     au_pro,
@@ -325,6 +400,27 @@ export function evaluateCategory(input: CategoryInput): CategoryMetrics {
     n_defective: defectiveCount,
     n_regions: table.regionCount,
     notes,
+  };
+
+  const wantCurves = options.curves ?? true;
+  const resolution = options.curveResolution ?? 1e-3;
+  return {
+    metrics,
+    images: images.map((image) => ({
+      name: image.name,
+      defectType: image.defectType,
+      map: image.map,
+      mask: image.mask,
+      width: image.width,
+      height: image.height,
+      isDefective: image.isDefective,
+      imageScore: image.imageScore,
+    })),
+    imageRoc: wantCurves
+      ? curveOrNull(() => rocCurve(imageScores, imageLabels, { resolution }))
+      : null,
+    pixelRoc: wantCurves ? curveOrNull(() => rocCurveFromSorted(table, { resolution })) : null,
+    pro: wantCurves ? curveOrNull(() => proCurveFromTable(table, { resolution })) : null,
   };
 }
 

@@ -523,15 +523,36 @@ function sweepProCurve(
     throw new UndefinedMetricError("pro", "there are no defect-free pixels to measure the FPR");
   }
   const inverseRegionSizes = Float64Array.from(regionSizes, (size) => 1 / size);
-  let overlapSum = 0;
+  // Fully detected regions count exactly 1 each: summing 1/size `size` times is not exactly 1 in
+  // floating point, and a perfect map must score exactly 1. Only partly detected regions go
+  // through the floating-point sum, which restarts at exactly 0 whenever none is left.
+  const undetected = Uint32Array.from(regionSizes);
+  let completeRegions = 0;
+  let partialRegions = 0;
+  let partialSum = 0;
   let falsePositives = 0;
   let stopped = visit(0, 0, Infinity) === false;
   forEachThresholdDescending(positives, negatives, (threshold, from, to, newNegatives) => {
     if (stopped) return;
-    for (let i = from; i < to; i++) overlapSum += inverseRegionSizes[positiveRegions[i]];
+    for (let i = from; i < to; i++) {
+      const region = positiveRegions[i];
+      const size = regionSizes[region];
+      const left = --undetected[region];
+      if (left === 0) {
+        completeRegions++;
+        if (size > 1) {
+          partialRegions--;
+          partialSum -= (size - 1) * inverseRegionSizes[region];
+        }
+      } else {
+        if (left === size - 1) partialRegions++;
+        partialSum += inverseRegionSizes[region];
+      }
+    }
+    if (partialRegions === 0) partialSum = 0;
     falsePositives += newNegatives;
     const fpr = falsePositives / negatives.length;
-    stopped = visit(fpr, overlapSum / regionCount, threshold) === false;
+    stopped = visit(fpr, (completeRegions + partialSum) / regionCount, threshold) === false;
   });
 }
 
@@ -583,7 +604,8 @@ export function auProFromTable(
     integrator.add(fpr, pro);
     return !integrator.done;
   });
-  return integrator.area / fprLimit;
+  // Rounding in the trapezoid sums can overshoot 1 by a few ulps; AU-PRO is a share.
+  return Math.min(1, Math.max(0, integrator.area / fprLimit));
 }
 
 /**
