@@ -17,6 +17,7 @@ export const shaderNames = [
   "filter",
   "random",
   "optim",
+  "gmm",
 ] as const;
 
 /** Name of a kernel family. */

@@ -16,7 +16,7 @@
  */
 
 import type { FloatImage } from "../data/image.ts";
-import type { MvtecCategory } from "../data/mvtec.ts";
+import { categoryInfo, type MvtecCategory } from "../data/mvtec.ts";
 
 /** Progress of a training run, reported to callbacks (and the progress bar of the CLI). */
 export interface TrainProgress {
@@ -44,6 +44,10 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Stops training early (for example on Ctrl-C); the method returns what it has. */
   signal?: AbortSignal;
+  /** The run folder, for methods that write end-of-epoch checkpoints there. */
+  checkpointDir?: string;
+  /** Continue from the checkpoint in `checkpointDir` (methods without checkpoints retrain). */
+  resume?: boolean;
 }
 
 /** A trained detector: turns an image into an anomaly map. */
@@ -128,4 +132,23 @@ export function getMethod(name: string): MethodDefinition {
 /** Every registered method. */
 export function listMethods(): MethodDefinition[] {
   return [...registry.values()];
+}
+
+/**
+ * Why a method is not meant for a category, or null when it is. The CLI prints this and stops
+ * unless the user passes `--force`.
+ */
+export function applicabilityProblem(method: MethodDefinition, category: string): string | null {
+  if (method.appliesTo === "all") return null;
+  const kind = categoryInfo(category).kind;
+  const wanted = method.appliesTo === "textures" ? "texture" : "object";
+  if (kind === wanted) return null;
+  return `Method "${method.name}" is meant for ${wanted} categories; "${category}" is ` +
+    `${kind === "object" ? "an object" : "a texture"} category. Pass --force to run it anyway.`;
+}
+
+/** Throws {@link applicabilityProblem}'s message unless `force` is set. */
+export function assertApplies(method: MethodDefinition, category: string, force = false): void {
+  const problem = applicabilityProblem(method, category);
+  if (problem && !force) throw new Error(problem);
 }

@@ -1,0 +1,177 @@
+/**
+ * A training run from start to finish, for any method: train on a category, save the model, write
+ * the anomaly maps of the validation and test images in MVTec's layout, estimate the threshold
+ * with the paper's protocol, and leave `config.json`, `threshold.json`, `train.log` and the loss
+ * curve beside them (see the run-folder format in method.ts).
+ */
+
+import { join, resolve } from "node:path";
+import type { MvtecCategory, Sample } from "../data/mvtec.ts";
+import { validationThreshold } from "../eval/metrics.ts";
+import { defaultMinArea } from "../eval/run.ts";
+import { writeTiffFile } from "../eval/tiff.ts";
+import { mapPath } from "../eval/evaluate.ts";
+import { renderLineChart, savePng } from "../eval/plot.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../util/fs.ts";
+import { VERSION } from "../version.ts";
+import type {
+  AnomalyDetector,
+  MethodDefinition,
+  RunConfig,
+  RunThreshold,
+  TrainOptions,
+} from "./method.ts";
+
+/** Options of {@link trainRun}. */
+export interface RunOptions {
+  /** The method. */
+  method: MethodDefinition;
+  /** The opened category. */
+  category: MvtecCategory;
+  /** The run folder (`runs/<method>/<category>`). */
+  runDir: string;
+  /** Method options (seed, epochs, …), passed through to `method.train`. */
+  trainOptions: TrainOptions & Record<string, unknown>;
+  /** Preset name recorded in the config. */
+  preset?: string;
+  /** Minimum defect area in pixels at ground-truth resolution (default: the evaluation's rule). */
+  minArea?: number;
+  /** Called for each map written: (done, total). */
+  onMapProgress?: (done: number, total: number) => void;
+  /** Lines for the log (the runner also appends them to train.log). */
+  log?: (line: string) => void;
+}
+
+/** What a finished run produced. */
+export interface RunResult {
+  /** The trained detector (call dispose() when done). */
+  detector: AnomalyDetector;
+  /** The threshold written to threshold.json (null when training was stopped early). */
+  threshold: RunThreshold | null;
+  /** Whether training was stopped early by the signal. */
+  stopped: boolean;
+}
+
+/** Trains and writes a complete run folder. */
+export async function trainRun(options: RunOptions): Promise<RunResult> {
+  const { method, category, runDir } = options;
+  await Deno.mkdir(runDir, { recursive: true });
+  const logLines: string[] = [];
+  let logText = "";
+  try {
+    logText = await Deno.readTextFile(join(runDir, "train.log"));
+  } catch {
+    // A new run has no log yet.
+  }
+  const log = (line: string) => {
+    const stamped = `${new Date().toISOString()} ${line}`;
+    logLines.push(stamped);
+    options.log?.(line);
+  };
+  const flushLog = async () => {
+    logText += logLines.splice(0).map((l) => l + "\n").join("");
+    await writeFileAtomic(join(runDir, "train.log"), logText);
+  };
+  log(
+    `training ${method.name} on ${category.name} (${category.train.length} training images, ${category.validation.length} validation, ${category.test.length} test)`,
+  );
+  const detector = await method.train(category, {
+    ...options.trainOptions,
+    log,
+    checkpointDir: runDir,
+  });
+  if (options.trainOptions.signal?.aborted) {
+    // Stopped early: the last end-of-epoch checkpoint stays as it is, for --resume.
+    log("stopped before the end of training; continue with --resume");
+    await flushLog();
+    return { detector, threshold: null, stopped: true };
+  }
+  await detector.save(runDir);
+  const losses = (detector as { losses?: [number, number][] }).losses;
+  if (losses && losses.length > 1) {
+    await saveLossCurve(join(runDir, "loss.png"), losses, method.name);
+  }
+  const config: RunConfig = {
+    method: method.name,
+    category: category.name,
+    data_root: resolve(category.root),
+    preset: options.preset,
+    seed: Number(options.trainOptions.seed ?? 0),
+    engine_version: VERSION,
+    options: Object.fromEntries(
+      Object.entries(options.trainOptions).filter(([, v]) =>
+        typeof v !== "function" && typeof v !== "object"
+      ),
+    ),
+    created: new Date().toISOString(),
+  };
+  await writeJsonAtomic(join(runDir, "config.json"), config);
+  await flushLog();
+
+  const mapsRoot = join(runDir, "maps");
+  const samples: Sample[] = [...category.validation, ...category.test];
+  const validationMaps: { map: Float32Array; width: number; height: number }[] = [];
+  let done = 0;
+  for (const sample of samples) {
+    const image = await category.loadImage(sample, { channels: detector.channels });
+    const map = await detector.anomalyMap(image);
+    if (sample.split === "validation") {
+      validationMaps.push({ map, width: image.width, height: image.height });
+      await writeTiffFile(
+        join(mapsRoot, category.name, "validation", "good", `${sample.id}.tiff`),
+        map,
+        image.width,
+        image.height,
+      );
+    } else {
+      await writeTiffFile(mapPath(mapsRoot, category.name, sample), map, image.width, image.height);
+    }
+    options.onMapProgress?.(++done, samples.length);
+  }
+  const minArea = options.minArea ?? defaultMinArea(category.width, category.height);
+  const own = detector.methodThreshold?.() ?? null;
+  let threshold: RunThreshold;
+  if (own !== null) threshold = { threshold: own, source: "method", min_area: minArea };
+  else if (validationMaps.length > 0) {
+    threshold = {
+      threshold: validationThreshold(validationMaps, minArea),
+      source: "validation",
+      min_area: minArea,
+    };
+  } else {
+    throw new Error(`${category.name} has no validation images, so no threshold can be estimated`);
+  }
+  await writeJsonAtomic(join(runDir, "threshold.json"), threshold);
+  log(
+    `threshold ${
+      threshold.threshold.toPrecision(5)
+    } (${threshold.source}, minimum defect area ${minArea} px)`,
+  );
+  await flushLog();
+  return { detector, threshold, stopped: false };
+}
+
+async function saveLossCurve(
+  path: string,
+  losses: [number, number][],
+  name: string,
+): Promise<void> {
+  const steps = losses.map(([s]) => s);
+  const values = losses.map(([, l]) => l);
+  const high = Math.max(...values);
+  const low = Math.min(0, ...values);
+  const chart = renderLineChart({
+    title: `${name} training loss`,
+    xLabel: "step",
+    yLabel: "loss",
+    series: [{ name: "loss", x: steps, y: values }],
+    xRange: [0, Math.max(1, steps[steps.length - 1])],
+    yRange: [low, high > low ? high * 1.05 : low + 1],
+  });
+  await savePng(path, chart);
+}
+
+/** The run folder of a method and category under a runs root. */
+export function runDirectory(runsRoot: string, method: string, category: string): string {
+  return join(runsRoot, method, category);
+}

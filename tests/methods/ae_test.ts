@@ -1,0 +1,156 @@
+/** The autoencoder methods: patch tiling, training, checkpoints with stop/resume, runs and maps. */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ensureFixtures } from "../../fixtures/mod.ts";
+import { openCategory } from "../../src/data/mvtec.ts";
+import {
+  loadAutoencoder,
+  patchPositions,
+  resolveSettings,
+  trainAutoencoder,
+} from "../../src/methods/ae/ae.ts";
+import { trainRun } from "../../src/methods/runner.ts";
+import { aeL2 } from "../../src/methods/ae/ae.ts";
+import { readTiffFile } from "../../src/eval/tiff.ts";
+
+Deno.test("texture patches tile the zoomed image with the last one flush", () => {
+  assert.deepEqual(patchPositions(512, 128, 30), [
+    0,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    210,
+    240,
+    270,
+    300,
+    330,
+    360,
+    384,
+  ]);
+  assert.deepEqual(patchPositions(256, 128, 32), [0, 32, 64, 96, 128]);
+  assert.deepEqual(patchPositions(128, 128, 30), [0]);
+  assert.throws(() => patchPositions(100, 128, 30), /does not fit/);
+});
+
+Deno.test("presets resolve, and bad settings are refused by name", () => {
+  assert.equal(resolveSettings({ preset: "paper" }).patches, 10000);
+  assert.equal(resolveSettings({ preset: "paper" }).lr, 2e-4);
+  assert.equal(resolveSettings({ preset: "quick", epochs: 3 }).epochs, 3);
+  assert.throws(() => resolveSettings({ batch: 0 }), /batch must be a positive integer/);
+  assert.throws(() => resolveSettings({ channels: 2 as 1 }), /channels must be 1 or 3/);
+  assert.throws(() => resolveSettings({ preset: "slow" as "quick" }), /Unknown preset "slow"/);
+});
+
+Deno.test("training lowers the SSIM loss on synthetic carpet patches", async () => {
+  const category = await openCategory(await ensureFixtures(), "carpet");
+  const detector = await trainAutoencoder(category, {
+    loss: "ssim",
+    epochs: 3,
+    patches: 24,
+    batch: 8,
+    textureZoom: 128,
+    seed: 1,
+  });
+  const losses = detector.losses.map(([, l]) => l);
+  assert.equal(losses.length, 9);
+  const first = losses[0];
+  const last = Math.min(...losses.slice(-3));
+  assert.ok(last < first - 0.1, `SSIM loss went from ${first} to ${last}`);
+  detector.dispose();
+});
+
+Deno.test("a stopped run keeps its last checkpoint, and resume continues from it", async () => {
+  const category = await openCategory(await ensureFixtures(), "bottle");
+  const dir = await Deno.makeTempDir();
+  const controller = new AbortController();
+  const settings = {
+    loss: "l2" as const,
+    epochs: 3,
+    patches: 8,
+    batch: 4,
+    objectSize: 128,
+    seed: 2,
+  };
+  const stopped = await trainAutoencoder(category, {
+    ...settings,
+    checkpointDir: dir,
+    signal: controller.signal,
+    log: (line) => {
+      if (line.startsWith("epoch 1/")) controller.abort();
+    },
+  });
+  stopped.dispose();
+  const progress = JSON.parse(await Deno.readTextFile(join(dir, "checkpoint", "progress.json")));
+  assert.equal(progress.epoch, 1);
+  assert.equal(progress.step, 2);
+  const lines: string[] = [];
+  const resumed = await trainAutoencoder(category, {
+    ...settings,
+    checkpointDir: dir,
+    resume: true,
+    log: (l) => lines.push(l),
+  });
+  assert.match(lines[0], /resumed after epoch 1/);
+  assert.equal(resumed.losses.length, 6, "the resumed run has all 3 epochs of losses");
+  resumed.dispose();
+  await assert.rejects(
+    () =>
+      trainAutoencoder(category, {
+        ...settings,
+        checkpointDir: join(dir, "nowhere"),
+        resume: true,
+      }),
+    /Cannot resume/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a run folder holds the model, maps in MVTec's layout and the threshold", async () => {
+  const category = await openCategory(await ensureFixtures(), "bottle");
+  const dir = await Deno.makeTempDir();
+  const result = await trainRun({
+    method: aeL2,
+    category,
+    runDir: dir,
+    preset: "quick",
+    trainOptions: { epochs: 1, patches: 8, batch: 8, objectSize: 128, seed: 3 },
+  });
+  assert.equal(result.stopped, false);
+  for (
+    const file of [
+      "config.json",
+      "threshold.json",
+      "model.safetensors",
+      "autoencoder.json",
+      "train.log",
+    ]
+  ) {
+    assert.ok((await Deno.stat(join(dir, file))).isFile, file);
+  }
+  const config = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+  assert.equal(config.method, "ae-l2");
+  assert.equal(config.category, "bottle");
+  assert.equal(config.seed, 3);
+  const threshold = JSON.parse(await Deno.readTextFile(join(dir, "threshold.json")));
+  assert.equal(threshold.source, "validation");
+  assert.ok(Number.isFinite(threshold.threshold));
+  const sample = category.test[category.test.length - 1];
+  const map = await readTiffFile(
+    join(dir, "maps", "bottle", "test", sample.defect, `${sample.id}.tiff`),
+  );
+  assert.equal(map.width, category.width);
+  assert.ok(map.map.every(Number.isFinite));
+  // The saved detector reproduces the map.
+  const loaded = await loadAutoencoder(dir);
+  const again = await loaded.anomalyMap(await category.loadImage(sample, { channels: 1 }));
+  let worst = 0;
+  again.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - map.map[i]))));
+  assert.ok(worst < 1e-4, `reloaded map differs by ${worst}`);
+  loaded.dispose();
+  result.detector.dispose();
+  await Deno.remove(dir, { recursive: true });
+});
