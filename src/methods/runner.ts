@@ -91,23 +91,65 @@ export async function trainRun(options: RunOptions): Promise<RunResult> {
   if (losses && losses.length > 1) {
     await saveLossCurve(join(runDir, "loss.png"), losses, method.name);
   }
+  await flushLog();
+  const threshold = await writeRunOutputs({
+    detector,
+    category,
+    runDir,
+    preset: options.preset,
+    settings: options.trainOptions,
+    minArea: options.minArea,
+    onMapProgress: options.onMapProgress,
+  });
+  log(
+    `threshold ${
+      threshold.threshold.toPrecision(5)
+    } (${threshold.source}, minimum defect area ${threshold.min_area} px)`,
+  );
+  await flushLog();
+  return { detector, threshold, stopped: false };
+}
+
+/** Options of {@link writeRunOutputs}. */
+export interface RunOutputOptions {
+  /** A trained (or loaded) detector. */
+  detector: AnomalyDetector;
+  /** The category its maps are computed for. */
+  category: MvtecCategory;
+  /** The run folder. */
+  runDir: string;
+  /** Preset name for the config. */
+  preset?: string;
+  /** Settings recorded in the config (functions and objects are left out). */
+  settings?: Record<string, unknown>;
+  /** Minimum defect area (default: the evaluation's rule). */
+  minArea?: number;
+  /** Called for each map written: (done, total). */
+  onMapProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Writes `config.json`, the anomaly maps of the validation and test images and `threshold.json`
+ * for a detector, so that `deno task eval` can score it. Returns the threshold.
+ */
+export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThreshold> {
+  const { detector, category, runDir } = options;
+  const settings = options.settings ?? {};
   const config: RunConfig = {
-    method: method.name,
+    method: detector.method,
     category: category.name,
     data_root: resolve(category.root),
     preset: options.preset,
-    seed: Number(options.trainOptions.seed ?? 0),
+    seed: Number(settings.seed ?? 0),
     engine_version: VERSION,
     options: Object.fromEntries(
-      Object.entries(options.trainOptions).filter(([, v]) =>
-        typeof v !== "function" && typeof v !== "object"
+      Object.entries(settings).filter(([, v]) =>
+        v !== undefined && typeof v !== "function" && typeof v !== "object"
       ),
     ),
     created: new Date().toISOString(),
   };
   await writeJsonAtomic(join(runDir, "config.json"), config);
-  await flushLog();
-
   const mapsRoot = join(runDir, "maps");
   const samples: Sample[] = [...category.validation, ...category.test];
   const validationMaps: { map: Float32Array; width: number; height: number }[] = [];
@@ -142,13 +184,7 @@ export async function trainRun(options: RunOptions): Promise<RunResult> {
     throw new Error(`${category.name} has no validation images, so no threshold can be estimated`);
   }
   await writeJsonAtomic(join(runDir, "threshold.json"), threshold);
-  log(
-    `threshold ${
-      threshold.threshold.toPrecision(5)
-    } (${threshold.source}, minimum defect area ${minArea} px)`,
-  );
-  await flushLog();
-  return { detector, threshold, stopped: false };
+  return threshold;
 }
 
 async function saveLossCurve(
