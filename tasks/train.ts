@@ -26,6 +26,7 @@ Options:
   --batch N         batch size (overrides the preset)
   --patches N       augmented patches per epoch (overrides the preset)
   --channels 1|3    grayscale (default, as in the paper) or colour
+  --image-size N    working image side of gmm (default 400) and variation (default: original)
   --seed N          seed of everything random (default 0)
   --out DIR         runs folder (default runs); the run goes to DIR/<method>/<category>/
   --resume          continue the run in DIR/<method>/<category>/ from its last checkpoint
@@ -59,6 +60,7 @@ async function main(args: string[]): Promise<void> {
         batch: { type: "string" },
         patches: { type: "string" },
         channels: { type: "string" },
+        "image-size": { type: "string" },
         seed: { type: "string", default: "0" },
         out: { type: "string", default: "runs" },
         resume: { type: "boolean", default: false },
@@ -153,6 +155,8 @@ async function main(args: string[]): Promise<void> {
         batch: positiveInteger(values.batch, "--batch"),
         patches: positiveInteger(values.patches, "--patches"),
         channels,
+        imageSize: positiveInteger(values["image-size"], "--image-size"),
+        workingSize: positiveInteger(values["image-size"], "--image-size"),
         signal: controller.signal,
         onProgress: (p) => {
           bar ??= new ProgressBar({

@@ -18,6 +18,7 @@ export const shaderNames = [
   "random",
   "optim",
   "gmm",
+  "align",
 ] as const;
 
 /** Name of a kernel family. */
