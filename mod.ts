@@ -65,6 +65,7 @@ export * from "./src/methods/ae/model.ts";
 export * from "./src/methods/method.ts";
 export * from "./src/methods/ae/ae.ts";
 export * from "./src/methods/gmm/model.ts";
+export * from "./src/methods/variation/model.ts";
 export * from "./src/methods/runner.ts";
 export * from "./src/eval/run.ts";
 export * from "./src/util/progress.ts";
