@@ -123,6 +123,33 @@ Deno.test("the E-step kernel's log-likelihood matches a float64 reference, far s
   assert.deepEqual(currentGpu().errors, []);
 });
 
+Deno.test("an E-step split into column chunks gives the same result as one pass", async () => {
+  await init();
+  const mixture = knownMixture();
+  const host = sampleMixture(mixture, 301, 4);
+  const samples = tensor(featureMajorFromRows(host, 3, 301), [3, 301]);
+  const uploaded = uploadMixture(mixture);
+  const whole = mixtureLogLikelihood(samples, uploaded, true);
+  const chunked = mixtureLogLikelihood(samples, uploaded, true, 64); // 5 chunks, the last partial
+  assert.deepEqual(await chunked.logLikelihood.toArray(), await whole.logLikelihood.toArray());
+  assert.deepEqual(
+    await chunked.responsibilities!.toArray(),
+    await whole.responsibilities!.toArray(),
+  );
+  for (
+    const t of [
+      samples,
+      whole.logLikelihood,
+      whole.responsibilities!,
+      chunked.logLikelihood,
+      chunked.responsibilities!,
+    ]
+  ) {
+    t.dispose();
+  }
+  uploaded.dispose();
+});
+
 Deno.test("the M-step's GPU sums match a float64 reference", async () => {
   await init();
   const random = new Random(5);

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { concat } from "../../tensor/ops/shape.ts";
+import { concat, slice } from "../../tensor/ops/shape.ts";
 import { sum } from "../../tensor/ops/reduce.ts";
 import { empty, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
 import { bind, elementGrid, Params, run } from "../../tensor/ops/launch.ts";
@@ -168,17 +168,24 @@ export interface EStepResult {
  * @param samples [d, N] samples, feature-major
  * @param mixture the uploaded mixture
  * @param withResponsibilities also write the [K, N] responsibilities
+ * @param maxColumns samples per chunk (default: what fits one storage binding)
  */
 export function mixtureLogLikelihood(
   samples: Tensor,
   mixture: MixtureOnGpu,
   withResponsibilities = false,
+  maxColumns?: number,
 ): EStepResult {
   const { dim, components } = mixture.mixture;
   if (samples.shape.length !== 2 || samples.shape[0] !== dim) {
     throw new Error(`The E-step expects samples of shape [${dim}, N], got [${samples.shape}]`);
   }
   const count = samples.shape[1];
+  // The whitened samples are K·d values per sample; split a large image into column chunks so
+  // that no intermediate exceeds one storage binding of the device.
+  const columns = maxColumns ??
+    Math.max(1, Math.floor(samples.gpu.maxBindingBytes / 8 / (components * dim)));
+  if (count > columns) return chunkedLogLikelihood(samples, mixture, withResponsibilities, columns);
   const logLikelihood = empty([count]);
   const responsibilities = withResponsibilities ? empty([components, count]) : null;
   tidy(() => {
@@ -200,6 +207,30 @@ export function mixtureLogLikelihood(
       workgroups: elementGrid(count),
     });
   });
+  return { logLikelihood, responsibilities };
+}
+
+function chunkedLogLikelihood(
+  samples: Tensor,
+  mixture: MixtureOnGpu,
+  withResponsibilities: boolean,
+  columns: number,
+): EStepResult {
+  const [dim, count] = samples.shape;
+  const parts: EStepResult[] = [];
+  for (let start = 0; start < count; start += columns) {
+    const chunk = slice(samples, [0, start], [dim, Math.min(columns, count - start)]);
+    parts.push(mixtureLogLikelihood(chunk, mixture, withResponsibilities, columns));
+    chunk.dispose();
+  }
+  const logLikelihood = concat(parts.map((p) => p.logLikelihood), 0);
+  const responsibilities = withResponsibilities
+    ? concat(parts.map((p) => p.responsibilities!), 1)
+    : null;
+  for (const part of parts) {
+    part.logLikelihood.dispose();
+    part.responsibilities?.dispose();
+  }
   return { logLikelihood, responsibilities };
 }
 
