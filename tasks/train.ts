@@ -108,16 +108,19 @@ async function main(args: string[]): Promise<void> {
   if (problem && !values.force) throw new UsageError(problem);
 
   const gpu = await init();
-  const preset = values.preset ?? (gpu.adapter.isSoftware ? "quick" : "paper");
-  console.log(
-    `adapter: ${gpu.adapter.description}. Preset: ${preset} (${
-      values.preset
-        ? "chosen with --preset"
-        : gpu.adapter.isSoftware
-        ? "the default on a software adapter; --preset paper for the paper's setting"
-        : "the default on a GPU"
-    }).`,
-  );
+  let preset: string | undefined;
+  if (method.presets) {
+    preset = values.preset ?? (gpu.adapter.isSoftware ? "quick" : "paper");
+    const why = values.preset
+      ? "chosen with --preset"
+      : gpu.adapter.isSoftware
+      ? "the default on a software adapter; --preset paper for the paper's setting"
+      : "the default on a GPU";
+    console.log(`adapter: ${gpu.adapter.description}. Preset: ${preset} (${why}).`);
+  } else {
+    if (values.preset) throw new UsageError(`${method.name} has no presets; leave out --preset`);
+    console.log(`adapter: ${gpu.adapter.description}.`);
+  }
 
   const runDir = runDirectory(values.out!, method.name, category.name);
   if (!values.resume) {

@@ -77,6 +77,8 @@ export interface MethodDefinition<Options extends TrainOptions = TrainOptions> {
   readonly description: string;
   /** Which categories it is meant for; others need `--force`. */
   readonly appliesTo: "textures" | "objects" | "all";
+  /** Names of its training presets, if it has any (`--preset`). */
+  readonly presets?: readonly string[];
   /** Trains a detector on a category's training split. */
   train(category: MvtecCategory, options: Options): Promise<AnomalyDetector>;
   /** Loads a detector saved by {@link AnomalyDetector.save}. */

@@ -448,6 +448,7 @@ function definition(loss: AutoencoderLoss): MethodDefinition<AutoencoderTrainOpt
       ? "convolutional autoencoder with SSIM loss; map = 1 − SSIM (Bergmann et al. 2019)"
       : "convolutional autoencoder with per-pixel L2 loss; map = squared residual",
     appliesTo: "all",
+    presets: Object.keys(AUTOENCODER_PRESETS),
     train: (category, options) => trainAutoencoder(category, { ...options, loss }),
     load: loadAutoencoder,
   };
