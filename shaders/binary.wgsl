@@ -1,6 +1,8 @@
 // Elementwise functions of two tensors with broadcasting: out[i] = f(a[ia], b[ib]).
 // Broadcast dimensions have stride 0. With CONTIGUOUS both operands have the output's shape and
-// the index arithmetic is skipped.
+// the index arithmetic is skipped. With BLOCKS each operand's elements form one run of output
+// axes broadcast over the rest (a bias [1, C, 1, 1], a row, a scalar), so its index is
+// (i / inner) % count: two integer operations instead of a loop over every axis.
 
 struct Params {
   n: u32,
@@ -10,6 +12,10 @@ struct Params {
   shape: array<vec4u, 2>,
   a_strides: array<vec4u, 2>,
   b_strides: array<vec4u, 2>,
+  a_inner: u32,
+  a_count: u32,
+  b_inner: u32,
+  b_count: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -61,6 +67,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   }
   if (CONTIGUOUS) {
     out[i] = apply(a[i], b[i]);
+    return;
+  }
+  if (BLOCKS) {
+    out[i] = apply(a[(i / p.a_inner) % p.a_count], b[(i / p.b_inner) % p.b_count]);
     return;
   }
   var rest = i;

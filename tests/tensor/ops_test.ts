@@ -98,6 +98,23 @@ for (const [name, gpu, f] of binaryCases) {
   }));
 }
 
+for (const [name, gpu, f] of binaryCases.slice(0, 3)) {
+  // Broadcast axes on both sides of a full one: the general index path, not the block path.
+  opTest(`${name} broadcasting around a middle axis`, (s) => ({
+    inputs: s === "large"
+      ? [input([3, 5, 7]), input([3, 1, 7])]
+      : [input([2, 3, 2]), input([2, 1, 2])],
+    gpu,
+    ref: (a, b) => binaryRef(a, b, f),
+  }));
+}
+
+opTest("sum over three separated axes of a 5-D tensor", (s) => ({
+  inputs: [input(s === "large" ? [3, 4, 5, 6, 7] : [2, 2, 3, 2, 2])],
+  gpu: (x) => op.sum(x, [0, 2, 4]),
+  ref: (x) => sumRef(x, [0, 2, 4]),
+}));
+
 for (const axes of [[0], [1, 3], [2, 3], [0, 2, 3], [0, 1, 2, 3]]) {
   opTest(`sum over [${axes}]`, (s) => ({
     inputs: [input(s === "large" ? [3, 5, 17, 13] : [2, 3, 2, 3])],

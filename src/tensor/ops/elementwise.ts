@@ -93,20 +93,48 @@ function broadcastStrides(shape: Shape, outShape: Shape): number[] {
   });
 }
 
+/**
+ * How an operand of `shape` broadcast to `outShape` is indexed when its axes of full size form one
+ * run: element i of the output reads element (i / inner) % count. Null for other patterns.
+ */
+export function blockIndexing(
+  shape: Shape,
+  outShape: Shape,
+): { inner: number; count: number } | null {
+  const offset = outShape.length - shape.length;
+  const full = outShape.map((d, i) => i >= offset && d > 1 && shape[i - offset] === d);
+  const first = full.indexOf(true);
+  if (first < 0) return { inner: 1, count: 1 };
+  const last = full.lastIndexOf(true);
+  // Every axis inside the run must be full (or of size 1, which changes nothing).
+  for (let d = first; d <= last; d++) if (!full[d] && outShape[d] !== 1) return null;
+  let inner = 1;
+  for (let d = last + 1; d < outShape.length; d++) inner *= outShape[d];
+  let count = 1;
+  for (let d = first; d <= last; d++) count *= outShape[d];
+  return { inner, count };
+}
+
 /** Writes f(a, b) with broadcasting into a new tensor (no graph). */
 function dispatchBinary(a: Tensor, b: Tensor, op: number, alpha = 0, out?: Tensor): Tensor {
   const shape = broadcastShapes(a.shape, b.shape);
   const result = out ?? empty(shape);
   const contiguous = a.size === result.size && b.size === result.size;
   if (shape.length > 8) throw new Error(`At most 8 dimensions are supported, got [${shape}]`);
+  const aBlock = blockIndexing(a.shape, shape);
+  const bBlock = blockIndexing(b.shape, shape);
+  const blocks = !contiguous && aBlock !== null && bBlock !== null;
   run(a, {
     shader: "binary",
-    constants: { OP: op, CONTIGUOUS: contiguous },
+    constants: { OP: op, CONTIGUOUS: contiguous, BLOCKS: blocks },
     params: new Params()
       .u32(result.size).u32(shape.length).f32(alpha).u32(0)
       .u32x8(shape)
       .u32x8(broadcastStrides(a.shape, shape))
       .u32x8(broadcastStrides(b.shape, shape))
+      .u32(aBlock?.inner ?? 1).u32(aBlock?.count ?? 1).u32(bBlock?.inner ?? 1).u32(
+        bBlock?.count ?? 1,
+      )
       .bytes(),
     buffers: [bind(a), bind(b), bind(result)],
     workgroups: elementGrid(result.size),

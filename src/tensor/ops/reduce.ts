@@ -30,27 +30,57 @@ export function normalizeAxes(axes: Axes, rank: number): number[] {
 const SUM = 0;
 const MAX = 1;
 
+/**
+ * Sizes and strides of a group of axes, with neighbours that are adjacent in memory merged into
+ * one axis, so that the kernel's index arithmetic runs over as few axes as possible.
+ */
+function mergedAxes(
+  shape: Shape,
+  strides: number[],
+  axes: number[],
+): { sizes: number[]; strides: number[] } {
+  const sizes: number[] = [];
+  const merged: number[] = [];
+  for (const axis of axes) {
+    const last = sizes.length - 1;
+    if (last >= 0 && merged[last] === strides[axis] * shape[axis]) {
+      sizes[last] *= shape[axis];
+      merged[last] = strides[axis];
+    } else {
+      sizes.push(shape[axis]);
+      merged.push(strides[axis]);
+    }
+  }
+  return { sizes, strides: merged };
+}
+
 /** Reduces `axes` of x with sum or max, scaled by `scale`; the result keeps the other axes. */
 function dispatchReduce(x: Tensor, axes: number[], op: number, scale: number, out: Tensor): void {
   const strides = contiguousStrides(x.shape);
-  const kept = x.shape.map((_, d) => d).filter((d) => !axes.includes(d));
-  const keptShape = kept.map((d) => x.shape[d]);
-  const reducedShape = axes.map((d) => x.shape[d]);
+  const keptAxes = x.shape.map((_, d) => d).filter((d) => !axes.includes(d) && x.shape[d] !== 1);
+  const kept = mergedAxes(x.shape, strides, keptAxes);
+  const reduced = mergedAxes(x.shape, strides, axes.filter((d) => x.shape[d] !== 1));
   const outCount = out.size;
-  const reduceCount = reducedShape.reduce((p, d) => p * d, 1);
+  const reduceCount = reduced.sizes.reduce((p, d) => p * d, 1);
   // Trailing reduced axes are contiguous: the kernel can skip their index arithmetic.
-  const inner = axes.every((axis, i) => axis === x.shape.length - axes.length + i);
+  const inner = reduced.sizes.length <= 1 && (reduced.strides[0] ?? 1) === 1;
+  // Two axes (after merging) get straight-line arithmetic; a single one is the pair [1, n].
+  const twoAxes = !inner && reduced.sizes.length <= 2;
+  const reducedSizes = reduced.sizes.length === 1 ? [1, reduced.sizes[0]] : reduced.sizes;
+  const reducedStrides = reduced.sizes.length === 1 ? [0, reduced.strides[0]] : reduced.strides;
   // Few elements per output: one thread per output beats a cooperative workgroup.
   const small = reduceCount <= 128 || (outCount >= 8192 && reduceCount <= 4096);
-  if (kept.length > 8 || axes.length > 8) throw new Error(`At most 8 dimensions are supported`);
+  if (kept.sizes.length > 8 || reduced.sizes.length > 8) {
+    throw new Error(`At most 8 dimensions are supported`);
+  }
   run(x, {
     shader: "reduce",
-    constants: { OP: op, INNER: inner, SMALL: small },
+    constants: { OP: op, INNER: inner, SMALL: small, TWO_AXES: twoAxes },
     params: new Params()
-      .u32(outCount).u32(reduceCount).u32(kept.length).u32(axes.length)
+      .u32(outCount).u32(reduceCount).u32(kept.sizes.length).u32(reducedSizes.length)
       .f32(scale).u32(0).u32(0).u32(0)
-      .u32x8(keptShape).u32x8(kept.map((d) => strides[d]))
-      .u32x8(reducedShape).u32x8(axes.map((d) => strides[d]))
+      .u32x8(kept.sizes).u32x8(kept.strides)
+      .u32x8(reducedSizes).u32x8(reducedStrides)
       .bytes(),
     buffers: [bind(x), bind(out)],
     workgroups: small ? elementGrid(outCount) : grid2d(outCount),
