@@ -1,7 +1,7 @@
 /**
  * GMM-based texture inspection (Böttger & Ulrich 2016), the MVTec AD paper's method 4.1.4.
  *
- * Grayscale texture images are zoomed to `imageSize` (400 by default) and decomposed into a
+ * Grayscale texture images are zoomed to `imageSize` (400 by default, never above their own size) and decomposed into a
  * Gaussian pyramid. On every level each pixel's `patchSize`×`patchSize` neighbourhood is a feature
  * vector (optionally randomly projected), and one full-covariance Gaussian mixture per level is
  * fitted by EM to features of `trainImages` random training images.
@@ -48,7 +48,7 @@ import {
 
 /** Settings of the GMM texture model; every field has a default (see {@link GMM_DEFAULTS}). */
 export interface GmmSettings {
-  /** Side of the square working image (the paper: 400). */
+  /** Side of the square working image (the paper: 400; by default never above the images' size). */
   imageSize: number;
   /** Pyramid levels (the paper: 4). */
   levels: number;
@@ -373,6 +373,11 @@ export async function trainGmm(
 ): Promise<GmmTextureModel> {
   const settings: GmmSettings = { ...GMM_DEFAULTS, ...definedOnly(options) } as GmmSettings;
   settings.bicCandidates = [...settings.bicCandidates];
+  if (options.imageSize === undefined) {
+    // The paper zooms 1024-pixel images down to 400; zooming smaller images up only blurs them
+    // (on the 256-pixel synthetic carpet, pixel ROC AUC 0.97 at 256 against 0.83 at 400).
+    settings.imageSize = Math.min(settings.imageSize, category.width, category.height);
+  }
   validateGmmSettings(settings);
   const log = options.log ?? (() => {});
   const seed = options.seed ?? 0;
