@@ -82,47 +82,15 @@ fn load_a(g: u32, m: u32, k: u32) -> f32 {
   }
 }
 
+// One element of a matmul's right operand (the convolutions go through load_b4).
 fn load_b(g: u32, k: u32, n: u32) -> f32 {
   if (k >= p.K || n >= p.N) {
     return 0.0;
   }
-  let taps = p.kernel_h * p.kernel_w;
-  var index = -1;
-  switch MODE {
-    case 0u: {
-      if (TRANS_B) {
-        return src[g * p.b_batch_stride + n * p.K + k];
-      }
-      return src[g * p.b_batch_stride + k * p.N + n];
-    }
-    case 1u: {
-      let cin_per_group = p.cin / p.groups;
-      let pixels = p.out_h * p.out_w;
-      let q = n % pixels;
-      let r = k % taps;
-      index = input_index(
-        n / pixels, g * cin_per_group + k / taps, q / p.out_w, q % p.out_w, r / p.kernel_w, r % p.kernel_w,
-      );
-    }
-    case 2u: {
-      // The output gradient as it lies: row k = co within the group, column n = (image, oy, ox).
-      let pixels = p.out_h * p.out_w;
-      return src[((n / pixels) * p.cout + g * p.K + k) * pixels + n % pixels];
-    }
-    default: {
-      let cin_per_group = p.cin / p.groups;
-      let pixels = p.out_h * p.out_w;
-      let q = k % pixels;
-      let r = n % taps;
-      index = input_index(
-        k / pixels, g * cin_per_group + n / taps, q / p.out_w, q % p.out_w, r / p.kernel_w, r % p.kernel_w,
-      );
-    }
+  if (TRANS_B) {
+    return src[g * p.b_batch_stride + n * p.K + k];
   }
-  if (index < 0) {
-    return 0.0;
-  }
-  return src[u32(index)];
+  return src[g * p.b_batch_stride + k * p.N + n];
 }
 
 fn texel(t: u32) -> vec2u {
@@ -146,40 +114,93 @@ fn pack_a(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
 }
 
 // The four consecutive columns n .. n+3 of one row k of the right operand. Convolution columns
-// are pixels (MODE 1) or kernel taps (MODE 3); decomposing the first index once and stepping to
-// the next three saves the integer divisions that dominate packing on CPU drivers.
+// are pixels (MODES 1 and 2) or kernel taps (MODE 3); decomposing the first index once and
+// stepping to the next three saves the integer divisions that dominate packing on CPU drivers.
 fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
-  if (MODE == 1u && k < p.K) {
-    let taps = p.kernel_h * p.kernel_w;
-    let r = k % taps;
-    let ky = r / p.kernel_w;
-    let kx = r % p.kernel_w;
-    let channel = g * (p.cin / p.groups) + k / taps;
-    let pixels = p.out_h * p.out_w;
-    var image = n / pixels;
-    var oy = (n % pixels) / p.out_w;
-    var ox = n % p.out_w;
-    var values = vec4f(0.0);
-    for (var j = 0u; j < 4u; j++) {
-      if (n + j < p.N) {
-        let index = input_index(image, channel, oy, ox, ky, kx);
-        if (index >= 0) {
-          values[j] = src[u32(index)];
+  if (k >= p.K) {
+    return vec4f(0.0);
+  }
+  let taps = p.kernel_h * p.kernel_w;
+  var values = vec4f(0.0);
+  switch MODE {
+    case 1u: {
+      // Columns are output pixels (image, oy, ox) of one kernel tap.
+      let r = k % taps;
+      let ky = r / p.kernel_w;
+      let kx = r % p.kernel_w;
+      let channel = g * (p.cin / p.groups) + k / taps;
+      let pixels = p.out_h * p.out_w;
+      var image = n / pixels;
+      var oy = (n % pixels) / p.out_w;
+      var ox = n % p.out_w;
+      for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.N) {
+          let index = input_index(image, channel, oy, ox, ky, kx);
+          if (index >= 0) {
+            values[j] = src[u32(index)];
+          }
+        }
+        ox += 1u;
+        if (ox == p.out_w) {
+          ox = 0u;
+          oy += 1u;
+          if (oy == p.out_h) {
+            oy = 0u;
+            image += 1u;
+          }
         }
       }
-      ox += 1u;
-      if (ox == p.out_w) {
-        ox = 0u;
-        oy += 1u;
-        if (oy == p.out_h) {
-          oy = 0u;
+    }
+    case 2u: {
+      // Columns are pixels of the output gradient, which lies as it is.
+      let pixels = p.out_h * p.out_w;
+      var image = n / pixels;
+      var q = n % pixels;
+      for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.N) {
+          values[j] = src[(image * p.cout + g * p.K + k) * pixels + q];
+        }
+        q += 1u;
+        if (q == pixels) {
+          q = 0u;
           image += 1u;
         }
       }
     }
-    return values;
+    case 3u: {
+      // Columns are kernel taps (ci, ky, kx) of one output pixel.
+      let pixels = p.out_h * p.out_w;
+      let image = k / pixels;
+      let q = k % pixels;
+      let oy = q / p.out_w;
+      let ox = q % p.out_w;
+      let cin_per_group = p.cin / p.groups;
+      var ci = n / taps;
+      var ky = (n % taps) / p.kernel_w;
+      var kx = n % p.kernel_w;
+      for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.N) {
+          let index = input_index(image, g * cin_per_group + ci, oy, ox, ky, kx);
+          if (index >= 0) {
+            values[j] = src[u32(index)];
+          }
+        }
+        kx += 1u;
+        if (kx == p.kernel_w) {
+          kx = 0u;
+          ky += 1u;
+          if (ky == p.kernel_h) {
+            ky = 0u;
+            ci += 1u;
+          }
+        }
+      }
+    }
+    default: {
+      values = vec4f(load_b(g, k, n), load_b(g, k, n + 1u), load_b(g, k, n + 2u), load_b(g, k, n + 3u));
+    }
   }
-  return vec4f(load_b(g, k, n), load_b(g, k, n + 1u), load_b(g, k, n + 2u), load_b(g, k, n + 3u));
+  return values;
 }
 
 @compute @workgroup_size(256)

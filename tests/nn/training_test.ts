@@ -10,6 +10,7 @@ import {
   Conv2d,
   ConvTranspose2d,
   LeakyReLU,
+  Linear,
   Sequential,
 } from "../../src/nn/layers.ts";
 
@@ -183,4 +184,37 @@ Deno.test("BatchNorm2d uses batch statistics in training and running ones in eva
   const z = await bn.forward(x).toArray();
   assert.ok(Math.abs(z[0] - (1 - 1.25) / Math.sqrt(runningVar[0] + 1e-5)) < 1e-4);
   bn.dispose();
+});
+
+Deno.test("Linear computes x·Wᵀ + b and learns a linear map", async () => {
+  await init();
+  op.manualSeed(4);
+  const layer = new Linear(3, 2);
+  const x = tensor([1, 2, 3, -1, 0, 2], [2, 3]);
+  const [w, b] = [await layer.weight.toArray(), await layer.bias!.toArray()];
+  const y = await layer.forward(x).toArray();
+  const rows = [[1, 2, 3], [-1, 0, 2]];
+  rows.forEach((row, i) => {
+    for (let o = 0; o < 2; o++) {
+      const expected = row.reduce((s, v, k) => s + v * w[o * 3 + k], 0) + b[o];
+      assert.ok(Math.abs(y[i * 2 + o] - expected) < 1e-5);
+    }
+  });
+  // Fit y = [x0 + x1, x2 − x0] with SGD.
+  const target = tensor([3, 2, -1, 3], [2, 2]);
+  const optimizer = new SGD(layer.parameters(), { lr: 0.05, momentum: 0.9 });
+  let loss = 0;
+  for (let step = 0; step < 200; step++) {
+    const l = tidy(() => {
+      optimizer.zeroGrad();
+      const value = op.mse(layer.forward(x), target);
+      value.backward();
+      optimizer.step();
+      return value;
+    });
+    if (step === 199) loss = await l.item();
+    l.dispose();
+  }
+  assert.ok(loss < 1e-4, `loss after 200 steps: ${loss}`);
+  layer.dispose();
 });
