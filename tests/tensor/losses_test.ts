@@ -89,6 +89,8 @@ function ssimRef(a: Ref, b: Ref, taps: number[]): Ref {
 for (const channels of [1, 3]) {
   Deno.test(`ssim map with ${channels} channel(s) matches the reference, forward and backward`, async () => {
     const taps = op.gaussianTaps(1.5, 11);
+    // Each case draws its own inputs, so running a subset of the tests changes nothing.
+    const random = seededRandom(20 + channels);
     await expectOp("ssim map", {
       inputs: [
         randomRef([2, channels, 13, 12], random, 0, 1),
@@ -97,6 +99,9 @@ for (const channels of [1, 3]) {
       gpu: (a, b) => op.ssim(a, b).map,
       ref: (a, b) => ssimRef(a, b, taps),
       gradInputs: [],
+      // σ² = E[x²] − μ² cancels in f32 where the local variance is small: the composite of ops
+      // that are each within 1e-4 lands within 3e-4 of the float64 SSIM.
+      tolerance: 3e-4,
     });
     await expectOp("ssim mean", {
       inputs: [

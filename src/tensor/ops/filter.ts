@@ -4,7 +4,7 @@
  * that fell inside the image, so a constant image stays constant up to the edge.
  */
 
-import { addGrad, empty, noGrad, opResult, type Tensor } from "../tensor.ts";
+import { addGrad, empty, keep, noGrad, opResult, type Tensor, tidy } from "../tensor.ts";
 import { bind, elementGrid, Params, run } from "./launch.ts";
 import { fill, mul, reciprocal } from "./elementwise.ts";
 
@@ -64,15 +64,31 @@ export function separableFilter(
   }
   const filtered = filterPass(filterPass(x, tapsX, 0), tapsY, 1);
   if (!options.normalizeBorder) return filtered;
-  const weights = noGrad(() => {
-    const ones = fill([1, 1, x.shape[2], x.shape[3]], 1);
-    const inside = filterPass(filterPass(ones, tapsX, 0), tapsY, 1);
-    const inverse = reciprocal(inside);
-    ones.dispose();
-    inside.dispose();
-    return inverse;
-  });
-  return mul(filtered, weights);
+  return mul(filtered, borderWeights(x, tapsX, tapsY));
+}
+
+// 1 / (the filter's weight inside the image) per pixel: the same for every image of a size, and
+// SSIM asks for it five times a step, so it is computed once per size and kept.
+const borderWeightCache = new Map<string, Tensor>();
+const borderWeightCacheLimit = 16;
+
+function borderWeights(x: Tensor, tapsX: readonly number[], tapsY: readonly number[]): Tensor {
+  const key = `${x.shape[2]}x${x.shape[3]}:${tapsX.join(",")}:${tapsY.join(",")}`;
+  const cached = borderWeightCache.get(key);
+  if (cached && !cached.isDisposed && cached.gpu === x.gpu) return cached;
+  if (borderWeightCache.size >= borderWeightCacheLimit) {
+    const [oldestKey, oldest] = borderWeightCache.entries().next().value!;
+    borderWeightCache.delete(oldestKey);
+    oldest.dispose();
+  }
+  const weights = keep(noGrad(() =>
+    tidy(() => {
+      const ones = fill([1, 1, x.shape[2], x.shape[3]], 1);
+      return reciprocal(filterPass(filterPass(ones, tapsX, 0), tapsY, 1));
+    })
+  ));
+  borderWeightCache.set(key, weights);
+  return weights;
 }
 
 /** Normalised Gaussian taps: `size` taps (odd) with standard deviation `sigma`. */
