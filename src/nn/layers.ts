@@ -29,13 +29,33 @@ export interface WeightOptions {
   slope?: number;
 }
 
-/** 2-D convolution layer; weight [out, in/groups, k, k]. */
-export class Conv2d extends Module {
+/** A layer with a weight and an optional bias: the common part of the layers below. */
+abstract class WeightedLayer extends Module {
   /** The weight. */
   readonly weight: Tensor;
   /** The bias, if any. */
   readonly bias: Tensor | null;
 
+  /** Creates the weight (shape and fan layout given) and a zero bias of `biasSize`. */
+  constructor(
+    weightShape: number[],
+    transposed: boolean,
+    biasSize: number,
+    options: WeightOptions,
+    defaultInit: Initializer,
+  ) {
+    super();
+    const init = options.init ?? defaultInit;
+    this.weight = this.addParameter(
+      "weight",
+      initialize(init, weightShape, transposed, options.slope ?? 0),
+    );
+    this.bias = options.bias === false ? null : this.addParameter("bias", op.zeros([biasSize]));
+  }
+}
+
+/** 2-D convolution layer; weight [out, in/groups, k, k]. */
+export class Conv2d extends WeightedLayer {
   /** A convolution from `inChannels` to `outChannels` with a square `kernel`. */
   constructor(
     inChannels: number,
@@ -43,18 +63,8 @@ export class Conv2d extends Module {
     kernel: number,
     readonly options: op.Conv2dOptions & WeightOptions = {},
   ) {
-    super();
     const groups = options.groups ?? 1;
-    this.weight = this.addParameter(
-      "weight",
-      initialize(
-        options.init ?? "he",
-        [outChannels, inChannels / groups, kernel, kernel],
-        false,
-        options.slope ?? 0,
-      ),
-    );
-    this.bias = options.bias === false ? null : this.addParameter("bias", op.zeros([outChannels]));
+    super([outChannels, inChannels / groups, kernel, kernel], false, outChannels, options, "he");
   }
 
   /** y = conv2d(x, weight) + bias. */
@@ -64,12 +74,7 @@ export class Conv2d extends Module {
 }
 
 /** 2-D transposed convolution layer; weight [in, out/groups, k, k] as PyTorch stores it. */
-export class ConvTranspose2d extends Module {
-  /** The weight. */
-  readonly weight: Tensor;
-  /** The bias, if any. */
-  readonly bias: Tensor | null;
-
+export class ConvTranspose2d extends WeightedLayer {
   /** A transposed convolution from `inChannels` to `outChannels` with a square `kernel`. */
   constructor(
     inChannels: number,
@@ -77,18 +82,8 @@ export class ConvTranspose2d extends Module {
     kernel: number,
     readonly options: op.ConvTranspose2dOptions & WeightOptions = {},
   ) {
-    super();
     const groups = options.groups ?? 1;
-    this.weight = this.addParameter(
-      "weight",
-      initialize(
-        options.init ?? "he",
-        [inChannels, outChannels / groups, kernel, kernel],
-        true,
-        options.slope ?? 0,
-      ),
-    );
-    this.bias = options.bias === false ? null : this.addParameter("bias", op.zeros([outChannels]));
+    super([inChannels, outChannels / groups, kernel, kernel], true, outChannels, options, "he");
   }
 
   /** y = convTranspose2d(x, weight) + bias. */
@@ -98,20 +93,10 @@ export class ConvTranspose2d extends Module {
 }
 
 /** Fully connected layer on [batch, features]; weight [out, in]. */
-export class Linear extends Module {
-  /** The weight, [out, in]. */
-  readonly weight: Tensor;
-  /** The bias, if any. */
-  readonly bias: Tensor | null;
-
+export class Linear extends WeightedLayer {
   /** A layer from `inFeatures` to `outFeatures`. */
   constructor(inFeatures: number, outFeatures: number, options: WeightOptions = {}) {
-    super();
-    this.weight = this.addParameter(
-      "weight",
-      initialize(options.init ?? "glorot", [outFeatures, inFeatures], false, options.slope ?? 0),
-    );
-    this.bias = options.bias === false ? null : this.addParameter("bias", op.zeros([outFeatures]));
+    super([outFeatures, inFeatures], false, outFeatures, options, "glorot");
   }
 
   /** y = x·Wᵀ + b. */
