@@ -25,6 +25,7 @@ Options:
   --epochs N        epochs (overrides the preset)
   --batch N         batch size (overrides the preset)
   --patches N       augmented patches per epoch (overrides the preset)
+  --lr X            learning rate (overrides the preset)
   --channels 1|3    grayscale (default, as in the paper) or colour
   --image-size N    working image side of gmm (default 400) and variation (default: original)
   --seed N          seed of everything random (default 0)
@@ -59,6 +60,7 @@ async function main(args: string[]): Promise<void> {
         epochs: { type: "string" },
         batch: { type: "string" },
         patches: { type: "string" },
+        lr: { type: "string" },
         channels: { type: "string" },
         "image-size": { type: "string" },
         seed: { type: "string", default: "0" },
@@ -90,6 +92,10 @@ async function main(args: string[]): Promise<void> {
   const channels = values.channels === undefined ? undefined : Number(values.channels);
   if (channels !== undefined && channels !== 1 && channels !== 3) {
     throw new UsageError(`--channels expects 1 or 3, got "${values.channels}"`);
+  }
+  const lr = values.lr === undefined ? undefined : Number(values.lr);
+  if (lr !== undefined && !(lr > 0)) {
+    throw new UsageError(`--lr expects a positive number, got "${values.lr}"`);
   }
   const seed = Number(values.seed);
   if (!Number.isInteger(seed)) {
@@ -157,6 +163,7 @@ async function main(args: string[]): Promise<void> {
         epochs: positiveInteger(values.epochs, "--epochs"),
         batch: positiveInteger(values.batch, "--batch"),
         patches: positiveInteger(values.patches, "--patches"),
+        lr,
         channels,
         imageSize: positiveInteger(values["image-size"], "--image-size"),
         workingSize: positiveInteger(values["image-size"], "--image-size"),
