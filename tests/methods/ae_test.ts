@@ -152,5 +152,26 @@ Deno.test("a run folder holds the model, maps in MVTec's layout and the threshol
   assert.ok(worst < 1e-4, `reloaded map differs by ${worst}`);
   loaded.dispose();
   result.detector.dispose();
+
+  // What a production line runs: maps, heat maps and a verdict per image of a folder.
+  const images = category.test.filter((s) => s.defect === sample.defect).slice(0, 2);
+  const inbox = await Deno.makeTempDir();
+  for (const s of images) await Deno.copyFile(s.imagePath, join(inbox, `${s.id}.png`));
+  const predict = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tasks/predict.ts", dir, inbox, "--out", join(dir, "predictions")],
+    cwd: new URL("../../", import.meta.url).pathname,
+    env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
+  }).output();
+  assert.equal(predict.code, 0, new TextDecoder().decode(predict.stderr));
+  const verdicts = JSON.parse(await Deno.readTextFile(join(dir, "predictions", "verdicts.json")));
+  assert.equal(verdicts.method, "ae-l2");
+  assert.equal(verdicts.images.length, 2);
+  for (const v of verdicts.images) {
+    assert.ok(v.verdict === "good" || v.verdict === "defective");
+    assert.equal(v.verdict === "defective", v.largest_region >= threshold.min_area);
+    assert.ok((await Deno.stat(v.map)).isFile);
+  }
+  assert.ok((await Deno.stat(join(dir, "predictions", `${images[0].id}_heatmap.png`))).isFile);
+  await Deno.remove(inbox, { recursive: true });
   await Deno.remove(dir, { recursive: true });
 });
