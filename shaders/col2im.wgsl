@@ -45,6 +45,27 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let n_columns = p.images * out_pixels;
   let row_base = (g * cin_per_group + ci) * taps;
   var sum = 0.0;
+  if (p.dilation_h == 1u && p.dilation_w == 1u) {
+    // Without dilation the taps that reach this pixel are every stride-th one, starting at
+    // (i + pad) mod stride: visit only those, with exact divisions.
+    let ty0 = u32(i32(iy) + p.pad_h);
+    let tx0 = u32(i32(ix) + p.pad_w);
+    for (var ky = ty0 % p.stride_h; ky < p.kernel_h && ky <= ty0; ky += p.stride_h) {
+      let oy = (ty0 - ky) / p.stride_h;
+      if (oy >= p.out_h) {
+        continue;
+      }
+      for (var kx = tx0 % p.stride_w; kx < p.kernel_w && kx <= tx0; kx += p.stride_w) {
+        let ox = (tx0 - kx) / p.stride_w;
+        if (ox < p.out_w) {
+          let row = row_base + ky * p.kernel_w + kx;
+          sum += columns[row * n_columns + img * out_pixels + oy * p.out_w + ox];
+        }
+      }
+    }
+    image[i] = sum;
+    return;
+  }
   for (var ky = 0u; ky < p.kernel_h; ky++) {
     let ty = i32(iy) + p.pad_h - i32(ky * p.dilation_h);
     if (ty < 0 || ty % i32(p.stride_h) != 0) {
