@@ -19,9 +19,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// Addressed by vec4: the contiguous case takes four elements per thread, the others one, through
+// a component of a vec4.
+@group(0) @binding(1) var<storage, read> a: array<vec4f>;
+@group(0) @binding(2) var<storage, read> b: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4f>;
 
 const OP_ADD: u32 = 0u;
 const OP_SUB: u32 = 1u;
@@ -41,7 +43,8 @@ fn dim(v: array<vec4u, 2>, d: u32) -> u32 {
   return v[d / 4u][d % 4u];
 }
 
-fn apply(x: f32, y: f32) -> f32 {
+fn apply(x: vec4f, y: vec4f) -> vec4f {
+  let zero = vec4f(0.0);
   switch OP {
     case OP_ADD: { return x + y; }
     case OP_SUB: { return x - y; }
@@ -49,12 +52,12 @@ fn apply(x: f32, y: f32) -> f32 {
     case OP_DIV: { return x / y; }
     case OP_MAX: { return max(x, y); }
     case OP_MIN: { return min(x, y); }
-    case OP_RELU_GRAD: { return select(0.0, x, y > 0.0); }
-    case OP_LEAKY_RELU_GRAD: { return select(p.alpha * x, x, y > 0.0); }
+    case OP_RELU_GRAD: { return select(zero, x, y > zero); }
+    case OP_LEAKY_RELU_GRAD: { return select(p.alpha * x, x, y > zero); }
     case OP_SIGMOID_GRAD: { return x * y * (1.0 - y); }
     case OP_TANH_GRAD: { return x * (1.0 - y * y); }
     case OP_ABS_GRAD: { return x * sign(y); }
-    case OP_GREATER: { return select(0.0, 1.0, x > y); }
+    case OP_GREATER: { return select(zero, vec4f(1.0), x > y); }
     default: { return x; }
   }
 }
@@ -62,26 +65,31 @@ fn apply(x: f32, y: f32) -> f32 {
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * 256u;
+  if (CONTIGUOUS) {
+    // Four elements per thread; lanes past n fall in the buffers' padding.
+    if (i * 4u < p.n) {
+      out[i] = apply(a[i], b[i]);
+    }
+    return;
+  }
   if (i >= p.n) {
     return;
   }
-  if (CONTIGUOUS) {
-    out[i] = apply(a[i], b[i]);
-    return;
-  }
-  if (BLOCKS) {
-    out[i] = apply(a[(i / p.a_inner) % p.a_count], b[(i / p.b_inner) % p.b_count]);
-    return;
-  }
-  var rest = i;
   var ia = 0u;
   var ib = 0u;
-  for (var d = i32(p.rank) - 1; d >= 0; d--) {
-    let size = dim(p.shape, u32(d));
-    let coord = rest % size;
-    rest = rest / size;
-    ia += coord * dim(p.a_strides, u32(d));
-    ib += coord * dim(p.b_strides, u32(d));
+  if (BLOCKS) {
+    ia = (i / p.a_inner) % p.a_count;
+    ib = (i / p.b_inner) % p.b_count;
+  } else {
+    var rest = i;
+    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+      let size = dim(p.shape, u32(d));
+      let coord = rest % size;
+      rest = rest / size;
+      ia += coord * dim(p.a_strides, u32(d));
+      ib += coord * dim(p.b_strides, u32(d));
+    }
   }
-  out[i] = apply(a[ia], b[ib]);
+  let value = apply(vec4f(a[ia / 4u][ia % 4u]), vec4f(b[ib / 4u][ib % 4u]));
+  out[i / 4u][i % 4u] = value.x;
 }

@@ -1,5 +1,6 @@
-// Elementwise functions of one contiguous tensor: out[i] = f(a[i]).
-// OP (compile-time) selects f; alpha and beta are its runtime parameters.
+// Elementwise functions of one contiguous tensor: out[i] = f(a[i]), four elements per thread.
+// OP (compile-time) selects f; alpha and beta are its runtime parameters. Buffers are bound in
+// whole vec4s; the lanes past n belong to the tensor's pool bucket and are never read as data.
 
 struct Params {
   n: u32,
@@ -9,8 +10,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4f>;
+@group(0) @binding(2) var<storage, read_write> out: array<vec4f>;
 
 const OP_COPY: u32 = 0u;
 const OP_NEG: u32 = 1u;
@@ -30,34 +31,31 @@ const OP_SIGN: u32 = 14u;
 const OP_FILL: u32 = 15u; // beta, whatever x is
 const OP_CLAMP: u32 = 16u; // clamp(x, alpha, beta)
 
-fn stable_sigmoid(x: f32) -> f32 {
-  // Two branches so that exp never overflows.
-  if (x >= 0.0) {
-    return 1.0 / (1.0 + exp(-x));
-  }
-  let e = exp(x);
-  return e / (1.0 + e);
+fn stable_sigmoid(x: vec4f) -> vec4f {
+  // e^−|x| never overflows; the two forms agree where they meet.
+  let e = exp(-abs(x));
+  return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= vec4f(0.0));
 }
 
-fn apply(x: f32) -> f32 {
+fn apply(x: vec4f) -> vec4f {
   switch OP {
     case OP_COPY: { return x; }
     case OP_NEG: { return -x; }
-    case OP_RELU: { return max(x, 0.0); }
-    case OP_LEAKY_RELU: { return select(p.alpha * x, x, x > 0.0); }
+    case OP_RELU: { return max(x, vec4f(0.0)); }
+    case OP_LEAKY_RELU: { return select(p.alpha * x, x, x > vec4f(0.0)); }
     case OP_SIGMOID: { return stable_sigmoid(x); }
-    case OP_TANH: { return tanh(clamp(x, -15.0, 15.0)); }
+    case OP_TANH: { return tanh(clamp(x, vec4f(-15.0), vec4f(15.0))); }
     case OP_EXP: { return exp(x); }
     case OP_LOG: { return log(x); }
     case OP_SQRT: { return sqrt(x); }
     case OP_SQUARE: { return x * x; }
     case OP_ABS: { return abs(x); }
     case OP_AFFINE: { return p.alpha * x + p.beta; }
-    case OP_POW: { return pow(x, p.alpha); }
+    case OP_POW: { return pow(x, vec4f(p.alpha)); }
     case OP_RECIPROCAL: { return 1.0 / x; }
     case OP_SIGN: { return sign(x); }
-    case OP_FILL: { return p.beta; }
-    case OP_CLAMP: { return clamp(x, p.alpha, p.beta); }
+    case OP_FILL: { return vec4f(p.beta); }
+    case OP_CLAMP: { return clamp(x, vec4f(p.alpha), vec4f(p.beta)); }
     default: { return x; }
   }
 }
@@ -65,7 +63,7 @@ fn apply(x: f32) -> f32 {
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * 256u;
-  if (i >= p.n) {
+  if (i * 4u >= p.n) {
     return;
   }
   out[i] = apply(a[i]);

@@ -47,7 +47,8 @@ function dispatchUnary(x: Tensor, out: Tensor, op: number, alpha = 0, beta = 0):
     constants: { OP: op },
     params: new Params().u32(out.size).f32(alpha).f32(beta).u32(0).bytes(),
     buffers: [bind(x), bind(out)],
-    workgroups: elementGrid(out.size),
+    // Four elements per thread.
+    workgroups: elementGrid(Math.ceil(out.size / 4)),
   });
 }
 
@@ -137,7 +138,8 @@ function dispatchBinary(a: Tensor, b: Tensor, op: number, alpha = 0, out?: Tenso
       )
       .bytes(),
     buffers: [bind(a), bind(b), bind(result)],
-    workgroups: elementGrid(result.size),
+    // The contiguous case takes four elements per thread.
+    workgroups: elementGrid(contiguous ? Math.ceil(result.size / 4) : result.size),
   });
   return result;
 }
