@@ -12,12 +12,12 @@ import { init } from "../../src/tensor/tensor.ts";
 import "../../src/tensor/ops.ts";
 import { currentGpu } from "../../src/gpu/device.ts";
 import { ensureFixtures } from "../../fixtures/mod.ts";
-import { type MvtecCategory, openCategory, type Sample } from "../../src/data/mvtec.ts";
-import { rocAuc } from "../../src/eval/metrics.ts";
+import { openCategory } from "../../src/data/mvtec.ts";
 import { type GmmTrainOptions, loadGmm, trainGmm } from "../../src/methods/gmm/model.ts";
 import { applicabilityProblem, assertApplies } from "../../src/methods/method.ts";
 import { gmmMethod } from "../../src/methods/gmm/model.ts";
 import "../../src/methods/builtin.ts";
+import { evaluationSubset, pixelRocAucOn } from "./helpers.ts";
 import { getMethod } from "../../src/methods/method.ts";
 
 const testSettings: GmmTrainOptions = {
@@ -31,47 +31,17 @@ const testSettings: GmmTrainOptions = {
   seed: 1,
 };
 
-function evaluationSubset(category: MvtecCategory): Sample[] {
-  const perDefect = new Map<string, number>();
-  return category.test.filter((sample) => {
-    if (!sample.anomalous) return true;
-    const seen = perDefect.get(sample.defect) ?? 0;
-    perDefect.set(sample.defect, seen + 1);
-    return seen < 2;
-  });
-}
-
 for (const name of ["carpet", "leather"]) {
   Deno.test(`GMM on synthetic ${name}: pixel ROC AUC ≥ 0.85 and its threshold passes good images`, async () => {
     await init();
     const category = await openCategory(await ensureFixtures(), name);
     const model = await trainGmm(category, testSettings);
-    const scores: Float32Array[] = [];
-    const labels: Uint8Array[] = [];
-    let goodImages = 0;
-    let goodPassed = 0;
-    for (const sample of evaluationSubset(category)) {
-      const image = await category.loadImage(sample, { channels: 1 });
-      const map = await model.anomalyMap(image);
-      assert.equal(map.length, image.width * image.height);
-      assert.ok(map.every(Number.isFinite), `${sample.imagePath}: non-finite map values`);
-      const mask = await category.loadMask(sample);
-      scores.push(map);
-      labels.push(Uint8Array.from(mask.data, (v) => (v > 0.5 ? 1 : 0)));
-      if (!sample.anomalous) {
-        goodImages++;
-        if (map.every((v) => v <= model.methodThreshold())) goodPassed++;
-      }
-    }
-    const allScores = new Float32Array(scores.reduce((n, s) => n + s.length, 0));
-    const allLabels = new Uint8Array(allScores.length);
-    let offset = 0;
-    scores.forEach((s, i) => {
-      allScores.set(s, offset);
-      allLabels.set(labels[i], offset);
-      offset += s.length;
-    });
-    const auc = rocAuc(allScores, allLabels);
+    const { auc, scored } = await pixelRocAucOn(category, model, evaluationSubset(category));
+    const good = scored.filter(({ sample }) => !sample.anomalous);
+    const goodImages = good.length;
+    const goodPassed = good.filter(({ map }) =>
+      map.every((v) => v <= model.methodThreshold())
+    ).length;
     assert.ok(auc >= 0.85, `${name}: pixel ROC AUC ${auc.toFixed(3)} < 0.85`);
     assert.ok(
       goodPassed > goodImages / 2,

@@ -9,8 +9,7 @@ import assert from "node:assert/strict";
 import { init } from "../../src/tensor/tensor.ts";
 import "../../src/tensor/ops.ts";
 import { ensureFixtures } from "../../fixtures/mod.ts";
-import { type MvtecCategory, openCategory, type Sample } from "../../src/data/mvtec.ts";
-import { rocAuc } from "../../src/eval/metrics.ts";
+import { openCategory } from "../../src/data/mvtec.ts";
 import { warpPlane } from "../../src/methods/variation/align.ts";
 import {
   loadVariation,
@@ -19,6 +18,7 @@ import {
   type VariationTrainOptions,
 } from "../../src/methods/variation/model.ts";
 import "../../src/methods/builtin.ts";
+import { evaluationSubset, pixelRocAucOn } from "./helpers.ts";
 import { applicabilityProblem, assertApplies, getMethod } from "../../src/methods/method.ts";
 
 const testSettings: VariationTrainOptions = {
@@ -26,16 +26,6 @@ const testSettings: VariationTrainOptions = {
   trainImages: 10,
   seed: 2,
 };
-
-function evaluationSubset(category: MvtecCategory): Sample[] {
-  const perDefect = new Map<string, number>();
-  return category.test.filter((sample) => {
-    if (!sample.anomalous) return true;
-    const seen = perDefect.get(sample.defect) ?? 0;
-    perDefect.set(sample.defect, seen + 1);
-    return seen < 2;
-  });
-}
 
 Deno.test("variation model on the synthetic bottle: statistics, pixel ROC AUC, save/load", async () => {
   await init();
@@ -65,27 +55,8 @@ Deno.test("variation model on the synthetic bottle: statistics, pixel ROC AUC, s
     assert.ok(worstMean < 2e-3, `μ differs from the CPU reference by ${worstMean}`);
     assert.ok(worstStd < 2e-3, `σ differs from the CPU reference by ${worstStd}`);
 
-    const scores: Float32Array[] = [];
-    const labels: Uint8Array[] = [];
     const subset = evaluationSubset(category);
-    for (const sample of subset) {
-      const image = await category.loadImage(sample, { channels: 1 });
-      const map = await model.anomalyMap(image);
-      assert.equal(map.length, image.width * image.height);
-      assert.ok(map.every(Number.isFinite), `${sample.imagePath}: non-finite map values`);
-      const mask = await category.loadMask(sample);
-      scores.push(map);
-      labels.push(Uint8Array.from(mask.data, (v) => (v > 0.5 ? 1 : 0)));
-    }
-    const all = new Float32Array(scores.reduce((n, s) => n + s.length, 0));
-    const allLabels = new Uint8Array(all.length);
-    let offset = 0;
-    scores.forEach((s, i) => {
-      all.set(s, offset);
-      allLabels.set(labels[i], offset);
-      offset += s.length;
-    });
-    const auc = rocAuc(all, allLabels);
+    const { auc } = await pixelRocAucOn(category, model, subset);
     console.log(`variation, synthetic bottle: pixel ROC AUC ${auc.toFixed(4)}`);
     assert.ok(auc >= MIN_SYNTHETIC_AUC, `pixel ROC AUC ${auc.toFixed(3)} < ${MIN_SYNTHETIC_AUC}`);
 

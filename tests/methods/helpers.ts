@@ -1,0 +1,54 @@
+/** Shared by the method tests: the test images to score, and pixel ROC AUC over them. */
+
+import assert from "node:assert/strict";
+import type { MvtecCategory, Sample } from "../../src/data/mvtec.ts";
+import { rocAuc } from "../../src/eval/metrics.ts";
+import type { AnomalyDetector } from "../../src/methods/method.ts";
+
+/** All good test images and the first two of each defect type: enough to rank, quick to score. */
+export function evaluationSubset(category: MvtecCategory): Sample[] {
+  const perDefect = new Map<string, number>();
+  return category.test.filter((sample) => {
+    if (!sample.anomalous) return true;
+    const seen = perDefect.get(sample.defect) ?? 0;
+    perDefect.set(sample.defect, seen + 1);
+    return seen < 2;
+  });
+}
+
+/** An image's map, as scored by {@link pixelRocAucOn}. */
+export interface ScoredSample {
+  sample: Sample;
+  map: Float32Array;
+}
+
+/**
+ * Pixel ROC AUC of a detector over samples of a category, checking that every map has the
+ * image's size and only finite values.
+ */
+export async function pixelRocAucOn(
+  category: MvtecCategory,
+  detector: Pick<AnomalyDetector, "anomalyMap">,
+  samples: readonly Sample[],
+): Promise<{ auc: number; scored: ScoredSample[] }> {
+  const scored: ScoredSample[] = [];
+  const labels: Uint8Array[] = [];
+  for (const sample of samples) {
+    const image = await category.loadImage(sample, { channels: 1 });
+    const map = await detector.anomalyMap(image);
+    assert.equal(map.length, image.width * image.height);
+    assert.ok(map.every(Number.isFinite), `${sample.imagePath}: non-finite map values`);
+    const mask = await category.loadMask(sample);
+    scored.push({ sample, map });
+    labels.push(Uint8Array.from(mask.data, (v) => (v > 0.5 ? 1 : 0)));
+  }
+  const scores = new Float32Array(scored.reduce((n, s) => n + s.map.length, 0));
+  const allLabels = new Uint8Array(scores.length);
+  let offset = 0;
+  scored.forEach(({ map }, i) => {
+    scores.set(map, offset);
+    allLabels.set(labels[i], offset);
+    offset += map.length;
+  });
+  return { auc: rocAuc(scores, allLabels), scored };
+}
