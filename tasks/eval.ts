@@ -5,6 +5,7 @@
  * @module
  */
 
+import { UsageError, usageErrorFromParseArgs } from "../src/util/cli.ts";
 import { parseArgs } from "node:util";
 import {
   displayPath,
@@ -21,6 +22,7 @@ import {
 import { ProgressBar } from "../src/util/progress.ts";
 
 /** Default folder of trained runs. */
+export { UsageError };
 export const DEFAULT_RUNS_DIR = "runs";
 /** Default output folder; under `out/`, which git, `deno fmt` and `deno lint` ignore. */
 export const DEFAULT_OUT_DIR = "out/eval";
@@ -89,19 +91,6 @@ export type EvalCommand =
     name: string;
   };
 
-/** A command-line mistake: printed with a hint to `--help`, exit code 2. */
-export class UsageError extends Error {
-  /**
-   * Creates the error.
-   *
-   * @param message what is wrong
-   */
-  constructor(message: string) {
-    super(`${message}. Run with --help to see the options.`);
-    this.name = "UsageError";
-  }
-}
-
 function parseCount(flag: string, text: string | undefined, minimum: number): number | undefined {
   if (text === undefined) return undefined;
   const value = Number(text);
@@ -150,13 +139,7 @@ export function parseEvalArgs(args: string[]): EvalCommand | "help" {
       allowPositionals: false,
     }));
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    const flag = /'([^']+)'/.exec(message)?.[1];
-    throw new UsageError(
-      flag !== undefined && message.toLowerCase().includes("unknown option")
-        ? `Unknown flag "${flag}"`
-        : message.replace(/\.$/, ""),
-    );
+    throw usageErrorFromParseArgs(error);
   }
   if (values.help) return "help";
   const categories = values.categories === undefined ? undefined : values.categories.split(",")

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { usageErrorFromParseArgs } from "../src/util/cli.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_SEED, defaultFixturesDir, generateFixtures } from "../fixtures/mod.ts";
 
@@ -39,13 +40,7 @@ export function parseFixtureArgs(args: string[]): { out: string; seed: number } 
       allowPositionals: false,
     }));
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    const flag = /'([^']+)'/.exec(message)?.[1];
-    throw new Error(
-      flag !== undefined && message.toLowerCase().includes("unknown option")
-        ? `Unknown flag "${flag}". Run with --help to see the options.`
-        : `${message}. Run with --help to see the options.`,
-    );
+    throw usageErrorFromParseArgs(error);
   }
   if (values.help) return "help";
   const seed = values.seed === undefined ? DEFAULT_SEED : Number(values.seed);

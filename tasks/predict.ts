@@ -5,6 +5,7 @@
  * the run's minimum defect area.
  */
 
+import { UsageError, usageErrorFromParseArgs } from "../src/util/cli.ts";
 import { parseArgs } from "node:util";
 import { basename, extname, join } from "node:path";
 import { readImage } from "../src/data/image.ts";
@@ -24,8 +25,6 @@ defective (a region above the run's threshold at least as large as its minimum d
 Options:
   --out DIR   where maps, heat maps and verdicts.json go (default: <run>/predictions)
   --help      this text`;
-
-class UsageError extends Error {}
 
 const imageExtensions = new Set([".png", ".jpg", ".jpeg"]);
 
@@ -76,7 +75,7 @@ async function main(args: string[]): Promise<void> {
       options: { out: { type: "string" }, help: { type: "boolean", default: false } },
     });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw usageErrorFromParseArgs(error);
   }
   if (parsed.values.help) {
     console.log(usage);
@@ -139,7 +138,6 @@ if (import.meta.main) {
     await main(Deno.args);
   } catch (error) {
     console.error(`error: ${(error as Error).message}`);
-    if (error instanceof UsageError) console.error("Run `deno task predict --help` for usage.");
     Deno.exit(error instanceof UsageError ? 2 : 1);
   }
 }

@@ -3,6 +3,7 @@
  * (model, config, log, loss curve, anomaly maps, threshold) to `<out>/<method>/<category>/`.
  */
 
+import { UsageError, usageErrorFromParseArgs } from "../src/util/cli.ts";
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { ensureFixtures } from "../fixtures/mod.ts";
@@ -33,9 +34,6 @@ Options:
   --resume          continue the run in DIR/<method>/<category>/ from its last checkpoint
   --force           train a method on a category kind it is not meant for
   --help            this text`;
-
-/** A command-line mistake: printed with a hint, exit code 2. */
-class UsageError extends Error {}
 
 function positiveInteger(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
@@ -71,7 +69,7 @@ async function main(args: string[]): Promise<void> {
       },
     });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw usageErrorFromParseArgs(error);
   }
   const { values, positionals } = parsed;
   const methods = listMethods().map((m) => m.name).join(", ");
@@ -219,7 +217,6 @@ if (import.meta.main) {
   } catch (error) {
     const message = (error as Error).message;
     console.error(`error: ${message}`);
-    if (error instanceof UsageError) console.error("Run `deno task train --help` for usage.");
     Deno.exit(error instanceof UsageError ? 2 : 1);
   }
 }

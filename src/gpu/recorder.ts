@@ -27,11 +27,6 @@ export class Recorder {
   /** Wraps a device. */
   constructor(private readonly device: GPUDevice) {}
 
-  /** True when commands are recorded but not yet submitted. */
-  get hasPendingWork(): boolean {
-    return this.encoder !== null;
-  }
-
   private currentPass(): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (!this.pass) this.pass = this.encoder.beginComputePass();

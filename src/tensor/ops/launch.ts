@@ -37,10 +37,3 @@ export function notDifferentiable(name: string): () => never {
     throw new Error(`${name} is not differentiable; compute it under noGrad()`);
   };
 }
-
-/** Checks that a value is a positive integer, naming the argument otherwise. */
-export function assertPositiveInt(value: number, what: string): void {
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new Error(`${what} must be a positive integer, got ${value}`);
-  }
-}
