@@ -121,6 +121,13 @@ async function main(args: string[]): Promise<void> {
       ? "the default on a software adapter; --preset paper for the paper's setting"
       : "the default on a GPU";
     console.log(`adapter: ${gpu.adapter.description}. Preset: ${preset} (${why}).`);
+    if (method.name === "ae-ssim" && preset === "quick" && category.info.kind === "texture") {
+      console.log(
+        "Note: a quick ae-ssim run seldom reconstructs a fine texture sharply enough for " +
+          "1 − SSIM to find its defects (README: What the autoencoders can find); gmm suits " +
+          "textures on a CPU adapter.",
+      );
+    }
   } else {
     if (values.preset) throw new UsageError(`${method.name} has no presets; leave out --preset`);
     console.log(`adapter: ${gpu.adapter.description}.`);

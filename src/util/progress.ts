@@ -95,6 +95,8 @@ export class ProgressBar {
   readonly #now: () => number;
   readonly #startedAt: number;
   #current = 0;
+  /** The first update's count and time: the rate counts only work seen by the bar. */
+  #first: { count: number; at: number } | null = null;
   #fields: ProgressFields = {};
   #lastOutputAt = -Infinity;
   #finished = false;
@@ -131,6 +133,7 @@ export class ProgressBar {
     this.#current = current;
     if (fields) this.#fields = { ...this.#fields, ...fields };
     const now = this.#now();
+    this.#first ??= { count: current, at: now };
     const interval = this.#interactive ? this.#redrawIntervalMs : this.#lineIntervalMs;
     // The first update always shows, so that a log says early what is running.
     if (now - this.#lastOutputAt < interval) return;
@@ -199,7 +202,12 @@ export class ProgressBar {
     } else {
       parts.push(String(this.#current));
     }
-    const rate = seconds > 0 ? this.#current / seconds : 0;
+    // Measured from the first update, not from construction: a bar made after some work was done
+    // (a resumed run, a bar created at the first report) would otherwise claim a wild rate.
+    const first = this.#first;
+    const rate = first && now > first.at
+      ? (this.#current - first.count) / ((now - first.at) / 1000)
+      : 0;
     if (rate > 0) parts.push(`${rate >= 10 ? rate.toFixed(0) : rate.toFixed(2)} ${this.#unit}/s`);
     if (this.#finished) {
       parts.push(`in ${formatDuration(seconds)}`);

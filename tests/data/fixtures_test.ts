@@ -65,6 +65,23 @@ Deno.test("fixture categories and defect names follow MVTec AD", () => {
   assert.throws(() => fixtureDefectTypes("cable"), /available: carpet/);
 });
 
+Deno.test("a defective sample carries its intact scene, which differs only at the defect", () => {
+  for (const defect of fixtureDefectTypes("carpet")) {
+    const { image, mask, intact } = renderSample("carpet", 0, "test", defect, 1, 128);
+    let insideDiff = 0, inside = 0, outsideDiff = 0, outside = 0;
+    const plane = image.width * image.height;
+    for (let i = 0; i < image.data.length; i++) {
+      const diff = Math.abs(image.data[i] - intact.data[i]);
+      if (mask!.data[i % plane] > 0.5) (insideDiff += diff), inside++;
+      else (outsideDiff += diff), outside++;
+    }
+    assert.ok(insideDiff / inside > 0.02, `${defect}: the defect changes the scene`);
+    assert.ok(outsideDiff / outside < 0.002, `${defect}: the rest of the scene is untouched`);
+  }
+  const good = renderSample("carpet", 0, "test", "good", 0, 64);
+  assert.deepEqual(good.intact.data, good.image.data);
+});
+
 Deno.test("samples are deterministic per seed and good images vary naturally", () => {
   const a = renderSample("tile", 1, "test", "oil", 2, 64);
   const b = renderSample("tile", 1, "test", "oil", 2, 64);

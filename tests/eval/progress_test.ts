@@ -26,7 +26,7 @@ Deno.test("ProgressBar redraws in place on a terminal, throttled", () => {
   bar.update(5, { loss: 0.012345 });
   assert.equal(
     bar.render(),
-    "bottle  [############............]  5/10  50%  2.50 maps/s  ETA 2s  loss=0.01235",
+    "bottle  [############............]  5/10  50%  4.00 maps/s  ETA 1s  loss=0.01235",
   );
   now = 4000;
   bar.done();
@@ -38,6 +38,24 @@ Deno.test("ProgressBar redraws in place on a terminal, throttled", () => {
   assert.match(text, /5\/10 +50% .* in 4s/);
   bar.update(7); // ignored after done
   assert.equal(stream.text(), text);
+});
+
+Deno.test("ProgressBar's rate counts only the work it saw, so a late or resumed bar is not wild", () => {
+  let now = 0;
+  const bar = new ProgressBar({
+    label: "ae-ssim carpet",
+    total: 120,
+    unit: "steps",
+    stream: fakeStream(false),
+    now: () => now,
+  });
+  now = 1; // created just before its first report, with 60 steps already done (a resumed run)
+  bar.update(60);
+  assert.ok(!bar.render().includes("steps/s"), "no rate from a single report");
+  assert.ok(!bar.render().includes("ETA"));
+  now = 10_001;
+  bar.update(80);
+  assert.match(bar.render(), /80\/120 .* 2\.00 steps\/s {2}ETA 20s/);
 });
 
 Deno.test("ProgressBar prints occasional plain lines without a terminal", () => {
