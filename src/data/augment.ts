@@ -133,26 +133,32 @@ export async function* augment(
   if (!Number.isInteger(options.count) || options.count < 0) {
     throw new RangeError(`augment: count must be a non-negative integer, got ${options.count}`);
   }
-  // Zoomed textures are reused by many patches; keep a few, never all.
-  const zoomed = new LruCache<FloatImage>(64 * 1024 * 1024);
+  // Sources are resized once and reused by many patches: textures to the zoom size, objects to the
+  // output size. The cache keeps a few hundred MiB of them, never all, and a hit skips decoding.
+  const resized = new LruCache<FloatImage>(256 * 1024 * 1024);
+  const [width, height] = options.kind === "texture"
+    ? [options.zoomSize, options.zoomSize]
+    : [options.outputWidth, options.outputHeight];
+  const sourceAt = async (index: number): Promise<FloatImage> => {
+    const key = String(index);
+    const hit = resized.get(key);
+    if (hit !== undefined) return hit;
+    const image = await images.get(index);
+    const [toWidth, toHeight] = [width ?? image.width, height ?? image.height];
+    if (image.width === toWidth && image.height === toHeight) return image;
+    const small = resize(image, toWidth, toHeight);
+    resized.set(key, small, small.data.byteLength);
+    return small;
+  };
   for (let i = 0; i < options.count; i++) {
     const random = new Random(hashSeed(options.seed, i));
-    const index = random.int(0, images.length);
-    let image = await images.get(index);
-    if (options.kind === "texture") {
-      if (options.zoomSize !== undefined) {
-        const key = String(index);
-        let hit = zoomed.get(key);
-        if (hit === undefined) {
-          hit = resize(image, options.zoomSize, options.zoomSize);
-          zoomed.set(key, hit, hit.data.byteLength);
-        }
-        image = hit;
-      }
-      yield texturePatch(image, random, options);
-    } else {
-      yield transformObject(image, random, options);
-    }
+    const image = await sourceAt(random.int(0, images.length));
+    // Objects are moved at the output's own scale after an area-averaged resize: bilinear
+    // sampling straight from a much larger image would alias, and the training images would no
+    // longer look like the resized images that inference sees.
+    yield options.kind === "texture"
+      ? texturePatch(image, random, options)
+      : transformObject(image, random, options);
   }
 }
 

@@ -6,7 +6,7 @@ import {
   batches,
   categorySource,
 } from "../../src/data/augment.ts";
-import { createImage, type FloatImage } from "../../src/data/image.ts";
+import { createImage, type FloatImage, resize } from "../../src/data/image.ts";
 import { CATEGORY_INFO, openCategory } from "../../src/data/mvtec.ts";
 import { tinyDataset } from "./helpers.ts";
 
@@ -110,6 +110,32 @@ Deno.test("object transform: identity without randomness, exact mirrors when all
   );
   assert.equal(small.width, 20);
   assert.equal(small.data.length, 3 * 20 * 15);
+});
+
+Deno.test("objects are shrunk like inference shrinks them, without aliasing", async () => {
+  // A one-pixel checkerboard, shrunk 4×: an area average is flat grey, while bilinear sampling
+  // straight from the source would hit the squares' pattern and keep strong contrast.
+  const source = createImage(128, 128, 1);
+  source.data.forEach((_, i) => (source.data[i] = ((i % 128) + Math.floor(i / 128)) % 2));
+  const [small] = await collect(
+    augment([source], {
+      count: 1,
+      seed: 3,
+      kind: "object",
+      outputWidth: 32,
+      outputHeight: 32,
+      maxRotationDegrees: 10,
+      maxTranslation: 0.05,
+    }),
+  );
+  const expected = resize(source, 32, 32);
+  for (let y = 4; y < 28; y++) {
+    for (let x = 4; x < 28; x++) {
+      const value = small.data[y * 32 + x];
+      assert.ok(Math.abs(value - 0.5) < 0.05, `pixel (${x}, ${y}) is ${value}, not grey`);
+      assert.ok(Math.abs(expected.data[y * 32 + x] - 0.5) < 0.05);
+    }
+  }
 });
 
 Deno.test("per-category defaults never mirror a screw and never move a transistor", () => {
