@@ -5,8 +5,7 @@
  * @module
  */
 
-import { UsageError, usageErrorFromParseArgs } from "../src/util/cli.ts";
-import { parseArgs } from "node:util";
+import { parseCommandLine, UsageError } from "../src/util/cli.ts";
 import {
   displayPath,
   type EvalProgress,
@@ -108,39 +107,23 @@ function parseCount(flag: string, text: string | undefined, minimum: number): nu
  * @throws {UsageError} naming an unknown flag, a bad value or a bad combination
  */
 export function parseEvalArgs(args: string[]): EvalCommand | "help" {
-  let values: {
-    runs?: string;
-    run?: string[];
-    maps?: string;
-    data?: string;
-    categories?: string;
-    out?: string;
-    "min-area"?: string;
-    examples?: string;
-    name?: string;
-    help?: boolean;
-  };
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        runs: { type: "string" },
-        run: { type: "string", multiple: true },
-        maps: { type: "string" },
-        data: { type: "string" },
-        categories: { type: "string" },
-        out: { type: "string" },
-        "min-area": { type: "string" },
-        examples: { type: "string" },
-        name: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    throw usageErrorFromParseArgs(error);
-  }
+  const { values } = parseCommandLine({
+    args,
+    options: {
+      runs: { type: "string" },
+      run: { type: "string", multiple: true },
+      maps: { type: "string" },
+      data: { type: "string" },
+      categories: { type: "string" },
+      out: { type: "string" },
+      "min-area": { type: "string" },
+      examples: { type: "string" },
+      name: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
   if (values.help) return "help";
   const categories = values.categories === undefined ? undefined : values.categories.split(",")
     .map((name) => name.trim()).filter((name) => name !== "");

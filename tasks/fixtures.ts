@@ -6,8 +6,7 @@
  * @module
  */
 
-import { usageErrorFromParseArgs } from "../src/util/cli.ts";
-import { parseArgs } from "node:util";
+import { parseCommandLine } from "../src/util/cli.ts";
 import { DEFAULT_SEED, defaultFixturesDir, generateFixtures } from "../fixtures/mod.ts";
 
 const USAGE = `Usage: deno task fixtures [--out DIR] [--seed N] [--help]
@@ -27,21 +26,16 @@ Options:
  * @throws Error naming an unknown flag or a bad value
  */
 export function parseFixtureArgs(args: string[]): { out: string; seed: number } | "help" {
-  let values: { out?: string; seed?: string; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        out: { type: "string" },
-        seed: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    throw usageErrorFromParseArgs(error);
-  }
+  const { values } = parseCommandLine({
+    args,
+    options: {
+      out: { type: "string" },
+      seed: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
   if (values.help) return "help";
   const seed = values.seed === undefined ? DEFAULT_SEED : Number(values.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) {

@@ -5,8 +5,7 @@
  * the run's minimum defect area.
  */
 
-import { UsageError, usageErrorFromParseArgs } from "../src/util/cli.ts";
-import { parseArgs } from "node:util";
+import { parseCommandLine, UsageError } from "../src/util/cli.ts";
 import { basename, extname, join } from "node:path";
 import { readImage } from "../src/data/image.ts";
 import { largestComponentAbove } from "../src/eval/components.ts";
@@ -66,17 +65,12 @@ interface Verdict {
 }
 
 async function main(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: { out: { type: "string" }, help: { type: "boolean", default: false } },
-    });
-  } catch (error) {
-    throw usageErrorFromParseArgs(error);
-  }
+  const parsed = parseCommandLine({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: { out: { type: "string" }, help: { type: "boolean", default: false } },
+  });
   if (parsed.values.help) {
     console.log(usage);
     return;

@@ -3,8 +3,7 @@
  * (model, config, log, loss curve, anomaly maps, threshold) to `<out>/<method>/<category>/`.
  */
 
-import { UsageError, usageErrorFromParseArgs } from "../src/util/cli.ts";
-import { parseArgs } from "node:util";
+import { parseCommandLine, UsageError } from "../src/util/cli.ts";
 import { resolve } from "node:path";
 import { ensureFixtures } from "../fixtures/mod.ts";
 import { openCategory } from "../src/data/mvtec.ts";
@@ -45,32 +44,27 @@ function positiveInteger(value: string | undefined, flag: string): number | unde
 }
 
 async function main(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        method: { type: "string", default: "ae-ssim" },
-        data: { type: "string" },
-        preset: { type: "string" },
-        epochs: { type: "string" },
-        batch: { type: "string" },
-        patches: { type: "string" },
-        lr: { type: "string" },
-        channels: { type: "string" },
-        "image-size": { type: "string" },
-        seed: { type: "string", default: "0" },
-        out: { type: "string", default: "runs" },
-        resume: { type: "boolean", default: false },
-        force: { type: "boolean", default: false },
-        help: { type: "boolean", default: false },
-      },
-    });
-  } catch (error) {
-    throw usageErrorFromParseArgs(error);
-  }
+  const parsed = parseCommandLine({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      method: { type: "string", default: "ae-ssim" },
+      data: { type: "string" },
+      preset: { type: "string" },
+      epochs: { type: "string" },
+      batch: { type: "string" },
+      patches: { type: "string" },
+      lr: { type: "string" },
+      channels: { type: "string" },
+      "image-size": { type: "string" },
+      seed: { type: "string", default: "0" },
+      out: { type: "string", default: "runs" },
+      resume: { type: "boolean", default: false },
+      force: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
   const { values, positionals } = parsed;
   const methods = listMethods().map((m) => m.name).join(", ");
   if (values.help) {

@@ -1,5 +1,7 @@
 /** What the command-line tasks share: one kind of usage error, and parseArgs' errors made plain. */
 
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
 /** A command-line mistake: printed with a hint to `--help`, exit code 2. */
 export class UsageError extends Error {
   /** An error saying `message`, followed by the hint. */
@@ -9,8 +11,21 @@ export class UsageError extends Error {
   }
 }
 
-/** The usage error for what `node:util`'s parseArgs threw, naming an unknown flag plainly. */
-export function usageErrorFromParseArgs(error: unknown): UsageError {
+/**
+ * `node:util`'s parseArgs, with what it throws turned into a {@link UsageError} that names an
+ * unknown flag plainly.
+ */
+export function parseCommandLine<T extends ParseArgsConfig>(
+  config: T,
+): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (error) {
+    throw usageErrorFromParseArgs(error);
+  }
+}
+
+function usageErrorFromParseArgs(error: unknown): UsageError {
   const message = error instanceof Error ? error.message : String(error);
   const flag = /'([^']+)'/.exec(message)?.[1];
   return new UsageError(
