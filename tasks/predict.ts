@@ -13,7 +13,7 @@ import { renderHeatmap, savePng } from "../src/eval/plot.ts";
 import { writeTiffFile } from "../src/eval/tiff.ts";
 import { getMethod, type RunConfig, type RunThreshold } from "../src/methods/method.ts";
 import "../src/methods/builtin.ts";
-import { writeJsonAtomic } from "../src/util/fs.ts";
+import { readJsonFile, writeJsonAtomic } from "../src/util/fs.ts";
 import { ProgressBar } from "../src/util/progress.ts";
 
 const usage = `Usage: deno task predict <run folder> <image or folder> [--out DIR]
@@ -27,14 +27,12 @@ Options:
 
 const imageExtensions = new Set([".png", ".jpg", ".jpeg"]);
 
-async function readJson<T>(path: string, what: string): Promise<T> {
-  try {
-    return JSON.parse(await Deno.readTextFile(path)) as T;
-  } catch (error) {
-    throw new UsageError(
-      `${path}: cannot read the run's ${what} (${(error as Error).message}); is this a run folder?`,
-    );
-  }
+function readJson<T>(path: string, what: string): Promise<T> {
+  return readJsonFile<T>(
+    path,
+    (reason) =>
+      new UsageError(`${path}: cannot read the run's ${what} (${reason}); is this a run folder?`),
+  );
 }
 
 async function listImages(target: string): Promise<string[]> {

@@ -1,5 +1,5 @@
 /**
- * Atomic file writes: data goes to a temporary file in the target folder and is then renamed over
+ * Atomic file writes, and the JSON reader that goes with them: data goes to a temporary file in the target folder and is then renamed over
  * the target, so a crash never leaves a half-written checkpoint, map or report (a rename within
  * one file system is atomic).
  */
@@ -26,4 +26,19 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
 /** Writes a value as pretty-printed JSON, atomically. */
 export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   return writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n");
+}
+
+/**
+ * Reads and parses a JSON file. A missing, unreadable or malformed file throws the error that
+ * `failure` makes from the reason, so each caller says what the file was for.
+ */
+export async function readJsonFile<T>(
+  path: string,
+  failure: (reason: string) => Error,
+): Promise<T> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as T;
+  } catch (error) {
+    throw failure((error as Error).message);
+  }
 }

@@ -17,7 +17,7 @@ import * as op from "../../tensor/ops.ts";
 import { Adam } from "../../nn/optim.ts";
 import type { Sequential } from "../../nn/layers.ts";
 import { loadModule, loadSafetensors, saveModule, saveSafetensors } from "../../nn/checkpoint.ts";
-import { writeJsonAtomic } from "../../util/fs.ts";
+import { readJsonFile, writeJsonAtomic } from "../../util/fs.ts";
 import { buildAutoencoder } from "./model.ts";
 import type { AnomalyDetector, MethodDefinition, TrainOptions } from "../method.ts";
 
@@ -396,14 +396,10 @@ async function restoreCheckpoint(
   optimizer: Adam,
 ): Promise<TrainingState> {
   const progressPath = join(directory, "checkpoint", "progress.json");
-  let progress: TrainingState;
-  try {
-    progress = JSON.parse(await Deno.readTextFile(progressPath));
-  } catch (error) {
-    throw new Error(
-      `Cannot resume: ${progressPath} is missing or unreadable (${(error as Error).message})`,
-    );
-  }
+  const progress = await readJsonFile<TrainingState>(
+    progressPath,
+    (reason) => new Error(`Cannot resume: ${progressPath} is missing or unreadable (${reason})`),
+  );
   await loadModule(model, join(directory, "checkpoint", "model.safetensors"));
   const { tensors, metadata } = await loadSafetensors(
     join(directory, "checkpoint", "optimizer.safetensors"),
@@ -425,12 +421,10 @@ async function restoreCheckpoint(
 export async function loadAutoencoder(directory: string): Promise<AutoencoderDetector> {
   await init();
   const configPath = join(directory, "autoencoder.json");
-  let config: AutoencoderConfig;
-  try {
-    config = JSON.parse(await Deno.readTextFile(configPath));
-  } catch (error) {
-    throw new Error(`${configPath}: not an autoencoder run (${(error as Error).message})`);
-  }
+  const config = await readJsonFile<AutoencoderConfig>(
+    configPath,
+    (reason) => new Error(`${configPath}: not an autoencoder run (${reason})`),
+  );
   const inputSize = config.kind === "texture" ? patchSize : config.settings.objectSize;
   const model = buildAutoencoder({
     inputSize,

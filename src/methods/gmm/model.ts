@@ -27,7 +27,7 @@ import { gaussianBlur } from "../../tensor/ops/filter.ts";
 import { upsample } from "../../tensor/ops/pool.ts";
 import { reshape } from "../../tensor/ops/shape.ts";
 import { keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
+import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import type { AnomalyDetector, MethodDefinition, TrainOptions } from "../method.ts";
 import {
   gaussianPyramid,
@@ -319,12 +319,10 @@ export class GmmTextureModel implements AnomalyDetector {
 /** Reads a model written by {@link GmmTextureModel.save}. */
 export async function loadGmm(directory: string): Promise<GmmTextureModel> {
   const settingsPath = join(directory, SETTINGS_FILE);
-  let file: GmmFile;
-  try {
-    file = JSON.parse(await Deno.readTextFile(settingsPath)) as GmmFile;
-  } catch (error) {
-    throw new Error(`Cannot read GMM settings "${settingsPath}": ${(error as Error).message}`);
-  }
+  const file = await readJsonFile<GmmFile>(
+    settingsPath,
+    (reason) => new Error(`Cannot read GMM settings "${settingsPath}": ${reason}`),
+  );
   if (file.format !== "anodet-gmm-texture/1") {
     throw new Error(`"${settingsPath}" is not a GMM texture model (format ${file.format})`);
   }

@@ -29,7 +29,7 @@ import { Random } from "../../data/random.ts";
 import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../../nn/checkpoint.ts";
 import { bind, elementGrid, Params, run } from "../../tensor/ops/launch.ts";
 import { empty, keep, type Tensor, tensor, toArrays } from "../../tensor/tensor.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
+import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import type { AnomalyDetector, MethodDefinition, TrainOptions } from "../method.ts";
 import {
   ALIGN_DEFAULTS,
@@ -407,12 +407,10 @@ export class VariationModel implements AnomalyDetector {
 /** Reads a model written by {@link VariationModel.save}. */
 export async function loadVariation(directory: string): Promise<VariationModel> {
   const settingsPath = join(directory, SETTINGS_FILE);
-  let file: VariationFile;
-  try {
-    file = JSON.parse(await Deno.readTextFile(settingsPath)) as VariationFile;
-  } catch (error) {
-    throw new Error(`Cannot read variation model "${settingsPath}": ${(error as Error).message}`);
-  }
+  const file = await readJsonFile<VariationFile>(
+    settingsPath,
+    (reason) => new Error(`Cannot read variation model "${settingsPath}": ${reason}`),
+  );
   if (file.format !== "anodet-variation/1") {
     throw new Error(`"${settingsPath}" is not a variation model (format ${file.format})`);
   }
