@@ -297,7 +297,14 @@ export async function trainAutoencoder(
   }
   const stepsPerEpoch = Math.ceil(settings.patches / settings.batch);
   const totalSteps = stepsPerEpoch * settings.epochs;
-  const source = categorySource(category, category.train, { channels: settings.channels });
+  // Loaded at the working size, so the category's cache keeps the resized images across epochs
+  // instead of decoding and shrinking the originals again for every epoch's stream.
+  const workingSide = kind === "texture" ? settings.textureZoom : settings.objectSize;
+  const source = categorySource(category, category.train, {
+    channels: settings.channels,
+    width: workingSide,
+    height: workingSide,
+  });
   const started = performance.now();
   let samplesSeen = 0;
   let lastReport = 0;
