@@ -1,12 +1,14 @@
 /**
  * anodet: visual anomaly detection on WebGPU, for Deno.
  *
- * The engine (GPU runtime, tensors with autograd, layers, optimizers and checkpoints) is exported
- * here together with the data loaders, the methods and the MVTec AD evaluation.
+ * The public API: the engine (GPU device, tensors with autograd, ops, layers, optimizers, the
+ * training loop and checkpoints), the MVTec AD data loaders and augmentation, the methods and
+ * their registry, the run folder, and the MVTec AD evaluation. Importing it needs no permission:
+ * the shaders are bundled, and the image codec loads only when an image is decoded.
  *
  * @example
  * ```ts
- * import { init, tensor, relu } from "@anodet/webgpu";
+ * import { init, relu, tensor } from "@anodet/webgpu";
  * await init();
  * console.log(await relu(tensor([-1, 2])).toArray()); // Float32Array [0, 2]
  * ```
@@ -14,27 +16,12 @@
  * @module
  */
 
+// ---- GPU and tensors ----------------------------------------------------------------------------
+export { type AdapterDescription, getGpu, type Gpu, NoGpuAdapterError } from "./src/gpu/device.ts";
 export {
-  type AdapterDescription,
-  type AdapterSource,
-  createGpu,
-  currentGpu,
-  getGpu,
-  Gpu,
-  NoGpuAdapterError,
-} from "./src/gpu/device.ts";
-export type { RecorderStats } from "./src/gpu/recorder.ts";
-export type { PoolStats } from "./src/gpu/pool.ts";
-export {
-  addGrad,
-  backward,
-  type BackwardFn,
-  empty,
   init,
-  isGradEnabled,
   keep,
   noGrad,
-  opResult,
   type Shape,
   shapeSize,
   Tensor,
@@ -42,32 +29,219 @@ export {
   TensorTooLargeError,
   tidy,
   toArrays,
-  zeroGrad,
 } from "./src/tensor/tensor.ts";
-export * from "./src/tensor/ops.ts";
-export * from "./src/nn/module.ts";
-export * from "./src/nn/layers.ts";
-export * from "./src/nn/init.ts";
-export * from "./src/nn/optim.ts";
-export * from "./src/nn/checkpoint.ts";
-export * from "./src/util/fs.ts";
-export * from "./src/data/image.ts";
-export * from "./src/data/mvtec.ts";
-export * from "./src/data/augment.ts";
-export { hashSeed, mix32, Random } from "./src/data/random.ts";
-export * from "./src/eval/metrics.ts";
-export * from "./src/eval/evaluate.ts";
-export * from "./src/eval/tiff.ts";
-export * from "./src/eval/report.ts";
-export * from "./src/eval/plot.ts";
-export { resizeBilinear } from "./src/eval/resize.ts";
-export * from "./src/methods/ae/model.ts";
-export * from "./src/methods/method.ts";
-export * from "./src/methods/ae/ae.ts";
-export * from "./src/methods/gmm/model.ts";
-export * from "./src/methods/variation/model.ts";
-export * from "./src/methods/runner.ts";
-export * from "./src/eval/run.ts";
-export * from "./src/util/progress.ts";
+export {
+  abs,
+  add,
+  addScalar,
+  affine,
+  avgPool2d,
+  batchNorm2d,
+  bceWithLogits,
+  boxFilter,
+  clamp,
+  concat,
+  conv2d,
+  type Conv2dOptions,
+  convTranspose2d,
+  type ConvTranspose2dOptions,
+  copy,
+  div,
+  exp,
+  expand,
+  fill,
+  flatten,
+  gaussianBlur,
+  greater,
+  l1,
+  leakyRelu,
+  log,
+  manualSeed,
+  matmul,
+  max,
+  maximum,
+  maxPool2d,
+  mean,
+  minimum,
+  mse,
+  mul,
+  mulScalar,
+  neg,
+  ones,
+  pad,
+  permute,
+  powScalar,
+  rand,
+  randn,
+  reciprocal,
+  relu,
+  reshape,
+  separableFilter,
+  sigmoid,
+  sign,
+  slice,
+  sqrt,
+  square,
+  ssim,
+  type SsimOptions,
+  type SsimResult,
+  sub,
+  sum,
+  tanh,
+  transpose,
+  upsample,
+  withSeed,
+  zeros,
+  zerosLike,
+} from "./src/tensor/ops.ts";
+
+// ---- networks -----------------------------------------------------------------------------------
+export { Module } from "./src/nn/module.ts";
+export {
+  BatchNorm2d,
+  Conv2d,
+  ConvTranspose2d,
+  LeakyReLU,
+  Linear,
+  ReLU,
+  Sequential,
+  Sigmoid,
+  Tanh,
+} from "./src/nn/layers.ts";
+export { glorotUniform, heNormal, normalInit } from "./src/nn/init.ts";
+export { Adam, type AdamOptions, type Optimizer, SGD, type SgdOptions } from "./src/nn/optim.ts";
+export {
+  CheckpointError,
+  loadModule,
+  loadSafetensors,
+  saveModule,
+  saveSafetensors,
+} from "./src/nn/checkpoint.ts";
+export {
+  type CheckpointableOptimizer,
+  fit,
+  type FitOptions,
+  type FitResult,
+  type TrainProgress,
+} from "./src/nn/fit.ts";
+
+// ---- data ---------------------------------------------------------------------------------------
+export {
+  type Channels,
+  convertChannels,
+  type FloatImage,
+  readImage,
+  resize,
+  type ResizeMethod,
+  type RgbaImage,
+  toGrayscale,
+  toRgb,
+  writePng,
+} from "./src/data/image.ts";
+export {
+  type CategoryInfo,
+  categoryInfo,
+  type CategoryKind,
+  listCategories,
+  MVTEC_CATEGORIES,
+  MvtecCategory,
+  OBJECT_CATEGORIES,
+  openCategory,
+  type OpenOptions,
+  type Sample,
+  TEXTURE_CATEGORIES,
+} from "./src/data/mvtec.ts";
+export {
+  augment,
+  type AugmentOptions,
+  augmentOptionsFor,
+  type Batch,
+  batches,
+  categorySource,
+} from "./src/data/augment.ts";
+export { Random } from "./src/data/random.ts";
+
+// ---- methods and runs ---------------------------------------------------------------------------
+export {
+  type AnomalyDetector,
+  applicabilityProblem,
+  defineMethod,
+  type MethodDeclaration,
+  type MethodDefinition,
+  OptionError,
+  type OptionSpec,
+  type OptionSpecs,
+  type OptionValues,
+  TrainingStoppedError,
+  type TrainOptions,
+  type TrainResult,
+} from "./src/methods/method.ts";
+export { BUILTIN_METHODS, getMethod, listMethods, registerMethod } from "./src/methods/registry.ts";
+export {
+  type RunOptions,
+  type RunResult,
+  trainRun,
+  writeRunOutputs,
+} from "./src/methods/runner.ts";
+export {
+  aeL2,
+  aeSsim,
+  AUTOENCODER_PRESETS,
+  AutoencoderDetector,
+  type AutoencoderSettings,
+  type AutoencoderTrainOptions,
+  loadAutoencoder,
+  trainAutoencoder,
+} from "./src/methods/ae/ae.ts";
+export { buildAutoencoder } from "./src/methods/ae/model.ts";
+export {
+  GMM_DEFAULTS,
+  gmmMethod,
+  type GmmSettings,
+  GmmTextureModel,
+  loadGmm,
+  trainGmm,
+} from "./src/methods/gmm/model.ts";
+export {
+  loadVariation,
+  trainVariation,
+  VARIATION_DEFAULTS,
+  variationMethod,
+  VariationModel,
+  type VariationSettings,
+} from "./src/methods/variation/model.ts";
+export {
+  findRuns,
+  type FoundRun,
+  readRun,
+  type RunConfig,
+  runDirectory,
+  type RunThreshold,
+} from "./src/run/folder.ts";
+
+// ---- evaluation ---------------------------------------------------------------------------------
+export {
+  auPro,
+  averagePrecision,
+  pixelAveragePrecision,
+  pixelRocAuc,
+  proCurve,
+  rocAuc,
+  rocCurve,
+  validationThreshold,
+} from "./src/eval/metrics.ts";
+export {
+  type CategoryInput,
+  type CategoryMetrics,
+  evaluateCategory,
+  EvaluationInputError,
+  type MeanMetrics,
+  meanOverCategories,
+} from "./src/eval/evaluate.ts";
+export { DEFAULT_MIN_AREA_FRACTION, defaultMinArea } from "./src/eval/protocol.ts";
+export { evaluateMapsFolder, type EvaluateMapsOptions } from "./src/eval/maps_folder.ts";
+export { evaluateRuns, type MethodEvaluation } from "./src/eval/runs.ts";
+export { writeEvaluationOutputs } from "./src/eval/outputs.ts";
+export { readTiffFile, writeTiffFile } from "./src/eval/tiff.ts";
+export { renderHeatmap, renderLineChart, renderQualitative } from "./src/eval/plot.ts";
 export { VERSION } from "./src/version.ts";
-import "./src/methods/builtin.ts";

@@ -1,27 +1,24 @@
 /**
  * `deno task eval`: scores anomaly maps with the MVTec AD protocol and writes metrics, a report
- * and pictures. Run with `--help` for the usage; see src/eval/run.ts for the rules.
+ * and pictures. Run with `--help` for the usage; see src/eval/maps_folder.ts for the rules.
  *
  * @module
  */
 
 import { parseCommandLine, UsageError } from "../src/util/cli.ts";
 import {
-  displayPath,
   type EvalProgress,
   evaluateMapsFolder,
-  evaluateRuns,
-  findRuns,
-  type FoundRun,
-  type MethodEvaluation,
   methodNameForMaps,
-  readRun,
-  writeEvaluationOutputs,
-} from "../src/eval/run.ts";
+} from "../src/eval/maps_folder.ts";
+import { evaluateRuns, type MethodEvaluation } from "../src/eval/runs.ts";
+import { writeEvaluationOutputs } from "../src/eval/outputs.ts";
+import { displayPath } from "../src/util/fs.ts";
 import { ProgressBar } from "../src/util/progress.ts";
+import { findRuns, type FoundRun, readRun } from "../src/run/folder.ts";
 
-/** Default folder of trained runs. */
 export { UsageError };
+/** Default folder of trained runs. */
 export const DEFAULT_RUNS_DIR = "runs";
 /** Default output folder; under `out/`, which git, `deno fmt` and `deno lint` ignore. */
 export const DEFAULT_OUT_DIR = "out/eval";

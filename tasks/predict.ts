@@ -7,13 +7,13 @@
 
 import { parseCommandLine, UsageError } from "../src/util/cli.ts";
 import { basename, extname, join } from "node:path";
-import { readImage } from "../src/data/image.ts";
+import { errorMessage, readImage, writePng } from "../src/data/image.ts";
 import { largestComponentAbove } from "../src/eval/components.ts";
-import { renderHeatmap, savePng } from "../src/eval/plot.ts";
+import { renderHeatmap } from "../src/eval/plot.ts";
 import { writeTiffFile } from "../src/eval/tiff.ts";
-import { getMethod, type RunConfig, type RunThreshold } from "../src/methods/method.ts";
-import "../src/methods/builtin.ts";
-import { readJsonFile, writeJsonAtomic } from "../src/util/fs.ts";
+import { getMethod } from "../src/methods/registry.ts";
+import { type FoundRun, readFinishedRun, type RunThreshold } from "../src/run/folder.ts";
+import { listDirectory, writeJsonAtomic } from "../src/util/fs.ts";
 import { ProgressBar } from "../src/util/progress.ts";
 
 const usage = `Usage: deno task predict <run folder> <image or folder> [--out DIR]
@@ -25,14 +25,15 @@ Options:
   --out DIR   where maps, heat maps and verdicts.json go (default: <run>/predictions)
   --help      this text`;
 
-const imageExtensions = new Set([".png", ".jpg", ".jpeg"]);
+const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg"];
 
-function readJson<T>(path: string, what: string): Promise<T> {
-  return readJsonFile<T>(
-    path,
-    (reason) =>
-      new UsageError(`${path}: cannot read the run's ${what} (${reason}); is this a run folder?`),
-  );
+/** The run, with its threshold; a folder that is not a finished run is the user's mistake. */
+async function readRunForPrediction(dir: string): Promise<FoundRun & { threshold: RunThreshold }> {
+  try {
+    return await readFinishedRun(dir);
+  } catch (error) {
+    throw new UsageError(errorMessage(error));
+  }
 }
 
 async function listImages(target: string): Promise<string[]> {
@@ -43,14 +44,9 @@ async function listImages(target: string): Promise<string[]> {
     throw new UsageError(`${target} does not exist (expected an image or a folder of images)`);
   }
   if (info.isFile) return [target];
-  const images: string[] = [];
-  for await (const entry of Deno.readDir(target)) {
-    if (entry.isFile && imageExtensions.has(extname(entry.name).toLowerCase())) {
-      images.push(join(target, entry.name));
-    }
-  }
-  if (images.length === 0) throw new UsageError(`${target} holds no PNG or JPEG images`);
-  return images.sort();
+  const names = await listDirectory(target, { kind: "file", extensions: IMAGE_EXTENSIONS });
+  if (names.length === 0) throw new UsageError(`${target} holds no PNG or JPEG images`);
+  return names.map((name) => join(target, name));
 }
 
 /** One image's verdict, as written to verdicts.json. */
@@ -77,8 +73,7 @@ async function main(args: string[]): Promise<void> {
     throw new UsageError("expected a run folder and an image or folder");
   }
   const [runDir, target] = parsed.positionals;
-  const config = await readJson<RunConfig>(join(runDir, "config.json"), "config.json");
-  const threshold = await readJson<RunThreshold>(join(runDir, "threshold.json"), "threshold.json");
+  const { config, threshold } = await readRunForPrediction(runDir);
   const images = await listImages(target);
   const outDir = parsed.values.out ?? join(runDir, "predictions");
   const detector = await getMethod(config.method).load(runDir);
@@ -90,7 +85,7 @@ async function main(args: string[]): Promise<void> {
     const name = basename(path, extname(path));
     const mapPath = join(outDir, `${name}.tiff`);
     await writeTiffFile(mapPath, map, image.width, image.height);
-    await savePng(
+    await writePng(
       join(outDir, `${name}_heatmap.png`),
       renderHeatmap(map, image.width, image.height),
     );

@@ -1,143 +1,235 @@
 /**
  * `deno task train <category>`: trains a method on one category and writes a complete run folder
  * (model, config, log, loss curve, anomaly maps, threshold) to `<out>/<method>/<category>/`.
+ *
+ * The flags of the methods come from their declarations (src/methods/method.ts): the usage text
+ * lists them, and a flag the chosen method does not take is refused by name.
  */
 
-import { parseCommandLine, UsageError } from "../src/util/cli.ts";
 import { resolve } from "node:path";
+import type { ParseArgsConfig } from "node:util";
+import { parseCommandLine, UsageError } from "../src/util/cli.ts";
 import { ensureFixtures } from "../fixtures/mod.ts";
-import { openCategory } from "../src/data/mvtec.ts";
+import { openCategory, parseCategoryKind } from "../src/data/mvtec.ts";
 import { init } from "../src/tensor/tensor.ts";
-import { applicabilityProblem, getMethod, listMethods } from "../src/methods/method.ts";
-import "../src/methods/builtin.ts";
-import { runDirectory, trainRun } from "../src/methods/runner.ts";
+import {
+  applicabilityProblem,
+  describeRange,
+  flagOf,
+  type MethodDefinition,
+  OptionError,
+  type OptionSpec,
+} from "../src/methods/method.ts";
+import { getMethod, listMethods } from "../src/methods/registry.ts";
+import { trainRun } from "../src/methods/runner.ts";
+import { hasCheckpoint } from "../src/nn/fit.ts";
+import { runDirectory } from "../src/run/folder.ts";
 import { ProgressBar } from "../src/util/progress.ts";
 
-const usage = `Usage: deno task train <category> [options]
+/** Flags every method takes. */
+const COMMON_FLAGS = {
+  method: { type: "string", default: "ae-ssim" },
+  data: { type: "string" },
+  kind: { type: "string" },
+  preset: { type: "string" },
+  seed: { type: "string", default: "0" },
+  out: { type: "string", default: "runs" },
+  resume: { type: "boolean", default: false },
+  force: { type: "boolean", default: false },
+  help: { type: "boolean", default: false },
+} as const satisfies ParseArgsConfig["options"];
 
-Trains an anomaly-detection method on one category of an MVTec AD-style dataset.
+const COMMON_USAGE = `Usage: deno task train <category> [options]
 
-Options:
-  --method NAME     method (default ae-ssim): ${"{methods}"}
+Trains an anomaly-detection method on one category of an MVTec AD-style dataset and writes a run
+folder <out>/<method>/<category>/ (model, config, log, maps, threshold); then: deno task eval.
+
+Options for every method:
+  --method NAME     method (default ae-ssim); see below
   --data ROOT       dataset root (default: $MVTEC_AD, else the built-in synthetic dataset)
-  --preset NAME     quick (minutes on a CPU adapter) or paper (the paper's setting);
-                    default: quick on a software adapter, paper on a GPU
-  --epochs N        epochs (overrides the preset)
-  --batch N         batch size (overrides the preset)
-  --patches N       augmented patches per epoch (overrides the preset)
-  --lr X            learning rate (overrides the preset)
-  --channels 1|3    grayscale (default, as in the paper) or colour
-  --image-size N    working image side of gmm (default 400) and variation (default: original)
+  --kind KIND       texture or object, for a category of your own (default: its category.json,
+                    else MVTec's kind for MVTec's names, else object)
+  --preset NAME     for methods with presets; default: the quick one on a software adapter,
+                    the paper's on a GPU
   --seed N          seed of everything random (default 0)
-  --out DIR         runs folder (default runs); the run goes to DIR/<method>/<category>/
-  --resume          continue the run in DIR/<method>/<category>/ from its last checkpoint
+  --out DIR         runs folder (default runs)
+  --resume          continue the run in <out>/<method>/<category>/ from its last checkpoint
+                    (methods that write checkpoints)
   --force           train a method on a category kind it is not meant for
-  --help            this text`;
+  --help            this text; with --method NAME, that method's options`;
 
-function positiveInteger(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const number = Number(value);
-  if (!Number.isInteger(number) || number <= 0) {
-    throw new UsageError(`${flag} expects a positive integer, got "${value}"`);
-  }
-  return number;
+function optionLine(name: string, spec: OptionSpec, method: MethodDefinition): string {
+  const placeholder = spec.type === "boolean" ? "" : spec.type === "choice" ? " X" : " N";
+  const flag = `  ${flagOf(name)}${placeholder}`.padEnd(22);
+  const facts = [describeRange(spec)];
+  const presetValues = Object.entries(method.presets ?? {})
+    .filter(([, values]) => values[name] !== undefined)
+    .map(([preset, values]) => `${preset} ${values[name]}`);
+  if (presetValues.length > 0) facts.push(`preset: ${presetValues.join(", ")}`);
+  else if (spec.default !== undefined) facts.push(`default ${spec.default}`);
+  return `${flag}${spec.help} (${facts.join("; ")})`;
 }
 
-async function main(args: string[]): Promise<void> {
-  const parsed = parseCommandLine({
+/** The part of `--help` about one method. */
+export function methodUsage(method: MethodDefinition): string {
+  const lines = [`${method.name}: ${method.description}`];
+  lines.push(`  for ${method.appliesTo === "all" ? "textures and objects" : method.appliesTo}`);
+  if (method.presets) lines.push(`  presets: ${Object.keys(method.presets).join(", ")}`);
+  if (method.checkpoints) lines.push("  writes end-of-epoch checkpoints (--resume)");
+  const options = Object.entries(method.options);
+  if (options.length > 0) lines.push("  options:");
+  for (const [name, spec] of options) lines.push("  " + optionLine(name, spec, method));
+  return lines.join("\n");
+}
+
+/** The whole `--help` text: every method, or only `methodName`'s. */
+export function usage(methodName?: string): string {
+  const methods = methodName ? [getMethod(methodName)] : listMethods();
+  return `${COMMON_USAGE}\n\nMethods:\n\n${methods.map(methodUsage).join("\n\n")}`;
+}
+
+/** The flags of every method's options, so parseArgs knows them all (a typo is still refused). */
+function methodFlags(): NonNullable<ParseArgsConfig["options"]> {
+  const flags: NonNullable<ParseArgsConfig["options"]> = {};
+  for (const method of listMethods()) {
+    for (const [name, spec] of Object.entries(method.options)) {
+      flags[flagOf(name).slice(2)] = { type: spec.type === "boolean" ? "boolean" : "string" };
+    }
+  }
+  return flags;
+}
+
+/** The parsed command line of the train task. */
+export interface TrainCommand {
+  /** The category to train on. */
+  category: string;
+  /** The method. */
+  method: MethodDefinition;
+  /** Its option values as given (checked against its declaration), by option name. */
+  methodOptions: Record<string, unknown>;
+  /** The common flags. */
+  data?: string;
+  kind?: "texture" | "object";
+  preset?: string;
+  seed: number;
+  out: string;
+  resume: boolean;
+  force: boolean;
+}
+
+/**
+ * Parses the train task's arguments; "help" when the usage should be printed.
+ *
+ * @throws UsageError naming the flag: unknown flags, flags the method does not take, bad values
+ */
+export function parseTrainArgs(args: string[]): TrainCommand | { help: string } {
+  const { values, positionals } = parseCommandLine({
     args,
     allowPositionals: true,
     strict: true,
-    options: {
-      method: { type: "string", default: "ae-ssim" },
-      data: { type: "string" },
-      preset: { type: "string" },
-      epochs: { type: "string" },
-      batch: { type: "string" },
-      patches: { type: "string" },
-      lr: { type: "string" },
-      channels: { type: "string" },
-      "image-size": { type: "string" },
-      seed: { type: "string", default: "0" },
-      out: { type: "string", default: "runs" },
-      resume: { type: "boolean", default: false },
-      force: { type: "boolean", default: false },
-      help: { type: "boolean", default: false },
-    },
+    options: { ...methodFlags(), ...COMMON_FLAGS },
   });
-  const { values, positionals } = parsed;
-  const methods = listMethods().map((m) => m.name).join(", ");
+  let method: MethodDefinition;
+  try {
+    method = getMethod(String(values.method));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
   if (values.help) {
-    console.log(usage.replace("{methods}", methods));
-    return;
+    return { help: usage(args.some((a) => a.startsWith("--method")) ? method.name : undefined) };
   }
   if (positionals.length !== 1) {
     throw new UsageError(
       `expected exactly one category, got ${positionals.length ? positionals.join(" ") : "none"}`,
     );
   }
-  const categoryName = positionals[0];
-  const method = getMethod(values.method!);
-  if (values.preset !== undefined && values.preset !== "quick" && values.preset !== "paper") {
-    throw new UsageError(`--preset expects quick or paper, got "${values.preset}"`);
-  }
-  const channels = values.channels === undefined ? undefined : Number(values.channels);
-  if (channels !== undefined && channels !== 1 && channels !== 3) {
-    throw new UsageError(`--channels expects 1 or 3, got "${values.channels}"`);
-  }
-  const lr = values.lr === undefined ? undefined : Number(values.lr);
-  if (lr !== undefined && !(lr > 0)) {
-    throw new UsageError(`--lr expects a positive number, got "${values.lr}"`);
+  const methodOptions: Record<string, unknown> = {};
+  for (const name of Object.keys(methodFlags())) {
+    const value = (values as Record<string, unknown>)[name];
+    if (value === undefined) continue;
+    const optionName = name.replace(/-([a-z])/g, (_, letter: string) => letter.toUpperCase());
+    if (!(optionName in method.options)) {
+      const known = Object.keys(method.options).map(flagOf).join(", ") || "none";
+      throw new UsageError(
+        `--${name} is not an option of ${method.name} (its options: ${known}; ` +
+          `deno task train --help --method ${method.name})`,
+      );
+    }
+    methodOptions[optionName] = value;
   }
   const seed = Number(values.seed);
   if (!Number.isInteger(seed)) {
     throw new UsageError(`--seed expects an integer, got "${values.seed}"`);
   }
+  if (values.resume && !method.checkpoints) {
+    throw new UsageError(
+      `--resume: ${method.name} writes no checkpoints, so there is nothing to resume`,
+    );
+  }
+  try {
+    // Checks every value and the preset now, before any data is read.
+    method.resolveOptions(methodOptions, values.preset as string | undefined);
+    return {
+      category: positionals[0],
+      method,
+      methodOptions,
+      data: values.data as string | undefined,
+      kind: values.kind === undefined
+        ? undefined
+        : parseCategoryKind(String(values.kind), "--kind"),
+      preset: values.preset as string | undefined,
+      seed,
+      out: String(values.out),
+      resume: Boolean(values.resume),
+      force: Boolean(values.force),
+    };
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    throw new UsageError((error as Error).message);
+  }
+}
 
-  let dataRoot = values.data ?? Deno.env.get("MVTEC_AD");
+async function main(args: string[]): Promise<void> {
+  const command = parseTrainArgs(args);
+  if ("help" in command) {
+    console.log(command.help);
+    return;
+  }
+  const { method } = command;
+  let dataRoot = command.data ?? Deno.env.get("MVTEC_AD");
   if (dataRoot === undefined) {
     console.log(
       "No --data and no $MVTEC_AD: using the built-in synthetic dataset (generated on first use).",
     );
     dataRoot = await ensureFixtures();
   }
-  const category = await openCategory(dataRoot, categoryName);
-  const problem = applicabilityProblem(method, category.name);
-  if (problem && !values.force) throw new UsageError(problem);
+  const category = await openCategory(dataRoot, command.category, { kind: command.kind });
+  const problem = applicabilityProblem(method, category);
+  if (problem && !command.force) throw new UsageError(problem);
 
   const gpu = await init();
-  let preset: string | undefined;
-  if (method.presets) {
-    preset = values.preset ?? (gpu.adapter.isSoftware ? "quick" : "paper");
-    const why = values.preset
+  let preset = command.preset;
+  if (method.presets && method.defaultPreset) {
+    const software = gpu.adapter.isSoftware;
+    preset ??= software ? method.defaultPreset.software : method.defaultPreset.gpu;
+    const why = command.preset
       ? "chosen with --preset"
-      : gpu.adapter.isSoftware
-      ? "the default on a software adapter; --preset paper for the paper's setting"
+      : software
+      ? `the default on a software adapter; --preset ${method.defaultPreset.gpu} for the paper's setting`
       : "the default on a GPU";
     console.log(`adapter: ${gpu.adapter.description}. Preset: ${preset} (${why}).`);
-    if (method.name === "ae-ssim" && preset === "quick" && category.info.kind === "texture") {
-      console.log(
-        "Note: a quick ae-ssim run seldom reconstructs a fine texture sharply enough for " +
-          "1 − SSIM to find its defects (README: What the autoencoders can find); gmm suits " +
-          "textures on a CPU adapter.",
-      );
-    }
   } else {
-    if (values.preset) throw new UsageError(`${method.name} has no presets; leave out --preset`);
     console.log(`adapter: ${gpu.adapter.description}.`);
   }
+  const advice = method.advice({ category, preset });
+  if (advice) console.log(`Note: ${advice}`);
 
-  const runDir = runDirectory(values.out!, method.name, category.name);
-  if (!values.resume) {
-    try {
-      await Deno.stat(`${runDir}/checkpoint/progress.json`);
-      console.log(
-        `${runDir} holds an earlier run; it is replaced (use --resume to continue it instead).`,
-      );
-      await Deno.remove(runDir, { recursive: true });
-    } catch {
-      // Nothing to replace.
-    }
+  const runDir = runDirectory(command.out, method.name, category.name);
+  if (!command.resume && await hasCheckpoint(runDir)) {
+    console.log(
+      `${runDir} holds an earlier run; it is replaced (use --resume to continue it instead).`,
+    );
+    await Deno.remove(runDir, { recursive: true });
   }
 
   const controller = new AbortController();
@@ -154,18 +246,11 @@ async function main(args: string[]): Promise<void> {
       method,
       category,
       runDir,
-      preset,
       trainOptions: {
-        seed,
+        ...command.methodOptions,
+        seed: command.seed,
         preset,
-        resume: values.resume,
-        epochs: positiveInteger(values.epochs, "--epochs"),
-        batch: positiveInteger(values.batch, "--batch"),
-        patches: positiveInteger(values.patches, "--patches"),
-        lr,
-        channels,
-        imageSize: positiveInteger(values["image-size"], "--image-size"),
-        workingSize: positiveInteger(values["image-size"], "--image-size"),
+        resume: command.resume,
         signal: controller.signal,
         onProgress: (p) => {
           bar ??= new ProgressBar({
@@ -177,7 +262,7 @@ async function main(args: string[]): Promise<void> {
             epoch: `${p.epoch}/${p.epochs}`,
             ...(p.loss !== undefined ? { loss: p.loss.toFixed(4) } : {}),
             ...(p.samplesPerSecond !== undefined
-              ? { "patches/s": p.samplesPerSecond.toFixed(1) }
+              ? { "samples/s": p.samplesPerSecond.toFixed(1) }
               : {}),
           });
         },
@@ -194,7 +279,9 @@ async function main(args: string[]): Promise<void> {
     (bar as ProgressBar | null)?.done();
     if (result.stopped) {
       console.log(
-        `Stopped. The last complete checkpoint is in ${runDir}/checkpoint; continue with --resume.`,
+        method.checkpoints
+          ? `Stopped. The last complete checkpoint is in ${runDir}; continue with --resume.`
+          : `Stopped. ${method.name} keeps no checkpoint; train again to start over.`,
       );
       Deno.exitCode = 130;
     } else {
@@ -206,7 +293,7 @@ async function main(args: string[]): Promise<void> {
         }). Next: deno task eval`,
       );
     }
-    result.detector.dispose();
+    result.detector?.dispose();
   } finally {
     Deno.removeSignalListener("SIGINT", onInterrupt);
   }
@@ -218,6 +305,6 @@ if (import.meta.main) {
   } catch (error) {
     const message = (error as Error).message;
     console.error(`error: ${message}`);
-    Deno.exit(error instanceof UsageError ? 2 : 1);
+    Deno.exit(error instanceof UsageError || error instanceof OptionError ? 2 : 1);
   }
 }

@@ -1,14 +1,19 @@
 /**
- * Float images: decoding (PNG, JPEG), channel conversion, resizing and PNG encoding.
+ * Images: decoding (PNG, JPEG), channel conversion, resizing and PNG encoding.
  *
  * Images are held as {@link FloatImage}: values in [0, 1], channel-planar (CHW) layout, which is
- * what the GPU engine consumes, so a batch is just the concatenation of images.
+ * what the GPU engine consumes, so a batch is just the concatenation of images. Pictures for
+ * people (charts, heat maps) are {@link RgbaImage}s: 8-bit RGBA, as a PNG stores them.
+ *
+ * This module holds the one resampler ({@link resize}, {@link resizePlane}) and the one PNG
+ * encoder ({@link encodePng}) of the package. Decoding uses imagescript, loaded on the first
+ * decode: its codec is native, and importing it would ask every user of the package for
+ * `--allow-ffi`, also those that never read an image.
  *
  * @module
  */
 
 import { writeFileAtomic } from "../util/fs.ts";
-import { decode, Image } from "imagescript";
 import { deflateSync } from "node:zlib";
 
 /** Number of colour channels: 1 (grayscale) or 3 (RGB). Alpha is always dropped. */
@@ -24,6 +29,19 @@ export interface FloatImage {
   readonly channels: Channels;
   /** `channels * height * width` values; channel c, row y, column x is at `(c * height + y) * width + x`. */
   readonly data: Float32Array;
+}
+
+/**
+ * An 8-bit picture: `width * height` pixels, row-major, 4 interleaved bytes R, G, B, A each.
+ * Charts and heat maps are drawn into it and {@link encodePng} stores it.
+ */
+export interface RgbaImage {
+  /** Width in pixels. */
+  readonly width: number;
+  /** Height in pixels. */
+  readonly height: number;
+  /** `width * height * 4` bytes; pixel (x, y) starts at `(y * width + x) * 4`. */
+  readonly data: Uint8Array;
 }
 
 /** What the header of an encoded image says, read without decoding pixels. */
@@ -67,7 +85,23 @@ export function cloneImage(image: FloatImage): FloatImage {
 }
 
 /**
- * Converts an interleaved RGBA byte bitmap (as produced by imagescript) to a planar float image.
+ * Allocates a picture filled with one colour.
+ *
+ * @param width width in pixels (positive integer)
+ * @param height height in pixels (positive integer)
+ * @param color fill colour as `0xRRGGBBAA`; default opaque black
+ * @returns the picture
+ */
+export function createRgbaImage(width: number, height: number, color = 0x000000ff): RgbaImage {
+  assertSize(width, height, "createRgbaImage");
+  const data = new Uint8Array(width * height * 4);
+  const rgba = [color >>> 24, (color >>> 16) & 0xff, (color >>> 8) & 0xff, color & 0xff];
+  for (let i = 0; i < data.length; i++) data[i] = rgba[i & 3];
+  return { width, height, data };
+}
+
+/**
+ * Converts an interleaved RGBA byte bitmap (as {@link decodeRgba} returns) to a planar float image.
  *
  * @param rgba `width * height * 4` bytes, row-major, interleaved RGBA
  * @param width width in pixels
@@ -270,6 +304,41 @@ function validatePngStructure(bytes: Uint8Array, name: string): void {
   throw new Error(`Corrupt PNG "${name}": truncated (no IEND chunk)`);
 }
 
+type Codec = typeof import("imagescript");
+let codec: Promise<Codec> | undefined;
+
+/** imagescript, imported on first use (see the module documentation for why). */
+function loadCodec(): Promise<Codec> {
+  codec ??= import("imagescript");
+  return codec;
+}
+
+/**
+ * Decodes PNG or JPEG bytes to an 8-bit RGBA picture (grayscale is replicated, alpha is 255 where
+ * the file has none).
+ *
+ * @param bytes encoded file contents
+ * @param name file name used in error messages
+ * @returns the picture
+ * @throws Error naming `name` for corrupt, truncated or unsupported data
+ */
+export async function decodeRgba(bytes: Uint8Array, name = "<bytes>"): Promise<RgbaImage> {
+  const header = parseImageHeader(bytes, name);
+  if (header.format === "png") validatePngStructure(bytes, name);
+  const { decode, Image } = await loadCodec();
+  try {
+    const decoded = await decode(bytes);
+    if (!(decoded instanceof Image)) throw new Error("animated images are not supported");
+    const { bitmap } = decoded;
+    const data = new Uint8Array(bitmap.buffer, bitmap.byteOffset, bitmap.byteLength);
+    return { width: decoded.width, height: decoded.height, data };
+  } catch (error) {
+    throw new Error(`Corrupt ${header.format.toUpperCase()} "${name}": ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+}
+
 /**
  * Decodes PNG or JPEG bytes to a float image.
  *
@@ -284,19 +353,9 @@ export async function decodeImage(
   name = "<bytes>",
   channels?: Channels,
 ): Promise<FloatImage> {
-  const header = parseImageHeader(bytes, name);
-  if (header.format === "png") validatePngStructure(bytes, name);
-  let decoded: Image;
-  try {
-    const result = await decode(bytes);
-    if (!(result instanceof Image)) throw new Error("animated images are not supported");
-    decoded = result;
-  } catch (error) {
-    throw new Error(`Corrupt ${header.format.toUpperCase()} "${name}": ${errorMessage(error)}`, {
-      cause: error,
-    });
-  }
-  return imageFromRgba(decoded.bitmap, decoded.width, decoded.height, channels ?? header.channels);
+  const decoded = await decodeRgba(bytes, name);
+  const stored = parseImageHeader(bytes, name).channels;
+  return imageFromRgba(decoded.data, decoded.width, decoded.height, channels ?? stored);
 }
 
 /**
@@ -322,24 +381,27 @@ interface AxisKernel {
   /** Output i uses taps start[i] .. start[i + 1] - 1. */
   readonly start: Int32Array;
   readonly index: Int32Array;
-  readonly weight: Float32Array;
+  /** Double precision, so that a resized map is rounded to float32 once, at the end. */
+  readonly weight: Float64Array;
 }
 
-/** Bilinear taps with align_corners=false (PyTorch / OpenCV convention: pixel centres at +0.5). */
+/**
+ * Bilinear taps with align_corners=false (PyTorch / OpenCV convention: pixel centres at +0.5):
+ * output o samples the input at `(o + 0.5) * inSize / outSize - 0.5`, clamped to the edge pixels.
+ */
 function bilinearKernel(inSize: number, outSize: number): AxisKernel {
   const scale = inSize / outSize;
   const start = new Int32Array(outSize + 1);
   const index = new Int32Array(outSize * 2);
-  const weight = new Float32Array(outSize * 2);
+  const weight = new Float64Array(outSize * 2);
   for (let o = 0; o < outSize; o++) {
-    const source = Math.max(0, (o + 0.5) * scale - 0.5);
-    const i0 = Math.min(Math.floor(source), inSize - 1);
-    const i1 = Math.min(i0 + 1, inSize - 1);
+    const source = Math.min(Math.max((o + 0.5) * scale - 0.5, 0), inSize - 1);
+    const i0 = Math.floor(source);
     const t = source - i0;
     start[o] = 2 * o;
     index[2 * o] = i0;
     weight[2 * o] = 1 - t;
-    index[2 * o + 1] = i1;
+    index[2 * o + 1] = Math.min(i0 + 1, inSize - 1);
     weight[2 * o + 1] = t;
   }
   start[outSize] = 2 * outSize;
@@ -365,7 +427,7 @@ function areaKernel(inSize: number, outSize: number): AxisKernel {
     }
   }
   start[outSize] = index.length;
-  return { start, index: Int32Array.from(index), weight: Float32Array.from(weight) };
+  return { start, index: Int32Array.from(index), weight: Float64Array.from(weight) };
 }
 
 function kernelFor(inSize: number, outSize: number, method: ResizeMethod): AxisKernel {
@@ -380,9 +442,10 @@ function kernelFor(inSize: number, outSize: number, method: ResizeMethod): AxisK
  * Resizes an image to any size.
  *
  * `"bilinear"` uses align_corners=false (pixel centres at half-integers, edges clamped), matching
- * PyTorch's `interpolate(mode="bilinear", align_corners=False)`. `"area"` averages the input pixels
- * under each output pixel's footprint. `"auto"` (default) picks, per axis, area averaging when that
- * axis shrinks by more than 2x and bilinear otherwise.
+ * PyTorch's `interpolate(mode="bilinear", align_corners=False)` without antialiasing and OpenCV's
+ * `INTER_LINEAR`. `"area"` averages the input pixels under each output pixel's footprint.
+ * `"auto"` (default) picks, per axis, area averaging when that axis shrinks by more than 2x and
+ * bilinear otherwise. Sums are taken in double precision and rounded to float32 once.
  *
  * @param image source image
  * @param width output width
@@ -403,7 +466,7 @@ export function resize(
   const { channels } = image;
   // Horizontal pass: [C, inH, inW] -> [C, inH, outW].
   const rows = channels * image.height;
-  const temp = new Float32Array(rows * width);
+  const temp = new Float64Array(rows * width);
   for (let r = 0; r < rows; r++) {
     const inRow = r * image.width;
     const outRow = r * width;
@@ -417,48 +480,112 @@ export function resize(
   }
   // Vertical pass: [C, inH, outW] -> [C, outH, outW], accumulating whole rows for cache locality.
   const out = createImage(width, height, channels);
+  const sums = new Float64Array(width);
   for (let c = 0; c < channels; c++) {
     for (let y = 0; y < height; y++) {
-      const outRow = (c * height + y) * width;
+      sums.fill(0);
       for (let k = vertical.start[y]; k < vertical.start[y + 1]; k++) {
         const w = vertical.weight[k];
         const inRow = (c * image.height + vertical.index[k]) * width;
-        for (let x = 0; x < width; x++) out.data[outRow + x] += w * temp[inRow + x];
+        for (let x = 0; x < width; x++) sums[x] += w * temp[inRow + x];
       }
+      out.data.set(sums, (c * height + y) * width);
     }
   }
   return out;
 }
 
 /**
- * Encodes an image as an 8-bit PNG: grayscale for 1 channel, RGB for 3. Values are clamped to
- * [0, 1] and rounded. Grayscale images stay grayscale on disk (a third of the size), as MVTec AD
- * stores grid, screw and zipper.
+ * {@link resize} for one row-major plane of values, such as an anomaly map. Bilinear by default:
+ * the evaluation protocol brings maps to ground-truth size with bilinear resizing.
+ *
+ * @param plane `width * height` values, row-major
+ * @param width plane width
+ * @param height plane height
+ * @param outWidth output width
+ * @param outHeight output height
+ * @param method resampling method
+ * @returns a new plane of `outWidth * outHeight` values (a copy when the size is unchanged)
+ * @throws RangeError when a size is not a positive integer or `plane` does not hold
+ *   `width * height` values
+ */
+export function resizePlane(
+  plane: Float32Array,
+  width: number,
+  height: number,
+  outWidth: number,
+  outHeight: number,
+  method: ResizeMethod = "bilinear",
+): Float32Array {
+  assertSize(width, height, "resizePlane");
+  if (plane.length !== width * height) {
+    throw new RangeError(
+      `resizePlane: ${plane.length} values, expected ${width}x${height} = ${width * height}`,
+    );
+  }
+  return resize({ width, height, channels: 1, data: plane }, outWidth, outHeight, method).data;
+}
+
+/**
+ * Encodes an image as an 8-bit PNG. A float image is stored as grayscale (1 channel) or RGB
+ * (3 channels), its values clamped to [0, 1] and rounded; grayscale stays grayscale on disk (a
+ * third of the size), as MVTec AD stores grid, screw and zipper. A picture ({@link RgbaImage}) is
+ * stored as RGBA.
  *
  * @param image image to encode
  * @param compressionLevel zlib level 0–9
  * @returns PNG file bytes
  */
-export function encodePng(image: FloatImage, compressionLevel = 6): Uint8Array {
-  const { width, height, channels } = image;
-  const stride = width * channels;
-  const pixels = width * height;
-  // Interleave and quantise to bytes.
-  const raw = new Uint8Array(height * stride);
+export function encodePng(image: FloatImage | RgbaImage, compressionLevel = 6): Uint8Array {
+  const { width, height } = image;
+  if (isFloatImage(image)) {
+    return encodePngBytes(quantize(image), width, height, image.channels, compressionLevel);
+  }
+  if (image.data.length !== width * height * 4) {
+    throw new RangeError(
+      `encodePng: ${image.data.length} bytes, expected ${width}x${height}x4 (RGBA)`,
+    );
+  }
+  return encodePngBytes(image.data, width, height, 4, compressionLevel);
+}
+
+function isFloatImage(image: FloatImage | RgbaImage): image is FloatImage {
+  return image.data instanceof Float32Array;
+}
+
+/** Interleaves a planar float image into bytes, clamping to [0, 1] and rounding. */
+function quantize(image: FloatImage): Uint8Array {
+  const { channels } = image;
+  const pixels = image.width * image.height;
+  const bytes = new Uint8Array(pixels * channels);
   for (let c = 0; c < channels; c++) {
     const plane = c * pixels;
     for (let p = 0; p < pixels; p++) {
       const v = image.data[plane + p];
-      raw[p * channels + c] = v <= 0 ? 0 : v >= 1 ? 255 : Math.round(v * 255);
+      bytes[p * channels + c] = v <= 0 ? 0 : v >= 1 ? 255 : Math.round(v * 255);
     }
   }
-  const filtered = filterScanlines(raw, height, stride, channels);
+  return bytes;
+}
+
+/** PNG colour type of each number of interleaved 8-bit channels. */
+const PNG_COLOR_TYPE = { 1: 0, 3: 2, 4: 6 } as const; // gray, RGB, RGBA
+
+/** Writes interleaved 8-bit pixels as a PNG file. */
+function encodePngBytes(
+  pixels: Uint8Array,
+  width: number,
+  height: number,
+  channels: 1 | 3 | 4,
+  compressionLevel: number,
+): Uint8Array {
+  const filtered = filterScanlines(pixels, height, width * channels, channels);
   const ihdr = new Uint8Array(13);
   const view = new DataView(ihdr.buffer);
   view.setUint32(0, width);
   view.setUint32(4, height);
   ihdr[8] = 8; // bit depth
-  ihdr[9] = channels === 1 ? 0 : 2; // colour type: gray or RGB
+  ihdr[9] = PNG_COLOR_TYPE[channels];
   const idat = deflateSync(filtered, { level: compressionLevel });
   const parts = [
     Uint8Array.from(PNG_SIGNATURE),
@@ -556,12 +683,13 @@ function pngChunk(type: string, data: Uint8Array): Uint8Array {
 }
 
 /**
- * Encodes an image as PNG (see {@link encodePng}) and writes it atomically.
+ * Encodes an image or picture as PNG (see {@link encodePng}) and writes it atomically, creating
+ * the folder when missing.
  *
  * @param path target path
- * @param image image to write
+ * @param image image or picture to write
  */
-export async function writePng(path: string, image: FloatImage): Promise<void> {
+export async function writePng(path: string, image: FloatImage | RgbaImage): Promise<void> {
   await writeFileAtomic(path, encodePng(image));
 }
 

@@ -8,9 +8,13 @@
  * ```
  *
  * Any folder in this layout works (e.g. a user's own product line); the 15 MVTec AD categories
- * additionally carry known facts ({@link CATEGORY_INFO}). Opening a category reads only file
- * listings and image headers; pixels are decoded lazily on request and kept in a bounded LRU cache,
- * because the full benchmark (5354 images up to 1024x1024) does not fit in memory as floats.
+ * additionally carry known facts ({@link CATEGORY_INFO}). A category folder may hold a
+ * `category.json` ({@link CATEGORY_FILE}) stating what its name cannot, e.g. `{"kind": "texture"}`
+ * for a user's own fabric; {@link OpenOptions.kind} says which source of the kind wins.
+ *
+ * Opening a category reads only file listings, image headers and `category.json`; pixels are
+ * decoded lazily on request and kept in a bounded LRU cache, because the full benchmark (5354
+ * images up to 1024x1024) does not fit in memory as floats.
  *
  * Size rule: the first training image (in file-name order) sets the category's size. Images of a
  * different size are resized to it when loaded, with a warning at open time naming them, because
@@ -31,6 +35,7 @@ import {
   resize,
 } from "./image.ts";
 import { Random } from "./random.ts";
+import { readJsonFile } from "../util/fs.ts";
 
 /** The five texture categories of MVTec AD. */
 export const TEXTURE_CATEGORIES: readonly string[] = ["carpet", "grid", "leather", "tile", "wood"];
@@ -52,13 +57,44 @@ export const OBJECT_CATEGORIES: readonly string[] = [
 /** All 15 MVTec AD categories, textures first. */
 export const MVTEC_CATEGORIES: readonly string[] = [...TEXTURE_CATEGORIES, ...OBJECT_CATEGORIES];
 
+/**
+ * Textures are stationary patterns (patch-based training); objects are whole, posed parts.
+ * Methods are meant for one kind or both.
+ */
+export type CategoryKind = "texture" | "object";
+
+/** The category kinds, in the order error messages list them. */
+export const CATEGORY_KINDS: readonly CategoryKind[] = ["texture", "object"];
+
+function isCategoryKind(value: unknown): value is CategoryKind {
+  return (CATEGORY_KINDS as readonly unknown[]).includes(value);
+}
+
+const EXPECTED_KINDS = CATEGORY_KINDS.map((kind) => `"${kind}"`).join(" or ");
+
+/**
+ * Reads a category kind given on the command line (e.g. `--kind texture`).
+ *
+ * @param text the flag's value, exactly as typed ("texture" or "object")
+ * @param flagName the flag as the user typed it, e.g. "--kind", so the error can name it
+ * @returns the kind
+ * @throws Error naming the flag, the value and the expected values when `text` is not a kind
+ */
+export function parseCategoryKind(text: string, flagName: string): CategoryKind {
+  if (isCategoryKind(text)) return text;
+  throw new Error(`Invalid ${flagName} "${text}": expected ${EXPECTED_KINDS}`);
+}
+
 /** Known facts about a category that the pipeline needs (mainly for augmentation). */
 export interface CategoryInfo {
   /** Folder name. */
   readonly name: string;
   /** Textures are stationary patterns (patch-based training); objects are whole, posed parts. */
-  readonly kind: "texture" | "object";
-  /** Stored as grayscale on disk (grid, screw, zipper in MVTec AD). */
+  readonly kind: CategoryKind;
+  /**
+   * Stored as grayscale on disk (grid, screw, zipper in MVTec AD), or declared so by the
+   * category's {@link CATEGORY_FILE}.
+   */
   readonly grayscale: boolean;
   /** Left–right mirroring yields a still defect-free image. */
   readonly mirrorHorizontal: boolean;
@@ -205,6 +241,99 @@ export function categoryInfo(name: string, grayscale = false): CategoryInfo {
   };
 }
 
+/**
+ * Name of the optional file in a category folder that states facts its name cannot tell, e.g.
+ * `{"kind": "texture"}` or `{"kind": "texture", "grayscale": true}`. See {@link CategoryFile}.
+ */
+export const CATEGORY_FILE = "category.json";
+
+/** What a {@link CATEGORY_FILE} may say; every key is optional, no other key is allowed. */
+export interface CategoryFile {
+  /** The category's kind; overrides MVTec's known kind for the folder name. */
+  readonly kind?: CategoryKind;
+  /** Whether the images are grayscale; overrides what the first training image stores. */
+  readonly grayscale?: boolean;
+}
+
+const CATEGORY_FILE_EXAMPLE = `{"kind": "texture", "grayscale": false}`;
+
+/** A {@link CATEGORY_FILE} that was found, with its path for messages. */
+interface FoundCategoryFile {
+  readonly path: string;
+  readonly content: CategoryFile;
+}
+
+/**
+ * Reads a category folder's {@link CATEGORY_FILE}, or null when the folder has none.
+ * Strict on purpose: a typo such as `"knd"` or `"textile"` would otherwise silently leave the
+ * category an object.
+ */
+async function readCategoryFile(categoryPath: string): Promise<FoundCategoryFile | null> {
+  const path = join(categoryPath, CATEGORY_FILE);
+  try {
+    await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw new Error(`Cannot read "${path}": ${(error as Error).message}`, { cause: error });
+  }
+  const expected = `expected a JSON object such as ${CATEGORY_FILE_EXAMPLE}`;
+  const content = await readJsonFile<unknown>(
+    path,
+    (reason) => new Error(`Cannot read "${path}": ${reason} (${expected})`),
+  );
+  if (typeof content !== "object" || content === null || Array.isArray(content)) {
+    throw new Error(`"${path}" holds ${JSON.stringify(content)}; ${expected}`);
+  }
+  const fields = content as Record<string, unknown>;
+  for (const key of Object.keys(fields)) {
+    if (key !== "kind" && key !== "grayscale") {
+      throw new Error(
+        `"${path}" has an unknown key "${key}"; expected only "kind" (${EXPECTED_KINDS}) ` +
+          `and "grayscale" (true or false)`,
+      );
+    }
+  }
+  if (fields.kind !== undefined && !isCategoryKind(fields.kind)) {
+    throw new Error(
+      `"${path}": "kind" is ${JSON.stringify(fields.kind)}; expected ${EXPECTED_KINDS}`,
+    );
+  }
+  if (fields.grayscale !== undefined && typeof fields.grayscale !== "boolean") {
+    throw new Error(
+      `"${path}": "grayscale" is ${JSON.stringify(fields.grayscale)}; expected true or false`,
+    );
+  }
+  return { path, content: { kind: fields.kind, grayscale: fields.grayscale } };
+}
+
+/**
+ * The facts of an opened category: MVTec's (or the conservative defaults) by name, with the kind
+ * and grayscale overridden by the category file and the kind option. Only kind and grayscale
+ * change: the augmentation limits stay those of the name, because nothing but the name tells
+ * which transformations would forge a defect.
+ */
+function resolveCategoryInfo(
+  name: string,
+  storedGrayscale: boolean,
+  file: FoundCategoryFile | null,
+  kindOption: CategoryKind | undefined,
+): CategoryInfo {
+  const byName = categoryInfo(name, storedGrayscale);
+  const kind = kindOption ?? file?.content.kind ?? byName.kind;
+  const grayscale = file?.content.grayscale ?? byName.grayscale;
+  // Say where an override came from: the notes are what a puzzled user reads.
+  const overrides: string[] = [];
+  if (kind !== byName.kind) {
+    const source = kindOption !== undefined ? "the kind option" : `"${file!.path}"`;
+    overrides.push(`Kind "${kind}" set by ${source}.`);
+  }
+  if (grayscale !== byName.grayscale) {
+    overrides.push(`Grayscale ${grayscale} set by "${file!.path}".`);
+  }
+  if (overrides.length === 0) return byName;
+  return { ...byName, kind, grayscale, notes: [byName.notes, ...overrides].join(" ") };
+}
+
 /** Which part of the data a sample belongs to. */
 export type Split = "train" | "validation" | "test";
 
@@ -242,10 +371,28 @@ export interface ImageRequest {
 
 /** Options for {@link MvtecCategory.open}. */
 export interface OpenOptions {
-  /** Fraction of train/good held out as validation, 0 ≤ f < 1. Default 0.1. */
+  /**
+   * Fraction of train/good held out as validation by a seeded shuffle, 0 ≤ f < 1. Default 0.1.
+   * Not together with {@link OpenOptions.validationIds}.
+   */
   readonly validationFraction?: number;
-  /** Seed of the validation split. Default 0. */
+  /** Seed of the validation split. Default 0. Not together with `validationIds`. */
   readonly seed?: number;
+  /**
+   * Exactly these train/good ids (file names without extension, {@link Sample.id}) are the
+   * validation split and the rest is train, e.g. the ids a run recorded, so that evaluation sees
+   * the hold-out that training saw. The given order does not matter: validation keeps the
+   * train/good file order, as the seeded split does, so reopening with
+   * `category.validation.map((s) => s.id)` reproduces `category.validation` exactly. An empty
+   * list holds out nothing. Not together with `validationFraction` or `seed`.
+   */
+  readonly validationIds?: readonly string[];
+  /**
+   * The category's kind, overriding everything else. Without it the kind comes from the
+   * category's {@link CATEGORY_FILE} when present, else from MVTec's facts for a known name, else
+   * "object". Contradicting MVTec (e.g. "object" for carpet) is allowed: the user decides.
+   */
+  readonly kind?: CategoryKind;
   /** Upper bound on cached decoded pixels, in bytes. Default 256 MiB. */
   readonly cacheBytes?: number;
   /** Receives warnings (e.g. mixed image sizes). Default `console.warn`. */
@@ -387,6 +534,51 @@ function stem(fileName: string): string {
   return basename(fileName, extname(fileName));
 }
 
+/**
+ * Splits train/good into validation = the samples whose ids are listed, train = the rest, both
+ * in the original (file) order.
+ */
+function holdOutIds(
+  goodTrain: readonly Sample[],
+  ids: readonly string[],
+  trainFolder: string,
+): { train: Sample[]; validation: Sample[] } {
+  const held = new Set<string>();
+  for (const id of ids) {
+    if (held.has(id)) throw new Error(`validationIds lists "${id}" twice`);
+    held.add(id);
+  }
+  const filesPerId = new Map<string, number>();
+  for (const sample of goodTrain) filesPerId.set(sample.id, (filesPerId.get(sample.id) ?? 0) + 1);
+  const missing = ids.filter((id) => !filesPerId.has(id));
+  if (missing.length > 0) {
+    throw new Error(
+      `validationIds ${missing.map((id) => `"${id}"`).join(", ")} ` +
+        `${missing.length === 1 ? "is not an image" : "are not images"} in "${trainFolder}" ` +
+        `(ids are file names without extension, e.g. "${goodTrain[0].id}")`,
+    );
+  }
+  // "000.png" and "000.jpg" share an id; holding out both, or guessing one, would not be the
+  // hold-out that was recorded.
+  const ambiguous = ids.filter((id) => filesPerId.get(id)! > 1);
+  if (ambiguous.length > 0) {
+    throw new Error(
+      `validationIds ${ambiguous.map((id) => `"${id}"`).join(", ")} name more than one file ` +
+        `in "${trainFolder}" (same name, different extension); rename one of them`,
+    );
+  }
+  if (held.size === goodTrain.length) {
+    throw new Error(
+      `validationIds hold out all ${goodTrain.length} images of "${trainFolder}"; ` +
+        `at least one must remain for training`,
+    );
+  }
+  return {
+    train: goodTrain.filter((sample) => !held.has(sample.id)),
+    validation: goodTrain.filter((sample) => held.has(sample.id)),
+  };
+}
+
 /** Runs `task` over `items` with at most `limit` in flight, keeping result order. */
 async function mapLimited<T, R>(
   items: readonly T[],
@@ -429,7 +621,11 @@ export class MvtecCategory {
   readonly name: string;
   /** Category folder. */
   readonly path: string;
-  /** Known facts (conservative defaults for non-MVTec categories). */
+  /**
+   * Known facts (conservative defaults for non-MVTec categories), with the kind and grayscale
+   * resolved from {@link OpenOptions.kind} and the {@link CATEGORY_FILE}. Decide texture versus
+   * object by `info.kind`, never by the name alone.
+   */
   readonly info: CategoryInfo;
   /** train/good minus the validation hold-out. */
   readonly train: readonly Sample[];
@@ -479,15 +675,31 @@ export class MvtecCategory {
    *
    * @param root dataset root (the folder holding category folders)
    * @param name category folder name
-   * @param options split, cache and warning options
+   * @param options kind, split, cache and warning options
    * @returns the opened category
    * @throws Error naming the offending path for: a missing root, an unknown category (listing what
    *   the root holds), missing train/good or test folders, an empty train folder, an unreadable
    *   image header, a defective test image without a mask, a mask whose size differs from its
-   *   image
+   *   image, a malformed {@link CATEGORY_FILE}, a validation id that is not in train/good (or
+   *   is listed twice, or would leave train empty); and for `validationIds` given together with
+   *   `validationFraction` or `seed`, or a `kind` that is not a {@link CategoryKind}
    */
   static async open(root: string, name: string, options: OpenOptions = {}): Promise<MvtecCategory> {
     const warn = options.onWarning ?? ((message: string) => console.warn(message));
+    // Option mistakes first: they need no file system and should not wait for thousands of headers.
+    if (options.kind !== undefined && !isCategoryKind(options.kind)) {
+      throw new Error(`Invalid kind option "${options.kind}": expected ${EXPECTED_KINDS}`);
+    }
+    if (options.validationIds !== undefined) {
+      const conflicting = (["validationFraction", "seed"] as const)
+        .filter((option) => options[option] !== undefined);
+      if (conflicting.length > 0) {
+        throw new Error(
+          `validationIds cannot be combined with ${conflicting.join(" and ")}: the ids already ` +
+            `fix the validation split`,
+        );
+      }
+    }
     if (!(await isDirectory(root))) throw new Error(`Dataset root "${root}" does not exist`);
     const categoryPath = join(root, name);
     if (!(await isDirectory(categoryPath))) {
@@ -497,6 +709,8 @@ export class MvtecCategory {
         : "it holds no category folders (expected <category>/train/good/)";
       throw new Error(`Unknown category "${name}" in "${root}"; ${holds}`);
     }
+    // Read before the image headers, so that a malformed file fails fast.
+    const categoryFile = await readCategoryFile(categoryPath);
 
     const trainFolder = join(categoryPath, "train", "good");
     if (!(await isDirectory(trainFolder))) {
@@ -591,8 +805,10 @@ export class MvtecCategory {
     }
 
     const goodTrain = samples.filter((sample) => sample.split === "train");
-    const split = splitValidation(goodTrain, options.validationFraction ?? 0.1, options.seed ?? 0);
-    const info = categoryInfo(name, reference.channels === 1);
+    const split = options.validationIds !== undefined
+      ? holdOutIds(goodTrain, options.validationIds, trainFolder)
+      : splitValidation(goodTrain, options.validationFraction ?? 0.1, options.seed ?? 0);
+    const info = resolveCategoryInfo(name, reference.channels === 1, categoryFile, options.kind);
     return new MvtecCategory(
       root,
       name,
@@ -713,7 +929,7 @@ async function listMasks(folder: string, required: boolean): Promise<Map<string,
  *
  * @param root dataset root
  * @param name category folder name
- * @param options split, cache and warning options
+ * @param options kind, split, cache and warning options
  * @returns the opened category
  */
 export function openCategory(

@@ -4,8 +4,9 @@
  *
  * Rules applied to the inputs:
  * - Each map is brought to its ground-truth resolution by bilinear resizing
- *   (`align_corners=false`, see `resize.ts`) whenever its size differs,
- *   whatever the aspect ratio. All metrics are computed at ground-truth size.
+ *   (`align_corners=false`, `resizePlane` of src/data/image.ts) whenever its
+ *   size differs, whatever the aspect ratio. All metrics are computed at
+ *   ground-truth size.
  * - A missing map, a map whose length does not match its declared size, or
  *   any NaN/Infinity value is an error naming the image.
  * - An image is defective when its mask has a non-zero pixel; `gtMask: null`
@@ -19,6 +20,7 @@
  */
 
 import { join } from "node:path";
+import { resizePlane } from "../data/image.ts";
 import {
   auProFromTable,
   buildPixelScoreTable,
@@ -35,7 +37,6 @@ import {
   UndefinedMetricError,
   validationThreshold,
 } from "./metrics.ts";
-import { resizeBilinear } from "./resize.ts";
 import { readTiffFile, TiffError, type TiffImage, writeTiffFile } from "./tiff.ts";
 
 /** One test image of a category with its anomaly map and ground truth. */
@@ -193,7 +194,7 @@ function prepareTestImage(image: TestImageInput): PreparedImage {
   // Maps are never modified, so a map already at ground-truth size is used as is.
   const resized = image.width === gtWidth && image.height === gtHeight
     ? map
-    : resizeBilinear(map, image.width, image.height, gtWidth, gtHeight);
+    : resizePlane(map, image.width, image.height, gtWidth, gtHeight, "bilinear");
   let imageScore = image.imageScore;
   if (imageScore === undefined) {
     imageScore = -Infinity;
@@ -351,12 +352,13 @@ export function evaluateCategoryDetailed(
   } else if (input.validationMaps && input.validationMaps.length > 0) {
     const target = validationTargetSize(input, images);
     const validation = input.validationMaps.map((item) => ({
-      map: resizeBilinear(
+      map: resizePlane(
         checkMap(item.name, item.map, item.width, item.height),
         item.width,
         item.height,
         target.width,
         target.height,
+        "bilinear",
       ),
       width: target.width,
       height: target.height,

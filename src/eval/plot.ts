@@ -1,18 +1,18 @@
 /**
- * Evaluation pictures as PNG: line charts (ROC, PRO with its FPR limit,
- * region overlap vs FPR), heat maps of anomaly maps, and qualitative overlays
- * like Fig. 3 of the MVTec AD paper (ground truth outlined in red, detection
+ * Pictures: line charts (ROC, PRO with its FPR limit, region overlap vs FPR,
+ * training loss), heat maps of anomaly maps, and qualitative overlays like
+ * Fig. 3 of the MVTec AD paper (ground truth outlined in red, detection
  * outlined in green, heat map beside the image).
  *
- * Rendering functions are pure and return imagescript `Image`s; use
- * `image.encode()` for bytes and {@link savePng} to write files atomically.
- * Colours are `0xRRGGBBAA` numbers. Text uses the built-in 5x7 font.
+ * Rendering functions are pure and return an {@link RgbaImage}; `encodePng`
+ * gives its bytes and `writePng` writes it atomically (both in
+ * src/data/image.ts). Colours are `0xRRGGBBAA` numbers. Text uses the
+ * built-in 5x7 font.
  *
  * @module
  */
 
-import { Image } from "imagescript";
-import { writeFileAtomic } from "../util/fs.ts";
+import { createRgbaImage, type RgbaImage } from "../data/image.ts";
 import { GLYPH_ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH, glyphRows, textWidth } from "./font.ts";
 
 const WHITE = 0xffffffff;
@@ -34,28 +34,26 @@ export const SERIES_COLORS: readonly number[] = [
 ];
 
 /** Writes one pixel (0-based coordinates) if inside the image; alpha is ignored (opaque). */
-function setPixel(image: Image, x: number, y: number, color: number): void {
+function setPixel(image: RgbaImage, x: number, y: number, color: number): void {
   if (x < 0 || y < 0 || x >= image.width || y >= image.height) return;
   const at = (y * image.width + x) * 4;
-  image.bitmap[at] = (color >>> 24) & 0xff;
-  image.bitmap[at + 1] = (color >>> 16) & 0xff;
-  image.bitmap[at + 2] = (color >>> 8) & 0xff;
-  image.bitmap[at + 3] = 0xff;
+  image.data[at] = (color >>> 24) & 0xff;
+  image.data[at + 1] = (color >>> 16) & 0xff;
+  image.data[at + 2] = (color >>> 8) & 0xff;
+  image.data[at + 3] = 0xff;
 }
 
-function fillRect(image: Image, x: number, y: number, w: number, h: number, color: number): void {
+function fillRect(
+  image: RgbaImage,
+  x: number,
+  y: number,
+  w: number,
+  h: number,
+  color: number,
+): void {
   for (let yy = y; yy < y + h; yy++) {
     for (let xx = x; xx < x + w; xx++) setPixel(image, xx, yy, color);
   }
-}
-
-function newImage(width: number, height: number, background: number): Image {
-  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
-    throw new RangeError(`invalid image size ${width}x${height}`);
-  }
-  const image = new Image(width, height);
-  fillRect(image, 0, 0, width, height, background);
-  return image;
 }
 
 /**
@@ -64,7 +62,7 @@ function newImage(width: number, height: number, background: number): Image {
  * bottom-left corner (for y-axis labels).
  */
 function drawText(
-  image: Image,
+  image: RgbaImage,
   text: string,
   x: number,
   y: number,
@@ -92,7 +90,7 @@ function drawText(
 
 /** Bresenham line, `thickness` pixels wide (extra pixels below/right), clipped to `clip`. */
 function drawLine(
-  image: Image,
+  image: RgbaImage,
   x0: number,
   y0: number,
   x1: number,
@@ -210,13 +208,13 @@ export interface LineChartOptions {
  * @param options chart content and size
  * @returns the chart image
  */
-export function renderLineChart(options: LineChartOptions): Image {
+export function renderLineChart(options: LineChartOptions): RgbaImage {
   const width = options.width ?? 640;
   const height = options.height ?? 480;
   const [xMin, xMax] = options.xRange ?? [0, 1];
   const [yMin, yMax] = options.yRange ?? [0, 1];
   if (!(xMax > xMin) || !(yMax > yMin)) throw new RangeError("chart ranges must be increasing");
-  const image = newImage(width, height, WHITE);
+  const image = createRgbaImage(width, height, WHITE);
   const area: PlotArea = { left: 70, right: width - 20, top: 40, bottom: height - 55 };
   if (area.right - area.left < 20 || area.bottom - area.top < 20) {
     throw new RangeError(`chart size ${width}x${height} is too small`);
@@ -310,7 +308,7 @@ export function renderLineChart(options: LineChartOptions): Image {
 }
 
 /** Legend box in the lower-right corner of the plot area. */
-function drawLegend(image: Image, series: readonly ChartSeries[], area: PlotArea): void {
+function drawLegend(image: RgbaImage, series: readonly ChartSeries[], area: PlotArea): void {
   if (series.length === 0) return;
   const lineHeight = 12;
   const boxWidth = 30 + Math.max(...series.map((s) => textWidth(s.name)));
@@ -351,7 +349,10 @@ export interface NamedRocCurve {
  * @param title chart title
  * @returns the chart image (640x480)
  */
-export function renderRocChart(curves: readonly NamedRocCurve[], title: string = "ROC"): Image {
+export function renderRocChart(
+  curves: readonly NamedRocCurve[],
+  title: string = "ROC",
+): RgbaImage {
   return renderLineChart({
     title,
     xLabel: "false positive rate",
@@ -383,7 +384,7 @@ export function renderProChart(
   curves: readonly NamedProCurve[],
   fprLimit: number = 0.3,
   title: string = "PRO curve",
-): Image {
+): RgbaImage {
   return renderLineChart({
     title,
     xLabel: "false positive rate",
@@ -404,12 +405,39 @@ export function renderProChart(
 export function renderRegionOverlapChart(
   curves: readonly NamedProCurve[],
   title: string = "Region overlap vs FPR",
-): Image {
+): RgbaImage {
   return renderLineChart({
     title,
     xLabel: "false positive rate",
     yLabel: "region overlap",
     series: curves.map((curve) => ({ name: curve.name, x: curve.fpr, y: curve.pro })),
+  });
+}
+
+/**
+ * Training loss against step: the `loss.png` of a run folder. The y axis starts at 0 (or at the
+ * lowest loss when one is negative), so the drop reads in true proportion.
+ *
+ * @param losses `[step, loss]` pairs in step order
+ * @param title chart title, e.g. `"ae-ssim training loss"`
+ * @returns the chart image (640x480)
+ */
+export function renderLossCurve(
+  losses: readonly (readonly [number, number])[],
+  title: string,
+): RgbaImage {
+  const steps = losses.map(([step]) => step);
+  const values = losses.map(([, loss]) => loss);
+  const low = values.reduce((a, b) => Math.min(a, b), 0);
+  const high = values.reduce((a, b) => Math.max(a, b), low);
+  return renderLineChart({
+    title,
+    xLabel: "step",
+    yLabel: "loss",
+    series: [{ name: "loss", x: steps, y: values }],
+    xRange: [0, Math.max(1, steps.at(-1) ?? 0)],
+    // A little headroom above the highest loss keeps its peak off the frame.
+    yRange: [low, high > low ? high + 0.05 * (high - low) : low + 1],
   });
 }
 
@@ -493,11 +521,11 @@ export function renderHeatmap(
   width: number,
   height: number,
   options: HeatmapOptions = {},
-): Image {
+): RgbaImage {
   checkSize("map", map.length, width, height);
   const [min, max] = mapRange(map, options);
   const span = max > min ? max - min : 1;
-  const image = newImage(width, height, BLACK);
+  const image = createRgbaImage(width, height, BLACK);
   for (let i = 0; i < map.length; i++) {
     setPixel(
       image,
@@ -573,13 +601,13 @@ function outline(
  * @param input image, mask, map and threshold
  * @returns an image of size `(2 * width + 4) x height`
  */
-export function renderQualitative(input: QualitativeInput): Image {
+export function renderQualitative(input: QualitativeInput): RgbaImage {
   const { image, channels, width, height, gtMask, map, threshold } = input;
   checkSize("image", image.length, width, height, channels);
   checkSize("map", map.length, width, height);
   if (gtMask !== null) checkSize("ground-truth mask", gtMask.length, width, height);
   const gap = 4;
-  const result = newImage(2 * width + gap, height, WHITE);
+  const result = createRgbaImage(2 * width + gap, height, WHITE);
   for (let i = 0; i < width * height; i++) {
     const gray = (c: number) =>
       Math.round(255 * Math.min(1, Math.max(0, image[i * channels + c] || 0)));
@@ -612,21 +640,8 @@ export function renderQualitative(input: QualitativeInput): Image {
   }
   const heat = renderHeatmap(map, width, height, input.heatmap);
   for (let y = 0; y < height; y++) {
-    const source = heat.bitmap.subarray(y * width * 4, (y + 1) * width * 4);
-    result.bitmap.set(source, (y * result.width + width + gap) * 4);
+    const source = heat.data.subarray(y * width * 4, (y + 1) * width * 4);
+    result.data.set(source, (y * result.width + width + gap) * 4);
   }
   return result;
-}
-
-/**
- * Saves an image (or already encoded PNG bytes) atomically, creating parent
- * directories.
- *
- * @param path destination `.png` file
- * @param image the image or PNG bytes
- * @returns a promise resolved once the file is in place
- */
-export async function savePng(path: string, image: Image | Uint8Array): Promise<void> {
-  const bytes = image instanceof Uint8Array ? image : await image.encode();
-  await writeFileAtomic(path, bytes);
 }

@@ -2,25 +2,28 @@
  * A training run from start to finish, for any method: train on a category, save the model, write
  * the anomaly maps of the validation and test images in MVTec's layout, estimate the threshold
  * with the paper's protocol, and leave `config.json`, `threshold.json`, `train.log` and the loss
- * curve beside them (see the run-folder format in method.ts).
+ * curve beside them (see the run-folder format in src/run/folder.ts).
  */
 
 import { join, resolve } from "node:path";
 import type { MvtecCategory, Sample } from "../data/mvtec.ts";
 import { validationThreshold } from "../eval/metrics.ts";
-import { defaultMinArea } from "../eval/run.ts";
+import { defaultMinArea } from "../eval/protocol.ts";
 import { writeTiffFile } from "../eval/tiff.ts";
 import { mapPath } from "../eval/evaluate.ts";
-import { renderLineChart, savePng } from "../eval/plot.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../util/fs.ts";
+import { renderLossCurve } from "../eval/plot.ts";
+import { writePng } from "../data/image.ts";
+import {
+  RUN_FILES,
+  type RunConfig,
+  type RunThreshold,
+  validationMapPath,
+  writeRunConfig,
+  writeRunThreshold,
+} from "../run/folder.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 import { VERSION } from "../version.ts";
-import type {
-  AnomalyDetector,
-  MethodDefinition,
-  RunConfig,
-  RunThreshold,
-  TrainOptions,
-} from "./method.ts";
+import type { AnomalyDetector, MethodDefinition, TrainOptions } from "./method.ts";
 
 /** Options of {@link trainRun}. */
 export interface RunOptions {
@@ -30,10 +33,8 @@ export interface RunOptions {
   category: MvtecCategory;
   /** The run folder (`runs/<method>/<category>`). */
   runDir: string;
-  /** Method options (seed, epochs, …), passed through to `method.train`. */
+  /** Method options (seed, preset, epochs, …), passed through to `method.train`. */
   trainOptions: TrainOptions & Record<string, unknown>;
-  /** Preset name recorded in the config. */
-  preset?: string;
   /** Minimum defect area in pixels at ground-truth resolution (default: the evaluation's rule). */
   minArea?: number;
   /** Called for each map written: (done, total). */
@@ -44,8 +45,8 @@ export interface RunOptions {
 
 /** What a finished run produced. */
 export interface RunResult {
-  /** The trained detector (call dispose() when done). */
-  detector: AnomalyDetector;
+  /** The trained detector (call dispose() when done); null when stopped before it had one. */
+  detector: AnomalyDetector | null;
   /** The threshold written to threshold.json (null when training was stopped early). */
   threshold: RunThreshold | null;
   /** Whether training was stopped early by the signal. */
@@ -75,29 +76,40 @@ export async function trainRun(options: RunOptions): Promise<RunResult> {
   log(
     `training ${method.name} on ${category.name} (${category.train.length} training images, ${category.validation.length} validation, ${category.test.length} test)`,
   );
-  const detector = await method.train(category, {
+  const trained = await method.train(category, {
     ...options.trainOptions,
     log,
     checkpointDir: runDir,
   });
-  if (options.trainOptions.signal?.aborted) {
-    // Stopped early: the last end-of-epoch checkpoint stays as it is, for --resume.
-    log("stopped before the end of training; continue with --resume");
+  if (trained.stopped || !trained.detector) {
+    log(
+      method.checkpoints
+        ? "stopped before the end of training; the last end-of-epoch checkpoint is kept for --resume"
+        : "stopped before the end of training; this method keeps no checkpoint",
+    );
     await flushLog();
-    return { detector, threshold: null, stopped: true };
+    return { detector: trained.detector, threshold: null, stopped: true };
   }
+  const detector = trained.detector;
   await detector.save(runDir);
-  const losses = (detector as { losses?: [number, number][] }).losses;
-  if (losses && losses.length > 1) {
-    await saveLossCurve(join(runDir, "loss.png"), losses, method.name);
+  if (trained.losses.length > 1) {
+    await writePng(
+      join(runDir, RUN_FILES.lossCurve),
+      renderLossCurve(trained.losses, `${method.name} training loss`),
+    );
   }
   await flushLog();
   const threshold = await writeRunOutputs({
     detector,
     category,
     runDir,
-    preset: options.preset,
-    settings: options.trainOptions,
+    settings: {
+      ...method.resolveOptions(options.trainOptions, options.trainOptions.preset),
+      seed: options.trainOptions.seed,
+      preset: method.presets
+        ? options.trainOptions.preset ?? method.defaultPreset?.software
+        : undefined,
+    },
     minArea: options.minArea,
     onMapProgress: options.onMapProgress,
   });
@@ -118,9 +130,10 @@ export interface RunOutputOptions {
   category: MvtecCategory;
   /** The run folder. */
   runDir: string;
-  /** Preset name for the config. */
-  preset?: string;
-  /** Settings recorded in the config (functions and objects are left out). */
+  /**
+   * Settings recorded in the config: `seed` and `preset` go to their own fields, the rest (but
+   * functions and objects) to `options`.
+   */
   settings?: Record<string, unknown>;
   /** Minimum defect area (default: the evaluation's rule). */
   minArea?: number;
@@ -134,14 +147,16 @@ export interface RunOutputOptions {
  */
 export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThreshold> {
   const { detector, category, runDir } = options;
-  const settings = options.settings ?? {};
+  const { seed, preset, ...settings } = options.settings ?? {};
   const config: RunConfig = {
     method: detector.method,
     category: category.name,
     data_root: resolve(category.root),
-    preset: options.preset,
-    seed: Number(settings.seed ?? 0),
+    kind: category.info.kind,
+    preset: typeof preset === "string" ? preset : undefined,
+    seed: Number(seed ?? 0),
     engine_version: VERSION,
+    validation_ids: category.validation.map((sample) => sample.id),
     options: Object.fromEntries(
       Object.entries(settings).filter(([, v]) =>
         v !== undefined && typeof v !== "function" && typeof v !== "object"
@@ -149,8 +164,8 @@ export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThr
     ),
     created: new Date().toISOString(),
   };
-  await writeJsonAtomic(join(runDir, "config.json"), config);
-  const mapsRoot = join(runDir, "maps");
+  await writeRunConfig(runDir, config);
+  const mapsRoot = join(runDir, RUN_FILES.maps);
   const samples: Sample[] = [...category.validation, ...category.test];
   const validationMaps: { map: Float32Array; width: number; height: number }[] = [];
   let done = 0;
@@ -160,7 +175,7 @@ export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThr
     if (sample.split === "validation") {
       validationMaps.push({ map, width: image.width, height: image.height });
       await writeTiffFile(
-        join(mapsRoot, category.name, "validation", "good", `${sample.id}.tiff`),
+        validationMapPath(mapsRoot, category.name, sample.id),
         map,
         image.width,
         image.height,
@@ -183,31 +198,6 @@ export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThr
   } else {
     throw new Error(`${category.name} has no validation images, so no threshold can be estimated`);
   }
-  await writeJsonAtomic(join(runDir, "threshold.json"), threshold);
+  await writeRunThreshold(runDir, threshold);
   return threshold;
-}
-
-async function saveLossCurve(
-  path: string,
-  losses: [number, number][],
-  name: string,
-): Promise<void> {
-  const steps = losses.map(([s]) => s);
-  const values = losses.map(([, l]) => l);
-  const high = Math.max(...values);
-  const low = Math.min(0, ...values);
-  const chart = renderLineChart({
-    title: `${name} training loss`,
-    xLabel: "step",
-    yLabel: "loss",
-    series: [{ name: "loss", x: steps, y: values }],
-    xRange: [0, Math.max(1, steps[steps.length - 1])],
-    yRange: [low, high > low ? high * 1.05 : low + 1],
-  });
-  await savePng(path, chart);
-}
-
-/** The run folder of a method and category under a runs root. */
-export function runDirectory(runsRoot: string, method: string, category: string): string {
-  return join(runsRoot, method, category);
 }

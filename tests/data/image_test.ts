@@ -3,13 +3,16 @@ import { join } from "node:path";
 import { Image } from "imagescript";
 import {
   createImage,
+  createRgbaImage,
   decodeImage,
+  decodeRgba,
   encodePng,
   type FloatImage,
   parseImageHeader,
   readImage,
   readImageHeader,
   resize,
+  resizePlane,
   toGrayscale,
   toRgb,
   writePng,
@@ -91,6 +94,99 @@ Deno.test("resize keeps channels planar and returns a copy at equal size", () =>
   assert.deepEqual(same.data, image.data);
 });
 
+Deno.test("resizePlane upsamples 2x2 to 4x4 with align_corners=false", () => {
+  // Source [[0,1],[2,3]]. Output x samples source x = (x+0.5)/2-0.5 = -0.25, 0.25, 0.75, 1.25,
+  // clamped to 0, 0.25, 0.75, 1; same for y. Row 0: 0, 0.25, 0.75, 1; each source row
+  // step adds 2, so rows at y = 0.25, 0.75, 1 add 0.5, 1.5, 2 (matches PyTorch).
+  const output = resizePlane(Float32Array.from([0, 1, 2, 3]), 2, 2, 4, 4);
+  // deno-fmt-ignore
+  const expected = [
+    0, 0.25, 0.75, 1,
+    0.5, 0.75, 1.25, 1.5,
+    1.5, 1.75, 2.25, 2.5,
+    2, 2.25, 2.75, 3,
+  ];
+  assert.deepEqual(Array.from(output), expected);
+});
+
+Deno.test("resizePlane downsamples by sampling between source pixels", () => {
+  // 4 -> 2: output x samples (x+0.5)*2-0.5 = 0.5 and 2.5.
+  assert.deepEqual(Array.from(resizePlane(Float32Array.from([0, 1, 2, 3]), 4, 1, 2, 1)), [
+    0.5,
+    2.5,
+  ]);
+  // Different aspect ratio: 1x2 -> 3x1 (x clamps to the single column, y samples 0.5).
+  assert.deepEqual(Array.from(resizePlane(Float32Array.from([2, 4]), 1, 2, 3, 1)), [3, 3, 3]);
+});
+
+Deno.test("resizePlane copies same-size input and checks sizes", () => {
+  const source = Float32Array.from([1, 2, 3]);
+  const copy = resizePlane(source, 3, 1, 3, 1);
+  assert.deepEqual(copy, source);
+  assert.notEqual(copy, source);
+  assert.throws(() => resizePlane(source, 2, 2, 4, 4), /expected 2x2/);
+  assert.throws(() => resizePlane(source, 3, 1, 0, 1), /size must be positive integers/);
+});
+
+/**
+ * The bilinear resizer evaluation used before it shared this module's (src/eval/resize.ts,
+ * deleted): each output pixel mixes its four source neighbours in double precision, rounded to
+ * float32 once. Kept here as the reference that metric results must not move from.
+ */
+function referenceBilinear(
+  source: Float32Array,
+  srcWidth: number,
+  srcHeight: number,
+  dstWidth: number,
+  dstHeight: number,
+): Float32Array {
+  const positions = (sourceSize: number, targetSize: number) =>
+    Array.from({ length: targetSize }, (_, i) => {
+      const scale = sourceSize / targetSize;
+      const position = Math.min(Math.max((i + 0.5) * scale - 0.5, 0), sourceSize - 1);
+      const lower = Math.floor(position);
+      return { lower, upper: Math.min(lower + 1, sourceSize - 1), weight: position - lower };
+    });
+  const xs = positions(srcWidth, dstWidth);
+  const ys = positions(srcHeight, dstHeight);
+  const output = new Float32Array(dstWidth * dstHeight);
+  for (let y = 0; y < dstHeight; y++) {
+    const top = ys[y].lower * srcWidth;
+    const bottom = ys[y].upper * srcWidth;
+    const fy = ys[y].weight;
+    for (let x = 0; x < dstWidth; x++) {
+      const { lower, upper, weight: fx } = xs[x];
+      const above = source[top + lower] * (1 - fx) + source[top + upper] * fx;
+      const below = source[bottom + lower] * (1 - fx) + source[bottom + upper] * fx;
+      output[y * dstWidth + x] = above * (1 - fy) + below * fy;
+    }
+  }
+  return output;
+}
+
+Deno.test("bilinear resizing gives bit for bit what evaluation's own resizer gave", () => {
+  let seed = 7;
+  const random = () => (seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32;
+  // Up, down (also by more than 2x: "bilinear" never switches to area), one axis only, odd
+  // ratios, and the sizes of MVTec maps (256 -> 900, 1024 -> 700).
+  const cases = [
+    [5, 3, 17, 11],
+    [17, 11, 5, 3],
+    [64, 64, 7, 9],
+    [9, 7, 9, 20],
+    [1, 6, 4, 3],
+    [256, 256, 900, 900],
+    [1024, 1024, 700, 700],
+  ];
+  for (const [width, height, outWidth, outHeight] of cases) {
+    const map = Float32Array.from({ length: width * height }, () => 4 * random() - 1);
+    const kept = resizePlane(map, width, height, outWidth, outHeight, "bilinear");
+    const reference = referenceBilinear(map, width, height, outWidth, outHeight);
+    const differing = kept.findIndex((value, i) => value !== reference[i]);
+    assert.equal(differing, -1, `${width}x${height} -> ${outWidth}x${outHeight} at ${differing}`);
+  }
+});
+
 Deno.test("grayscale uses ITU-R 601 luma weights and RGB replicates the plane", () => {
   const rgb = createImage(3, 1, 3);
   // Pixels: pure red, pure green, pure blue.
@@ -120,6 +216,61 @@ Deno.test("PNG round trip keeps values to 8-bit precision and grayscale stays gr
   const asRgb = await decodeImage(monoPng, "gray.png", 3);
   assert.equal(asRgb.channels, 3);
   assertClose(asRgb.data.subarray(6, 12), Array.from(monoBack.data), 1e-6);
+});
+
+Deno.test("pictures are stored as RGBA PNGs and decode back byte for byte", async () => {
+  const picture = createRgbaImage(3, 2, 0x336699ff);
+  picture.data.set([255, 0, 0, 128], 4 * 4); // pixel (1, 1): half-transparent red
+  assert.deepEqual([...picture.data.subarray(0, 4)], [0x33, 0x66, 0x99, 0xff]);
+  const png = encodePng(picture);
+  assert.equal(png[25], 6, "colour type 6: RGBA");
+  assert.deepEqual(parseImageHeader(png), { format: "png", width: 3, height: 2, channels: 3 });
+  const back = await decodeRgba(png, "picture.png");
+  assert.equal(back.width, 3);
+  assert.equal(back.height, 2);
+  assert.deepEqual(back.data, picture.data);
+  // As a float image, alpha is dropped.
+  const asFloat = await decodeImage(png, "picture.png");
+  assert.equal(asFloat.channels, 3);
+  assertClose([asFloat.data[4], asFloat.data[10], asFloat.data[16]], [1, 0, 0], 1e-6);
+  assert.throws(
+    () => encodePng({ width: 2, height: 2, data: new Uint8Array(12) }),
+    /expected 2x2x4/,
+  );
+});
+
+Deno.test("encoding and resizing work without the codec: no --allow-ffi for importers", async () => {
+  // imagescript's codec is native; importing it statically would make every importer of these
+  // modules ask for --allow-ffi. A child process without any permission proves it is not loaded.
+  const modules = [
+    "src/data/image.ts",
+    "src/eval/plot.ts",
+    "src/eval/evaluate.ts",
+    "src/eval/maps_folder.ts",
+    "src/eval/runs.ts",
+    "src/eval/outputs.ts",
+  ].map((path) => new URL(`../../${path}`, import.meta.url).href);
+  const script = [
+    ...modules.map((url, i) => `import * as m${i} from "${url}";`),
+    "const png = m0.encodePng(m1.renderHeatmap(m0.resizePlane(new Float32Array(4), 2, 2, 3, 3), 3, 3));",
+    "console.log(png.length > 0 && m2 && m3 && m4 && m5 ? 'encoded' : 'failed');",
+  ].join("\n");
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "consumer.ts");
+    await Deno.writeTextFile(path, script);
+    const config = new URL("../../deno.json", import.meta.url).pathname;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--no-lock", "--config", config, path],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, stderr);
+    assert.equal(new TextDecoder().decode(output.stdout).trim(), "encoded");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("JPEG files decode and their header is read", async () => {

@@ -58,6 +58,27 @@ Deno.test("evaluateCategory applies the validation threshold protocol (hand-comp
   for (const key of ["pixel_auroc", "au_pro", "pixel_ap"] as const) {
     assert.ok(metrics[key] !== null && metrics[key]! >= 0 && metrics[key]! <= 1, key);
   }
+  // Pixel metrics by hand. The 64 pixels of the four maps (fixtures.ts) are
+  //   7 defect pixels:   0.9 (D2 region B), 0.8 x3 + 0.5 (D1 region A), 0.1 x2 (D2 region C)
+  //   57 normal pixels:  0.9 x2 (G1), 0.7 x3 (G2), 0.1 x52 (everything else)
+  // Pixel AUROC = P(defect pixel > normal pixel), ties counting half, over 7 * 57 = 399 pairs:
+  //   0.9: 55 lower + 2 ties / 2 = 56; 0.8: 3 * 55 = 165; 0.5: 52; 0.1: 2 * 52 ties / 2 = 52.
+  //   (56 + 165 + 52 + 52) / 399 = 325 / 399.
+  assert.ok(Math.abs(metrics.pixel_auroc! - 325 / 399) < 1e-12);
+  // Pixel AP = sum over thresholds of (recall gained) * precision, thresholds high to low:
+  //   >= 0.9: TP 1, FP 2 -> 1/7 * 1/3;  >= 0.8: TP 4, FP 2 -> 3/7 * 4/6;  >= 0.7: no recall;
+  //   >= 0.5: TP 5, FP 5 -> 1/7 * 5/10;  >= 0.1: TP 7, FP 57 -> 2/7 * 7/64.  Sum = 293/672.
+  assert.ok(Math.abs(metrics.pixel_ap! - 293 / 672) < 1e-12);
+  // AU-PRO: regions A (4 px), B (1 px), C (2 px); FPR over the 57 normal pixels. Curve points
+  // (FPR, mean overlap) from high thresholds down: (0, 0); 0.9 -> (2/57, 1/3) with B found;
+  // 0.8 -> (2/57, 7/12) with 3/4 of A; 0.7 -> (5/57, 7/12); 0.5 -> (5/57, 2/3) with all of A;
+  // 0.1 -> (1, 1). Trapezoids up to FPR 0.3: 2/57 * (1/3) / 2 = 1/171, then 3/57 * 7/12 = 7/228,
+  // then from 5/57 to 0.3 on the last segment, whose overlap rises by 1/3 over 52/57 of FPR:
+  // (0.3 - 5/57) * (2/3 + (2/3 + (0.3 - 5/57) * 19/52)) / 2. Divided by 0.3: 331321/533520.
+  const proEnd = 0.3 - 5 / 57;
+  const proArea = 1 / 171 + 7 / 228 + proEnd * (2 / 3 + 2 / 3 + proEnd * 19 / 52) / 2;
+  assert.ok(Math.abs(proArea / 0.3 - 331321 / 533520) < 1e-15, "the comment's sum");
+  assert.ok(Math.abs(metrics.au_pro! - 331321 / 533520) < 1e-12);
   assert.deepEqual(metrics.notes, []);
 });
 

@@ -1,27 +1,28 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { decode, Image } from "imagescript";
+import { decodeRgba, encodePng, type RgbaImage, writePng } from "../../src/data/image.ts";
 import {
   colormapColor,
   renderHeatmap,
   renderLineChart,
+  renderLossCurve,
   renderProChart,
   renderQualitative,
   renderRegionOverlapChart,
   renderRocChart,
-  savePng,
 } from "../../src/eval/plot.ts";
 import { glyphRows, textWidth } from "../../src/eval/font.ts";
 
-async function decodePng(bytes: Uint8Array): Promise<Image> {
-  const image = await decode(bytes);
-  assert.ok(image instanceof Image);
-  return image;
+/** Encodes a rendered picture and decodes it back, so that the PNG itself is checked. */
+function roundTrip(picture: RgbaImage): Promise<RgbaImage> {
+  return decodeRgba(encodePng(picture), "picture.png");
 }
 
 /** RGBA of a 0-based pixel as 0xRRGGBBAA. */
-function pixel(image: Image, x: number, y: number): number {
-  return image.getPixelAt(x + 1, y + 1) >>> 0;
+function pixel(image: RgbaImage, x: number, y: number): number {
+  const at = (y * image.width + x) * 4;
+  const [r, g, b, a] = image.data.subarray(at, at + 4);
+  return ((r << 24) | (g << 16) | (b << 8) | a) >>> 0;
 }
 
 Deno.test("colormapColor: jet runs from dark blue to dark red, inferno from black to pale yellow", () => {
@@ -50,7 +51,7 @@ Deno.test("line charts decode as PNGs of the requested size with axes and title"
     width: 320,
     height: 240,
   });
-  const image = await decodePng(await chart.encode());
+  const image = await roundTrip(chart);
   assert.equal(image.width, 320);
   assert.equal(image.height, 240);
   // Plot frame: left edge x=70 and bottom edge y=240-55 are black.
@@ -81,7 +82,7 @@ Deno.test("ROC, PRO and region-overlap charts render as 640x480 PNGs", async () 
       renderRegionOverlapChart([curve]),
     ]
   ) {
-    const image = await decodePng(await chart.encode());
+    const image = await roundTrip(chart);
     assert.equal(image.width, 640);
     assert.equal(image.height, 480);
   }
@@ -95,7 +96,7 @@ Deno.test("ROC, PRO and region-overlap charts render as 640x480 PNGs", async () 
 
 Deno.test("heat map colours each map value", async () => {
   const heat = renderHeatmap(Float32Array.from([0, 1, 2, 3, 4, 5]), 3, 2);
-  const image = await decodePng(await heat.encode());
+  const image = await roundTrip(heat);
   assert.equal(image.width, 3);
   assert.equal(image.height, 2);
   assert.equal(pixel(image, 0, 0), colormapColor(0));
@@ -120,7 +121,7 @@ Deno.test("qualitative overlay outlines ground truth in red and detection in gre
     map,
     threshold: 0.5,
   });
-  const image = await decodePng(await result.encode());
+  const image = await roundTrip(result);
   assert.equal(image.width, 2 * width + 4);
   assert.equal(image.height, height);
   assert.equal(pixel(image, 1, 1), 0xff0000ff); // every pixel of a 2x2 block is on its outline
@@ -144,12 +145,12 @@ Deno.test("qualitative overlay outlines ground truth in red and detection in gre
   );
 });
 
-Deno.test("savePng writes a decodable file atomically", async () => {
+Deno.test("writePng writes a picture as a decodable file atomically", async () => {
   const directory = await Deno.makeTempDir();
   try {
     const path = join(directory, "plots", "heat.png");
-    await savePng(path, renderHeatmap(new Float32Array(4), 2, 2));
-    const image = await decodePng(await Deno.readFile(path));
+    await writePng(path, renderHeatmap(new Float32Array(4), 2, 2));
+    const image = await decodeRgba(await Deno.readFile(path), path);
     assert.equal(image.width, 2);
     assert.deepEqual([...Deno.readDirSync(join(directory, "plots"))].map((e) => e.name), [
       "heat.png",
@@ -157,4 +158,16 @@ Deno.test("savePng writes a decodable file atomically", async () => {
   } finally {
     await Deno.remove(directory, { recursive: true });
   }
+});
+
+Deno.test("loss curve: steps on x from 0, losses on y from 0 with headroom", () => {
+  const chart = renderLossCurve([[0, 2], [50, 1], [100, 0.5]], "ae training loss");
+  assert.equal(chart.width, 640);
+  assert.equal(chart.height, 480);
+  // Plot area x 70..620 for steps 0..100, y 425..40 for losses 0..2.1 (2 plus 5 %).
+  // The first point (0, 2) lies at x = 70, y = 425 - 2 / 2.1 * 385 = 58.3.
+  const firstSeries = [57, 58, 59, 60].some((y) => pixel(chart, 71, y) === 0x1f77b4ff);
+  assert.ok(firstSeries, "curve starts near (71, 58) in the first series colour");
+  // Without losses the chart is still drawn (empty axes), not an error.
+  assert.equal(renderLossCurve([], "empty").width, 640);
 });

@@ -1,6 +1,6 @@
 /**
- * Helpers for the tests of `src/eval/run.ts` and `deno task eval`: a tiny synthetic dataset and
- * maps folders made from its ground truth.
+ * Helpers for the tests of the on-disk evaluation (src/eval/maps_folder.ts, runs.ts) and of
+ * `deno task eval`: a tiny synthetic dataset and maps folders made from its ground truth.
  *
  * @module
  */

@@ -1,19 +1,17 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Image } from "imagescript";
+import { decodeRgba, type RgbaImage } from "../../src/data/image.ts";
 import { EvaluationInputError, MapFileError, mapPath } from "../../src/eval/evaluate.ts";
 import {
   type CategoryEvaluation,
-  defaultMinArea,
   type EvalProgress,
   evaluateMapsFolder,
-  evaluateRuns,
-  findRuns,
-  methodMetrics,
-  writeEvaluationOutputs,
-} from "../../src/eval/run.ts";
+} from "../../src/eval/maps_folder.ts";
+import { writeEvaluationOutputs } from "../../src/eval/outputs.ts";
+import { defaultMinArea } from "../../src/eval/protocol.ts";
+import { evaluateRuns, methodMetrics } from "../../src/eval/runs.ts";
 import { writeTiffFile } from "../../src/eval/tiff.ts";
-import type { RunConfig, RunThreshold } from "../../src/methods/method.ts";
+import { findRuns, type RunConfig, type RunThreshold } from "../../src/run/folder.ts";
 import { testSamples, TINY_SIZE, tinyEvalDataset, writeGroundTruthMaps } from "./run_helpers.ts";
 
 /** The keys the issue specifies for each category of metrics.json (plus counts and notes). */
@@ -41,10 +39,10 @@ function assertNoNaNInJson(text: string): void {
   });
 }
 
-async function assertPngDecodes(path: string): Promise<Image> {
-  const image = await Image.decode(await Deno.readFile(path));
+async function assertPngDecodes(path: string): Promise<RgbaImage> {
+  const image = await decodeRgba(await Deno.readFile(path), path);
   assert.ok(image.width > 0 && image.height > 0, path);
-  return image as Image;
+  return image;
 }
 
 async function copyDirectory(from: string, to: string): Promise<void> {

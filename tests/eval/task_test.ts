@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { RunConfig, RunThreshold } from "../../src/methods/method.ts";
+import type { RunConfig, RunThreshold } from "../../src/run/folder.ts";
 import { DEFAULT_OUT_DIR, DEFAULT_RUNS_DIR, parseEvalArgs } from "../../tasks/eval.ts";
 import { tinyEvalDataset, writeGroundTruthMaps } from "./run_helpers.ts";
 

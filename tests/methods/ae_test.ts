@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { ensureFixtures } from "../../fixtures/mod.ts";
 import { openCategory } from "../../src/data/mvtec.ts";
 import {
+  type AutoencoderDetector,
   loadAutoencoder,
   patchPositions,
   resolveSettings,
@@ -13,6 +14,9 @@ import {
 import { trainRun } from "../../src/methods/runner.ts";
 import { aeL2 } from "../../src/methods/ae/ae.ts";
 import { readTiffFile } from "../../src/eval/tiff.ts";
+import { cloneImage, writePng } from "../../src/data/image.ts";
+import { init, toArrays } from "../../src/tensor/tensor.ts";
+import * as op from "../../src/tensor/ops.ts";
 import { evaluationSubset, pixelRocAucOn } from "./helpers.ts";
 
 Deno.test("texture patches tile the zoomed image with the last one flush", () => {
@@ -48,7 +52,7 @@ Deno.test("presets resolve, and bad settings are refused by name", () => {
 
 Deno.test("training lowers the SSIM loss on synthetic carpet patches", async () => {
   const category = await openCategory(await ensureFixtures(), "carpet");
-  const detector = await trainAutoencoder(category, {
+  const { detector, losses: stepLosses } = await trainAutoencoder(category, {
     loss: "ssim",
     epochs: 3,
     patches: 24,
@@ -56,12 +60,12 @@ Deno.test("training lowers the SSIM loss on synthetic carpet patches", async () 
     textureZoom: 128,
     seed: 1,
   });
-  const losses = detector.losses.map(([, l]) => l);
+  const losses = stepLosses.map(([, l]) => l);
   assert.equal(losses.length, 9);
   const first = losses[0];
   const last = Math.min(...losses.slice(-3));
   assert.ok(last < first - 0.1, `SSIM loss went from ${first} to ${last}`);
-  detector.dispose();
+  detector!.dispose();
 });
 
 for (const loss of ["ssim", "l2"] as const) {
@@ -73,23 +77,27 @@ for (const loss of ["ssim", "l2"] as const) {
     // carpet's fine weave (0.62 at a 1-pixel blur), which a quick run cannot reproduce that
     // sharply.
     const category = await openCategory(await ensureFixtures(), "bottle");
-    const detector = await trainAutoencoder(category, {
+    const { detector } = await trainAutoencoder(category, {
       loss,
       preset: "quick",
       objectSize: 128,
       seed: 1,
     });
-    const { auc } = await pixelRocAucOn(category, detector, evaluationSubset(category));
+    const { auc } = await pixelRocAucOn(category, detector!, evaluationSubset(category));
     console.log(`ae-${loss} pixel ROC AUC on synthetic bottle: ${auc.toFixed(3)}`);
     assert.ok(auc >= 0.85, `ae-${loss} pixel ROC AUC on synthetic bottle: ${auc.toFixed(3)}`);
-    detector.dispose();
+    detector!.dispose();
   });
 }
 
-Deno.test("a stopped run keeps its last checkpoint, and resume continues from it", async () => {
+/** Every weight of a detector's network, in one array. */
+async function weightsOf(detector: AutoencoderDetector): Promise<Float32Array[]> {
+  return await toArrays([...detector.model.stateDict().values()]);
+}
+
+Deno.test("a stopped and resumed run ends with the weights of an uninterrupted one", async () => {
   const category = await openCategory(await ensureFixtures(), "bottle");
   const dir = await Deno.makeTempDir();
-  const controller = new AbortController();
   const settings = {
     loss: "l2" as const,
     epochs: 3,
@@ -98,7 +106,14 @@ Deno.test("a stopped run keeps its last checkpoint, and resume continues from it
     objectSize: 128,
     seed: 2,
   };
-  const stopped = await trainAutoencoder(category, {
+  const whole = await trainAutoencoder(category, settings);
+  assert.equal(whole.stopped, false);
+  const expected = await weightsOf(whole.detector!);
+  whole.detector!.dispose();
+
+  // Stopped after epoch 1: its checkpoint stays, and the run reports that it stopped.
+  const controller = new AbortController();
+  const aborted = await trainAutoencoder(category, {
     ...settings,
     checkpointDir: dir,
     signal: controller.signal,
@@ -106,10 +121,9 @@ Deno.test("a stopped run keeps its last checkpoint, and resume continues from it
       if (line.startsWith("epoch 1/")) controller.abort();
     },
   });
-  stopped.dispose();
-  const progress = JSON.parse(await Deno.readTextFile(join(dir, "checkpoint", "progress.json")));
-  assert.equal(progress.epoch, 1);
-  assert.equal(progress.step, 2);
+  assert.equal(aborted.stopped, true);
+  assert.equal(aborted.losses.length, 2, "the steps of epoch 1");
+  aborted.detector!.dispose();
   const lines: string[] = [];
   const resumed = await trainAutoencoder(category, {
     ...settings,
@@ -117,9 +131,20 @@ Deno.test("a stopped run keeps its last checkpoint, and resume continues from it
     resume: true,
     log: (l) => lines.push(l),
   });
-  assert.match(lines[0], /resumed after epoch 1/);
+  assert.match(lines[0], /resumed after epoch 1 \(step 2\)/);
   assert.equal(resumed.losses.length, 6, "the resumed run has all 3 epochs of losses");
-  resumed.dispose();
+  assert.deepEqual(
+    resumed.losses.map(([step]) => step),
+    whole.losses.map(([step]) => step),
+  );
+  const actual = await weightsOf(resumed.detector!);
+  let worst = 0;
+  actual.forEach((values, i) =>
+    values.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - expected[i][j]))))
+  );
+  assert.ok(worst <= 1e-5, `resumed weights differ from the uninterrupted run's by ${worst}`);
+  resumed.detector!.dispose();
+
   await assert.rejects(
     () =>
       trainAutoencoder(category, {
@@ -129,7 +154,29 @@ Deno.test("a stopped run keeps its last checkpoint, and resume continues from it
       }),
     /Cannot resume/,
   );
+  await assert.rejects(
+    () => trainAutoencoder(category, { ...settings, latent: 50, checkpointDir: dir, resume: true }),
+    /other settings/,
+  );
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("training leaves the caller's random stream alone", async () => {
+  await init();
+  const category = await openCategory(await ensureFixtures(), "bottle");
+  op.manualSeed(42);
+  const expected = await op.rand([4]).toArray();
+  op.manualSeed(42);
+  const { detector } = await trainAutoencoder(category, {
+    loss: "l2",
+    epochs: 1,
+    patches: 4,
+    batch: 4,
+    objectSize: 128,
+    seed: 7,
+  });
+  detector!.dispose();
+  assert.deepEqual(await op.rand([4]).toArray(), expected);
 });
 
 Deno.test("a run folder holds the model, maps in MVTec's layout and the threshold", async () => {
@@ -139,8 +186,7 @@ Deno.test("a run folder holds the model, maps in MVTec's layout and the threshol
     method: aeL2,
     category,
     runDir: dir,
-    preset: "quick",
-    trainOptions: { epochs: 1, patches: 8, batch: 8, objectSize: 128, seed: 3 },
+    trainOptions: { preset: "quick", epochs: 1, patches: 8, batch: 8, objectSize: 128, seed: 3 },
   });
   assert.equal(result.stopped, false);
   for (
@@ -158,6 +204,10 @@ Deno.test("a run folder holds the model, maps in MVTec's layout and the threshol
   assert.equal(config.method, "ae-l2");
   assert.equal(config.category, "bottle");
   assert.equal(config.seed, 3);
+  assert.equal(config.preset, "quick");
+  assert.equal(config.kind, "object");
+  assert.equal(config.options.epochs, 1);
+  assert.deepEqual(config.validation_ids, category.validation.map((s) => s.id));
   const threshold = JSON.parse(await Deno.readTextFile(join(dir, "threshold.json")));
   assert.equal(threshold.source, "validation");
   assert.ok(Number.isFinite(threshold.threshold));
@@ -174,12 +224,21 @@ Deno.test("a run folder holds the model, maps in MVTec's layout and the threshol
   again.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - map.map[i]))));
   assert.ok(worst < 1e-4, `reloaded map differs by ${worst}`);
   loaded.dispose();
-  result.detector.dispose();
+  result.detector!.dispose();
 
-  // What a production line runs: maps, heat maps and a verdict per image of a folder.
-  const images = category.test.filter((s) => s.defect === sample.defect).slice(0, 2);
+  // What a production line runs: maps, heat maps and a verdict per image of a folder. A
+  // validation image is good by the threshold's construction; the same image with a large bright
+  // square painted on it must be called defective, however little the network has learned.
+  const validation = category.validation[0];
+  const good = await category.loadImage(validation, { channels: 1 });
+  const defective = cloneImage(good);
+  const side = Math.round(good.width / 3);
+  for (let y = side; y < 2 * side; y++) {
+    defective.data.fill(1, y * good.width + side, y * good.width + 2 * side);
+  }
   const inbox = await Deno.makeTempDir();
-  for (const s of images) await Deno.copyFile(s.imagePath, join(inbox, `${s.id}.png`));
+  await writePng(join(inbox, "good.png"), good);
+  await writePng(join(inbox, "defective.png"), defective);
   const predict = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "tasks/predict.ts", dir, inbox, "--out", join(dir, "predictions")],
     cwd: new URL("../../", import.meta.url).pathname,
@@ -189,12 +248,13 @@ Deno.test("a run folder holds the model, maps in MVTec's layout and the threshol
   const verdicts = JSON.parse(await Deno.readTextFile(join(dir, "predictions", "verdicts.json")));
   assert.equal(verdicts.method, "ae-l2");
   assert.equal(verdicts.images.length, 2);
-  for (const v of verdicts.images) {
-    assert.ok(v.verdict === "good" || v.verdict === "defective");
-    assert.equal(v.verdict === "defective", v.largest_region >= threshold.min_area);
-    assert.ok((await Deno.stat(v.map)).isFile);
-  }
-  assert.ok((await Deno.stat(join(dir, "predictions", `${images[0].id}_heatmap.png`))).isFile);
+  const verdictOf = (name: string) =>
+    verdicts.images.find((v: { image: string }) => v.image.endsWith(name));
+  assert.equal(verdictOf("good.png").verdict, "good");
+  assert.equal(verdictOf("defective.png").verdict, "defective");
+  assert.ok(verdictOf("defective.png").largest_region >= threshold.min_area);
+  for (const v of verdicts.images) assert.ok((await Deno.stat(v.map)).isFile);
+  assert.ok((await Deno.stat(join(dir, "predictions", "defective_heatmap.png"))).isFile);
   await Deno.remove(inbox, { recursive: true });
   await Deno.remove(dir, { recursive: true });
 });

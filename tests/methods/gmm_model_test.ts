@@ -16,9 +16,8 @@ import { openCategory } from "../../src/data/mvtec.ts";
 import { type GmmTrainOptions, loadGmm, trainGmm } from "../../src/methods/gmm/model.ts";
 import { applicabilityProblem, assertApplies } from "../../src/methods/method.ts";
 import { gmmMethod } from "../../src/methods/gmm/model.ts";
-import "../../src/methods/builtin.ts";
 import { evaluationSubset, pixelRocAucOn } from "./helpers.ts";
-import { getMethod } from "../../src/methods/method.ts";
+import { getMethod } from "../../src/methods/registry.ts";
 
 const testSettings: GmmTrainOptions = {
   imageSize: 96,
@@ -102,4 +101,23 @@ Deno.test("GMM refuses bad input with messages that name the problem", async () 
     /feature dimension must be 1 to 49/,
   );
   await assert.rejects(loadGmm("/nonexistent/run"), /Cannot read GMM settings/);
+});
+
+Deno.test("gmm stopped by the signal ends with a stopped result that says so", async () => {
+  await init();
+  const category = await openCategory(await ensureFixtures(), "carpet");
+  const controller = new AbortController();
+  controller.abort();
+  const lines: string[] = [];
+  const result = await getMethod("gmm").train(category, {
+    imageSize: 96,
+    levels: 3,
+    trainImages: 5,
+    components: 3,
+    signal: controller.signal,
+    log: (line) => lines.push(line),
+  });
+  assert.equal(result.stopped, true);
+  assert.equal(result.detector, null);
+  assert.ok(lines.some((line) => /gmm: training was stopped/.test(line)), lines.join("\n"));
 });

@@ -17,9 +17,9 @@ import {
   trainVariation,
   type VariationTrainOptions,
 } from "../../src/methods/variation/model.ts";
-import "../../src/methods/builtin.ts";
 import { evaluationSubset, pixelRocAucOn } from "./helpers.ts";
-import { applicabilityProblem, assertApplies, getMethod } from "../../src/methods/method.ts";
+import { applicabilityProblem, assertApplies } from "../../src/methods/method.ts";
+import { getMethod } from "../../src/methods/registry.ts";
 
 const testSettings: VariationTrainOptions = {
   workingSize: 128,
@@ -106,4 +106,18 @@ Deno.test("variation: bad input is refused with a clear message", async () => {
     /workingSize/,
   );
   await assert.rejects(loadVariation("/nonexistent-variation-run"), /Cannot read variation model/);
+});
+
+Deno.test("variation stopped by the signal ends with a stopped result", async () => {
+  await init();
+  const category = await openCategory(await ensureFixtures(), "bottle");
+  const controller = new AbortController();
+  controller.abort();
+  const result = await getMethod("variation").train(category, {
+    imageSize: 128,
+    trainImages: 4,
+    signal: controller.signal,
+  });
+  assert.equal(result.stopped, true);
+  assert.equal(result.detector, null);
 });

@@ -37,12 +37,21 @@ Deno.test("train refuses bad input with messages that name it", async () => {
     [["velvet", "--data", data], /velvet.*carpet/s],
     [["bottle", "--data", data, "--method", "gmm"], /meant for texture categories.*--force/],
     [["carpet", "--data", "/nonexistent/mvtec"], /\/nonexistent\/mvtec/],
+    [["bottle", "--data", data, "--method", "gmm", "--epochs", "3"], /--epochs.*gmm/],
   ];
   for (const [args, pattern] of cases) {
     const { code, out } = await run("train", args);
     assert.notEqual(code, 0, args.join(" "));
     assert.match(out, pattern, `${args.join(" ")}: ${out}`);
   }
+});
+
+Deno.test("train --help --method NAME shows that method's options only", async () => {
+  const { code, out } = await run("train", ["--help", "--method", "gmm"]);
+  assert.equal(code, 0);
+  assert.match(out, /--levels N/);
+  assert.ok(!out.includes("--epochs"), out);
+  assert.ok(!out.includes("ae-ssim:"), out);
 });
 
 Deno.test("predict: usage and errors", async () => {

@@ -11,15 +11,30 @@
 import { join } from "node:path";
 import { type Channels, convertChannels, type FloatImage, resize } from "../../data/image.ts";
 import type { MvtecCategory } from "../../data/mvtec.ts";
-import { augment, augmentOptionsFor, batches, categorySource } from "../../data/augment.ts";
+import {
+  augment,
+  augmentOptionsFor,
+  type Batch,
+  batches,
+  categorySource,
+} from "../../data/augment.ts";
 import { init, keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
+import { withSeed } from "../../tensor/ops/random.ts";
 import * as op from "../../tensor/ops.ts";
 import { Adam } from "../../nn/optim.ts";
 import type { Sequential } from "../../nn/layers.ts";
-import { loadModule, loadSafetensors, saveModule, saveSafetensors } from "../../nn/checkpoint.ts";
+import { loadModule, saveModule } from "../../nn/checkpoint.ts";
+import { fit } from "../../nn/fit.ts";
 import { readJsonFile, writeJsonAtomic } from "../../util/fs.ts";
 import { buildAutoencoder } from "./model.ts";
-import type { AnomalyDetector, MethodDefinition, TrainOptions } from "../method.ts";
+import {
+  type AnomalyDetector,
+  defineMethod,
+  type MethodDefinition,
+  type OptionSpecs,
+  type TrainOptions,
+  type TrainResult,
+} from "../method.ts";
 
 /** The reconstruction loss, which also names the anomaly map. */
 export type AutoencoderLoss = "l2" | "ssim";
@@ -53,18 +68,6 @@ export interface AutoencoderSettings {
 
 /** The presets. */
 export const AUTOENCODER_PRESETS: Readonly<Record<AutoencoderPreset, AutoencoderSettings>> = {
-  paper: {
-    epochs: 200,
-    batch: 128,
-    patches: 10000,
-    channels: 1,
-    latent: 100,
-    lr: 2e-4,
-    weightDecay: 1e-5,
-    textureZoom: 512,
-    patchStride: 30,
-    objectSize: 256,
-  },
   quick: {
     epochs: 6,
     batch: 8,
@@ -77,10 +80,23 @@ export const AUTOENCODER_PRESETS: Readonly<Record<AutoencoderPreset, Autoencoder
     patchStride: 32,
     objectSize: 256,
   },
+  paper: {
+    epochs: 200,
+    batch: 128,
+    patches: 10000,
+    channels: 1,
+    latent: 100,
+    lr: 2e-4,
+    weightDecay: 1e-5,
+    textureZoom: 512,
+    patchStride: 30,
+    objectSize: 256,
+  },
 };
 
 /** Options of {@link trainAutoencoder}. */
-export interface AutoencoderTrainOptions extends TrainOptions, Partial<AutoencoderSettings> {
+export interface AutoencoderTrainOptions
+  extends Omit<TrainOptions, "preset">, Partial<AutoencoderSettings> {
   /** ae-l2 or ae-ssim (default "ssim"). */
   loss?: AutoencoderLoss;
   /** Preset the unset settings come from (default "quick"). */
@@ -102,9 +118,6 @@ export class AutoencoderDetector implements AnomalyDetector {
   readonly method: string;
   /** Channels the network reads. */
   readonly channels: Channels;
-  /** (step, loss) pairs of the training run that made it, for the loss curve. */
-  losses: [number, number][] = [];
-
   /** Wraps a model and its configuration. */
   constructor(readonly model: Sequential, readonly config: AutoencoderConfig) {
     this.method = `ae-${config.loss}`;
@@ -260,43 +273,26 @@ export function resolveSettings(
   return settings;
 }
 
-interface TrainingState {
-  epoch: number;
-  step: number;
-  losses: [number, number][];
-}
-
 /** Trains an autoencoder on a category's training split. */
 export async function trainAutoencoder(
   category: MvtecCategory,
   options: AutoencoderTrainOptions,
-): Promise<AutoencoderDetector> {
+): Promise<TrainResult<AutoencoderDetector>> {
   await init();
   const settings = resolveSettings(options);
   const kind = category.info.kind;
   const lossName = options.loss ?? "ssim";
   const config: AutoencoderConfig = { loss: lossName, kind, settings };
   const seed = options.seed ?? 0;
-  op.manualSeed(seed);
   const inputSize = kind === "texture" ? patchSize : settings.objectSize;
-  const model = buildAutoencoder({
-    inputSize,
-    channels: settings.channels,
-    latent: settings.latent,
-  });
+  const model = withSeed(
+    seed,
+    () => buildAutoencoder({ inputSize, channels: settings.channels, latent: settings.latent }),
+  );
   const optimizer = new Adam(model.parameters(), {
     lr: settings.lr,
     weightDecay: settings.weightDecay,
   });
-  const log = options.log ?? (() => {});
-  let state: TrainingState = { epoch: 0, step: 0, losses: [] };
-  if (options.resume) {
-    if (!options.checkpointDir) throw new Error("resume needs checkpointDir");
-    state = await restoreCheckpoint(options.checkpointDir, model, optimizer);
-    log(`resumed after epoch ${state.epoch} (step ${state.step})`);
-  }
-  const stepsPerEpoch = Math.ceil(settings.patches / settings.batch);
-  const totalSteps = stepsPerEpoch * settings.epochs;
   // Loaded at the working size, so the category's cache keeps the resized images across epochs
   // instead of decoding and shrinking the originals again for every epoch's stream.
   const workingSide = kind === "texture" ? settings.textureZoom : settings.objectSize;
@@ -305,123 +301,68 @@ export async function trainAutoencoder(
     width: workingSide,
     height: workingSide,
   });
-  const started = performance.now();
-  let samplesSeen = 0;
-  let lastReport = 0;
-  for (let epoch = state.epoch + 1; epoch <= settings.epochs; epoch++) {
-    const augmentation = augmentOptionsFor(category.info, settings.patches, seed * 100003 + epoch, {
-      patchSize,
-      zoomSize: kind === "texture" ? settings.textureZoom : undefined,
-      outputWidth: kind === "object" ? settings.objectSize : undefined,
-      outputHeight: kind === "object" ? settings.objectSize : undefined,
-    });
-    const pendingLosses: [number, Tensor][] = [];
-    for await (const batch of batches(augment(source, augmentation), settings.batch)) {
-      if (options.signal?.aborted) break;
-      const images = tensor(batch.data, [...batch.shape]);
-      const loss = tidy(() => {
-        optimizer.zeroGrad();
-        const reconstruction = model.train().forward(images);
-        const value = lossName === "l2"
-          ? op.mse(reconstruction, images)
-          : op.affine(op.ssim(reconstruction, images).mean, -1, 1);
-        value.backward();
-        optimizer.step();
-        return value;
-      });
-      images.dispose();
-      state.step++;
-      samplesSeen += batch.shape[0];
-      pendingLosses.push([state.step, loss]);
-      // Loss values come back rarely: a readback stalls the GPU pipeline.
-      const now = performance.now();
-      if (now - lastReport > 2000 || state.step === totalSteps) {
-        lastReport = now;
-        const values = await toArrays(pendingLosses.map(([, t]) => t));
-        pendingLosses.forEach(([step, t], i) => {
-          state.losses.push([step, values[i][0]]);
-          t.dispose();
+  const reconstructionLoss = (reconstruction: Tensor, images: Tensor) =>
+    lossName === "l2"
+      ? op.mse(reconstruction, images)
+      : op.affine(op.ssim(reconstruction, images).mean, -1, 1);
+  try {
+    const result = await fit<Batch>({
+      modules: { model },
+      optimizers: { adam: optimizer },
+      epochs: settings.epochs,
+      stepsPerEpoch: Math.ceil(settings.patches / settings.batch),
+      batches: (epoch) => {
+        const augmentation = augmentOptionsFor(
+          category.info,
+          settings.patches,
+          seed * 100003 + epoch,
+          {
+            patchSize,
+            zoomSize: kind === "texture" ? settings.textureZoom : undefined,
+            outputWidth: kind === "object" ? settings.objectSize : undefined,
+            outputHeight: kind === "object" ? settings.objectSize : undefined,
+          },
+        );
+        return batches(augment(source, augmentation), settings.batch);
+      },
+      step: (batch) => {
+        const images = tensor(batch.data, [...batch.shape]);
+        const loss = tidy(() => {
+          optimizer.zeroGrad();
+          const value = reconstructionLoss(model.train().forward(images), images);
+          value.backward();
+          optimizer.step();
+          return value;
         });
-        pendingLosses.length = 0;
-        options.onProgress?.({
-          epoch,
-          epochs: settings.epochs,
-          step: state.step,
-          totalSteps,
-          loss: state.losses[state.losses.length - 1][1],
-          samplesPerSecond: samplesSeen / ((now - started) / 1000),
-        });
-      }
-    }
-    const values = await toArrays(pendingLosses.map(([, t]) => t));
-    pendingLosses.forEach(([step, t], i) => {
-      state.losses.push([step, values[i][0]]);
-      t.dispose();
+        images.dispose();
+        return loss;
+      },
+      samplesIn: (batch) => batch.shape[0],
+      checkpointDir: options.checkpointDir,
+      resume: options.resume,
+      // What the weights' shapes and meaning depend on; epochs and the like may change on resume.
+      config: {
+        loss: lossName,
+        kind,
+        inputSize,
+        channels: settings.channels,
+        latent: settings.latent,
+      },
+      signal: options.signal,
+      onProgress: options.onProgress,
+      log: options.log,
     });
-    if (options.signal?.aborted) {
-      log(`stopped during epoch ${epoch}; the checkpoint of epoch ${state.epoch} is intact`);
-      break;
-    }
-    state.epoch = epoch;
-    const last = state.losses[state.losses.length - 1];
-    log(
-      `epoch ${epoch}/${settings.epochs}: step ${state.step}, loss ${
-        last ? last[1].toFixed(5) : "n/a"
-      }`,
-    );
-    if (options.checkpointDir) {
-      await writeCheckpoint(options.checkpointDir, model, optimizer, state, config);
-    }
+    return {
+      detector: new AutoencoderDetector(model, config),
+      stopped: result.stopped,
+      losses: result.losses,
+    };
+  } catch (error) {
+    model.dispose();
+    throw error;
+  } finally {
+    optimizer.dispose();
   }
-  optimizer.dispose();
-  const detector = new AutoencoderDetector(model, config);
-  detector.losses = state.losses;
-  return detector;
-}
-
-async function writeCheckpoint(
-  directory: string,
-  model: Sequential,
-  optimizer: Adam,
-  state: TrainingState,
-  config: AutoencoderConfig,
-): Promise<void> {
-  // The model goes last: a crash between the writes leaves the previous epoch's set whole
-  // except for files that are already the new epoch's, and progress.json names what is complete.
-  const moments = new Map<string, Tensor>();
-  optimizer.state().forEach((t, i) => moments.set(`moment.${i}`, t));
-  await saveSafetensors(join(directory, "checkpoint", "optimizer.safetensors"), moments, {
-    step: String(optimizer.stepCount),
-  });
-  await saveModule(model, join(directory, "checkpoint", "model.safetensors"));
-  await writeJsonAtomic(join(directory, "checkpoint", "progress.json"), { ...state, config });
-}
-
-async function restoreCheckpoint(
-  directory: string,
-  model: Sequential,
-  optimizer: Adam,
-): Promise<TrainingState> {
-  const progressPath = join(directory, "checkpoint", "progress.json");
-  const progress = await readJsonFile<TrainingState>(
-    progressPath,
-    (reason) => new Error(`Cannot resume: ${progressPath} is missing or unreadable (${reason})`),
-  );
-  await loadModule(model, join(directory, "checkpoint", "model.safetensors"));
-  const { tensors, metadata } = await loadSafetensors(
-    join(directory, "checkpoint", "optimizer.safetensors"),
-  );
-  optimizer.state().forEach((t, i) => {
-    const stored = tensors.get(`moment.${i}`);
-    if (!stored || stored.data.length !== t.size) {
-      throw new Error(`Optimizer checkpoint does not fit this model`);
-    }
-    const source = tensor(stored.data, t.shape);
-    t.gpu.recorder.copy(source.buffer, 0, t.buffer, 0, t.bytes);
-    source.dispose();
-  });
-  optimizer.stepCount = Number(metadata.step ?? progress.step);
-  return { epoch: progress.epoch, step: progress.step, losses: progress.losses };
 }
 
 /** Loads a detector saved by {@link AutoencoderDetector.save}. */
@@ -442,20 +383,51 @@ export async function loadAutoencoder(directory: string): Promise<AutoencoderDet
   return new AutoencoderDetector(model, config);
 }
 
-function definition(loss: AutoencoderLoss): MethodDefinition<AutoencoderTrainOptions> {
-  return {
+const autoencoderOptions = {
+  epochs: { type: "integer", min: 1, help: "epochs over the patch set" },
+  batch: { type: "integer", min: 1, help: "patches per optimisation step" },
+  patches: { type: "integer", min: 1, help: "augmented patches per epoch (the paper: 10000)" },
+  lr: { type: "number", min: 0, minExclusive: true, help: "Adam learning rate" },
+  weightDecay: { type: "number", min: 0, help: "Adam weight decay" },
+  channels: { type: "choice", choices: [1, 3], help: "grayscale (as in the paper) or colour" },
+  latent: { type: "integer", min: 1, help: "latent dimension" },
+  textureZoom: { type: "integer", min: patchSize, help: "textures: side of the zoomed image" },
+  patchStride: { type: "integer", min: 1, help: "textures: stride of the patches at inference" },
+  objectSize: {
+    type: "integer",
+    min: patchSize,
+    help: "objects: side of the image fed to the network (128 times a power of two)",
+  },
+} as const satisfies OptionSpecs;
+
+function definition(loss: AutoencoderLoss): MethodDefinition {
+  return defineMethod({
     name: `ae-${loss}`,
     description: loss === "ssim"
       ? "convolutional autoencoder with SSIM loss; map = 1 − SSIM (Bergmann et al. 2019)"
       : "convolutional autoencoder with per-pixel L2 loss; map = squared residual",
     appliesTo: "all",
-    presets: Object.keys(AUTOENCODER_PRESETS),
-    train: (category, options) => trainAutoencoder(category, { ...options, loss }),
+    options: autoencoderOptions,
+    presets: AUTOENCODER_PRESETS,
+    defaultPreset: { software: "quick", gpu: "paper" },
+    checkpoints: true,
+    train: (category, options) =>
+      trainAutoencoder(category, {
+        ...options,
+        preset: options.preset as AutoencoderPreset | undefined,
+        loss,
+      }),
     load: loadAutoencoder,
-  };
+    advice: ({ category, preset }) =>
+      loss === "ssim" && preset === "quick" && category.info.kind === "texture"
+        ? "a quick ae-ssim run seldom reconstructs a fine texture sharply enough for 1 − SSIM " +
+          "to find its defects (README: What the autoencoders can find); gmm suits textures on a " +
+          "CPU adapter."
+        : null,
+  });
 }
 
 /** The `ae-ssim` method. */
-export const aeSsim: MethodDefinition<AutoencoderTrainOptions> = definition("ssim");
+export const aeSsim: MethodDefinition = definition("ssim");
 /** The `ae-l2` method. */
-export const aeL2: MethodDefinition<AutoencoderTrainOptions> = definition("l2");
+export const aeL2: MethodDefinition = definition("l2");

@@ -28,7 +28,13 @@ import { upsample } from "../../tensor/ops/pool.ts";
 import { reshape } from "../../tensor/ops/shape.ts";
 import { keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
 import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
-import type { AnomalyDetector, MethodDefinition, TrainOptions } from "../method.ts";
+import {
+  type AnomalyDetector,
+  defineMethod,
+  type MethodDefinition,
+  TrainingStoppedError,
+  type TrainOptions,
+} from "../method.ts";
 import {
   gaussianPyramid,
   neighbourhoodFeatures,
@@ -465,7 +471,7 @@ export async function trainGmm(
         totalSteps: settings.levels,
         samplesPerSecond: (images.length * 1000) / (performance.now() - started),
       });
-      if (options.signal?.aborted) throw new Error("gmm: training was aborted");
+      if (options.signal?.aborted) throw new TrainingStoppedError("gmm");
     }
   } finally {
     pyramids.flat().forEach((t) => t.dispose());
@@ -528,10 +534,46 @@ function definedOnly(options: GmmTrainOptions): Partial<GmmSettings> {
 }
 
 /** The "gmm" method: GMM texture inspection for the texture categories. */
-export const gmmMethod: MethodDefinition<GmmTrainOptions> = {
+export const gmmMethod: MethodDefinition = defineMethod({
   name: "gmm",
   description: "GMM texture inspection (Böttger & Ulrich 2016): per-level neighbourhood mixtures",
   appliesTo: "textures",
-  train: trainGmm,
+  options: {
+    imageSize: {
+      type: "integer",
+      min: 16,
+      help: "side of the working image (default 400, never above the images' own size)",
+    },
+    levels: {
+      type: "integer",
+      min: 1,
+      max: 8,
+      default: GMM_DEFAULTS.levels,
+      help: "pyramid levels",
+    },
+    components: {
+      type: "choice",
+      choices: ["bic", 1, 2, 3, 4, 5, 6, 7, 8],
+      default: GMM_DEFAULTS.components,
+      help: "mixture components per level, or bic to choose",
+    },
+    trainImages: {
+      type: "integer",
+      min: 1,
+      default: GMM_DEFAULTS.trainImages,
+      help: "training images EM is fitted to",
+    },
+    sensitivity: {
+      type: "number",
+      min: 0,
+      minExclusive: true,
+      default: GMM_DEFAULTS.sensitivity,
+      help: "larger finds more; the method's threshold is 1 / sensitivity",
+    },
+  },
+  train: async (category, options) => {
+    const detector = await trainGmm(category, options);
+    return { detector, stopped: false, losses: [] };
+  },
   load: loadGmm,
-};
+});

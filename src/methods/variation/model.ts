@@ -30,7 +30,13 @@ import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../../nn/
 import { bind, elementGrid, Params, run } from "../../tensor/ops/launch.ts";
 import { empty, keep, type Tensor, tensor, toArrays } from "../../tensor/tensor.ts";
 import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
-import type { AnomalyDetector, MethodDefinition, TrainOptions } from "../method.ts";
+import {
+  type AnomalyDetector,
+  defineMethod,
+  type MethodDefinition,
+  TrainingStoppedError,
+  type TrainOptions,
+} from "../method.ts";
 import {
   ALIGN_DEFAULTS,
   type AlignFeature,
@@ -483,7 +489,7 @@ export async function trainVariation(
         totalSteps: planes.length,
         samplesPerSecond: ((i + 1) * 1000) / (performance.now() - started),
       });
-      if (options.signal?.aborted) throw new Error("variation: training was aborted");
+      if (options.signal?.aborted) throw new TrainingStoppedError("variation");
     }
   } finally {
     aligner.dispose();
@@ -573,11 +579,46 @@ export function recordPose(record: AlignmentRecord): RigidPose {
 }
 
 /** The "variation" method: the variation model for the object categories. */
-export const variationMethod: MethodDefinition<VariationTrainOptions> = {
+export const variationMethod: MethodDefinition = defineMethod({
   name: "variation",
   description:
     "Variation model (Steger et al.): aligned per-pixel mean and deviation, |x−μ|/max(a,bσ)",
   appliesTo: "objects",
-  train: trainVariation,
+  options: {
+    imageSize: {
+      type: "integer",
+      min: VARIATION_DEFAULTS.coarsestSize,
+      help: "longer side of the working image (default: the images' own size)",
+    },
+    trainImages: {
+      type: "integer",
+      min: 2,
+      default: VARIATION_DEFAULTS.trainImages,
+      help: "training images aligned into the model",
+    },
+    absoluteTolerance: {
+      type: "number",
+      min: 0,
+      default: VARIATION_DEFAULTS.absoluteTolerance,
+      help: "a: tolerated deviation in gray values of [0, 1]",
+    },
+    relativeTolerance: {
+      type: "number",
+      min: 0,
+      minExclusive: true,
+      default: VARIATION_DEFAULTS.relativeTolerance,
+      help: "b: tolerated deviation in standard deviations",
+    },
+    foreground: {
+      type: "choice",
+      choices: ["none", "auto"],
+      default: VARIATION_DEFAULTS.foreground,
+      help: "restrict the model to the object (auto) or keep the whole image",
+    },
+  },
+  train: async (category, { imageSize, ...options }) => {
+    const detector = await trainVariation(category, { ...options, workingSize: imageSize });
+    return { detector, stopped: false, losses: [] };
+  },
   load: loadVariation,
-};
+});

@@ -1,0 +1,246 @@
+/**
+ * The one training loop for networks: epochs of steps, progress with the loss read back rarely,
+ * an atomic end-of-epoch checkpoint holding the weights and the optimizer state, `resume`, and a
+ * stop signal (Ctrl-C) that ends the run after the current step and keeps the last checkpoint.
+ *
+ * A method supplies its networks, its optimizers, the batches of an epoch and one training step;
+ * everything else about running a training is here, so every network trains alike.
+ */
+
+import { join } from "node:path";
+import { type Tensor, tensor, toArrays } from "../tensor/tensor.ts";
+import type { Module } from "./module.ts";
+import type { Optimizer } from "./optim.ts";
+import { CheckpointError, loadSafetensors, saveSafetensors } from "./checkpoint.ts";
+
+/** An optimizer whose state can be saved and restored (Adam). */
+export interface CheckpointableOptimizer extends Optimizer {
+  /** Updates taken so far (Adam's bias correction depends on it). */
+  stepCount: number;
+  /** Its state tensors, in a fixed order. */
+  state(): Tensor[];
+}
+
+/** Progress of a training run, reported to callbacks (and the progress bar of the CLI). */
+export interface TrainProgress {
+  /** Current epoch, from 1. */
+  epoch: number;
+  /** Epochs in the run. */
+  epochs: number;
+  /** Optimisation steps done so far. */
+  step: number;
+  /** Steps in the whole run. */
+  totalSteps: number;
+  /** The latest loss that was read back, if any (it is read rarely). */
+  loss?: number;
+  /** Training samples (patches or images) processed per second. */
+  samplesPerSecond?: number;
+}
+
+/** Options of {@link fit}. */
+export interface FitOptions<Batch> {
+  /** The networks whose weights the checkpoint keeps, by name. */
+  modules: Readonly<Record<string, Module>>;
+  /** Their optimizers, by name; their state is checkpointed too. */
+  optimizers: Readonly<Record<string, CheckpointableOptimizer>>;
+  /** Epochs in the run. */
+  epochs: number;
+  /** Steps in one epoch (for progress and ETA). */
+  stepsPerEpoch: number;
+  /** The batches of an epoch (from 1); each epoch's stream should be seeded by its number. */
+  batches: (epoch: number) => AsyncIterable<Batch>;
+  /**
+   * Records one training step (forward, backward, update) and returns its loss as a one-element
+   * tensor that outlives the step (return it from `tidy`). Nothing is read back here.
+   */
+  step: (batch: Batch) => Tensor;
+  /** Samples in a batch, for the throughput figure. */
+  samplesIn: (batch: Batch) => number;
+  /** Folder of `checkpoint.safetensors`; without it no checkpoint is written. */
+  checkpointDir?: string;
+  /** Continue from the checkpoint in `checkpointDir`. */
+  resume?: boolean;
+  /** Stored in the checkpoint and compared on resume, so a checkpoint of other settings fails. */
+  config?: unknown;
+  /** Stops after the current step; the last end-of-epoch checkpoint stays as it is. */
+  signal?: AbortSignal;
+  /** Called when the loss is read back (about every `reportEveryMs`) and at the end. */
+  onProgress?: (progress: TrainProgress) => void;
+  /** Lines for the run's log. */
+  log?: (line: string) => void;
+  /** How often the loss is read back, in ms (default 2000): a readback stalls the GPU. */
+  reportEveryMs?: number;
+}
+
+/** What {@link fit} did. */
+export interface FitResult {
+  /** True when the signal stopped the run before its last epoch ended. */
+  stopped: boolean;
+  /** Epochs completed. */
+  epoch: number;
+  /** Steps completed. */
+  step: number;
+  /** (step, loss) of every step of the run, resumed parts included. */
+  losses: [number, number][];
+}
+
+/** The file in `checkpointDir` that {@link fit} writes at the end of every epoch. */
+export const CHECKPOINT_FILE = "checkpoint.safetensors";
+
+interface Progress {
+  epoch: number;
+  step: number;
+  losses: [number, number][];
+}
+
+/** Trains for the remaining epochs; see the module's description. */
+export async function fit<Batch>(options: FitOptions<Batch>): Promise<FitResult> {
+  const log = options.log ?? (() => {});
+  const reportEvery = options.reportEveryMs ?? 2000;
+  let progress: Progress = { epoch: 0, step: 0, losses: [] };
+  if (options.resume) {
+    if (!options.checkpointDir) throw new Error("resume needs a checkpoint folder");
+    progress = await restoreCheckpoint(options);
+    log(`resumed after epoch ${progress.epoch} (step ${progress.step})`);
+  }
+  const totalSteps = options.stepsPerEpoch * options.epochs;
+  const started = performance.now();
+  let samplesSeen = 0;
+  let lastReport = started;
+  const pending: [number, Tensor][] = [];
+  const readPending = async () => {
+    const values = await toArrays(pending.map(([, loss]) => loss));
+    pending.forEach(([step, loss], i) => {
+      progress.losses.push([step, values[i][0]]);
+      loss.dispose();
+    });
+    pending.length = 0;
+  };
+  for (let epoch = progress.epoch + 1; epoch <= options.epochs; epoch++) {
+    for await (const batch of options.batches(epoch)) {
+      if (options.signal?.aborted) break;
+      pending.push([progress.step + 1, options.step(batch)]);
+      progress.step++;
+      samplesSeen += options.samplesIn(batch);
+      const now = performance.now();
+      if (now - lastReport > reportEvery) {
+        lastReport = now;
+        await readPending();
+        options.onProgress?.({
+          epoch,
+          epochs: options.epochs,
+          step: progress.step,
+          totalSteps,
+          loss: progress.losses.at(-1)?.[1],
+          samplesPerSecond: samplesSeen / ((now - started) / 1000),
+        });
+      }
+    }
+    await readPending();
+    if (options.signal?.aborted) {
+      log(`stopped during epoch ${epoch}; the checkpoint of epoch ${progress.epoch} is intact`);
+      return { stopped: true, ...progress };
+    }
+    progress.epoch = epoch;
+    const last = progress.losses.at(-1);
+    log(
+      `epoch ${epoch}/${options.epochs}: step ${progress.step}, loss ${
+        last ? last[1].toFixed(5) : "n/a"
+      }`,
+    );
+    options.onProgress?.({
+      epoch,
+      epochs: options.epochs,
+      step: progress.step,
+      totalSteps,
+      loss: last?.[1],
+      samplesPerSecond: samplesSeen / ((performance.now() - started) / 1000),
+    });
+    if (options.checkpointDir) await writeCheckpoint(options, progress);
+  }
+  return { stopped: false, ...progress };
+}
+
+/** Names of the checkpoint's tensors: `module/<name>/<parameter>` and `optimizer/<name>/<i>`. */
+function checkpointTensors(
+  modules: FitOptions<unknown>["modules"],
+  optimizers: FitOptions<unknown>["optimizers"],
+): Map<string, Tensor> {
+  const tensors = new Map<string, Tensor>();
+  for (const [name, module] of Object.entries(modules)) {
+    for (const [parameter, t] of module.stateDict()) tensors.set(`module/${name}/${parameter}`, t);
+  }
+  for (const [name, optimizer] of Object.entries(optimizers)) {
+    optimizer.state().forEach((t, i) => tensors.set(`optimizer/${name}/${i}`, t));
+  }
+  return tensors;
+}
+
+/**
+ * Weights, optimizer state and progress go into one file written atomically, so a crash at any
+ * moment leaves either the previous epoch's checkpoint or this one, never a mix of the two.
+ */
+async function writeCheckpoint<Batch>(options: FitOptions<Batch>, progress: Progress) {
+  const stepCounts = Object.fromEntries(
+    Object.entries(options.optimizers).map(([name, o]) => [name, o.stepCount]),
+  );
+  await saveSafetensors(
+    join(options.checkpointDir!, CHECKPOINT_FILE),
+    checkpointTensors(options.modules, options.optimizers),
+    {
+      progress: JSON.stringify(progress),
+      step_counts: JSON.stringify(stepCounts),
+      config: JSON.stringify(options.config ?? null),
+    },
+  );
+}
+
+async function restoreCheckpoint<Batch>(options: FitOptions<Batch>): Promise<Progress> {
+  const path = join(options.checkpointDir!, CHECKPOINT_FILE);
+  let contents;
+  try {
+    contents = await loadSafetensors(path);
+  } catch (error) {
+    throw new Error(
+      `Cannot resume: ${path} is missing or unreadable (${(error as Error).message})`,
+      { cause: error },
+    );
+  }
+  const { tensors, metadata } = contents;
+  const saved = metadata.config ?? "null";
+  if (saved !== JSON.stringify(options.config ?? null)) {
+    throw new CheckpointError(
+      path,
+      `was written with other settings (${saved}); resume with the same options or start anew`,
+    );
+  }
+  const targets = checkpointTensors(options.modules, options.optimizers);
+  const problems: string[] = [];
+  for (const [name, target] of targets) {
+    const stored = tensors.get(name);
+    if (!stored) problems.push(`missing "${name}"`);
+    else if (stored.data.length !== target.size) problems.push(`"${name}" has another shape`);
+  }
+  if (problems.length > 0) {
+    throw new CheckpointError(path, `does not fit this model: ${problems.slice(0, 5).join("; ")}`);
+  }
+  for (const [name, target] of targets) {
+    const source = tensor(tensors.get(name)!.data, target.shape);
+    target.gpu.recorder.copy(source.buffer, 0, target.buffer, 0, target.bytes);
+    source.dispose();
+  }
+  const stepCounts = JSON.parse(metadata.step_counts ?? "{}") as Record<string, number>;
+  for (const [name, optimizer] of Object.entries(options.optimizers)) {
+    optimizer.stepCount = stepCounts[name] ?? 0;
+  }
+  return JSON.parse(metadata.progress) as Progress;
+}
+
+/** Whether `dir` holds a checkpoint of {@link fit}, i.e. a run that `resume` can continue. */
+export async function hasCheckpoint(dir: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(join(dir, CHECKPOINT_FILE))).isFile;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,71 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  compareNames,
+  displayPath,
+  listDirectory,
+  readJsonFile,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from "../../src/util/fs.ts";
+
+Deno.test("listDirectory lists files or folders, by extension, without hidden names, in order", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const name of ["10.png", "2.PNG", "1.jpg", "notes.txt", ".hidden.png", "._2.png"]) {
+      await Deno.writeTextFile(join(dir, name), "");
+    }
+    for (const name of ["b", "a10", "a9", ".git"]) await Deno.mkdir(join(dir, name));
+    // Numbers in names sort by value, extensions match whatever their case.
+    assert.deepEqual(await listDirectory(dir, { kind: "file", extensions: [".png", ".jpg"] }), [
+      "1.jpg",
+      "2.PNG",
+      "10.png",
+    ]);
+    assert.deepEqual(await listDirectory(dir, { kind: "directory" }), ["a9", "a10", "b"]);
+    assert.deepEqual(
+      await listDirectory(dir, { kind: "file", extensions: [".png"], includeHidden: true }),
+      ["._2.png", ".hidden.png", "2.PNG", "10.png"],
+    );
+    await assert.rejects(
+      () => listDirectory(join(dir, "missing"), { kind: "file" }),
+      (error: Error) =>
+        /Cannot list ".*missing"/.test(error.message) &&
+        error.cause instanceof Deno.errors.NotFound,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("compareNames orders numbers by value", () => {
+  assert.deepEqual(["10", "9", "b", "a"].sort(compareNames), ["9", "10", "a", "b"]);
+});
+
+Deno.test("JSON written atomically reads back; a bad file fails in the caller's words", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "nested", "value.json");
+    await writeJsonAtomic(path, { a: [1, 2] });
+    assert.equal(await Deno.readTextFile(path), '{\n  "a": [\n    1,\n    2\n  ]\n}\n');
+    assert.deepEqual(await readJsonFile(path, (reason) => new Error(reason)), { a: [1, 2] });
+    assert.deepEqual([...Deno.readDirSync(join(dir, "nested"))].map((e) => e.name), [
+      "value.json",
+    ]);
+    await writeFileAtomic(join(dir, "broken.json"), "{ not json");
+    const failure = (reason: string) => new RangeError(`settings unreadable: ${reason}`);
+    await assert.rejects(() => readJsonFile(join(dir, "broken.json"), failure), RangeError);
+    await assert.rejects(
+      () => readJsonFile(join(dir, "missing.json"), failure),
+      /settings unreadable: .*missing\.json/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("displayPath shortens paths below the working folder only", () => {
+  assert.equal(displayPath(join(Deno.cwd(), "out", "eval")), join("out", "eval"));
+  assert.equal(displayPath("/somewhere/else"), "/somewhere/else");
+  assert.equal(displayPath(Deno.cwd()), Deno.cwd());
+});
