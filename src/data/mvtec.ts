@@ -35,7 +35,7 @@ import {
   resize,
 } from "./image.ts";
 import { Random } from "./random.ts";
-import { readJsonFile } from "../util/fs.ts";
+import { listDirectory, readJsonFile } from "../util/fs.ts";
 
 /** The five texture categories of MVTec AD. */
 export const TEXTURE_CATEGORIES: readonly string[] = ["carpet", "grid", "leather", "tile", "wood"];
@@ -501,25 +501,15 @@ export function splitValidation<T>(
   };
 }
 
-const IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg"]);
+const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg"];
 
-async function listImageFiles(folder: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const entry of Deno.readDir(folder)) {
-    if (entry.isFile && IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase())) {
-      names.push(entry.name);
-    }
-  }
-  // Numeric-aware order so that "2.png" precedes "10.png" in user data without zero padding.
-  return names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+/** Image files of a folder, in numeric-aware order ("2.png" before "10.png"). */
+function listImageFiles(folder: string): Promise<string[]> {
+  return listDirectory(folder, { kind: "file", extensions: IMAGE_EXTENSIONS });
 }
 
-async function listFolders(folder: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const entry of Deno.readDir(folder)) {
-    if (entry.isDirectory && !entry.name.startsWith(".")) names.push(entry.name);
-  }
-  return names.sort();
+function listFolders(folder: string): Promise<string[]> {
+  return listDirectory(folder, { kind: "directory" });
 }
 
 async function isDirectory(path: string): Promise<boolean> {
