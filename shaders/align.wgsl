@@ -15,25 +15,9 @@
 // deviation: the anomaly map in the image frame. For every image pixel q, p = T⁻¹(q) is where q
 //   lies in the aligned frame; the model's μ, σ and foreground there give
 //   |x(q) − μ(p)| / max(a, b σ(p)), and 0 outside the foreground or the aligned frame.
-
-struct ScoreParams {
-  width: u32,
-  height: u32,
-  angle_count: u32,
-  shift_count: u32, // per axis
-  pose_count: u32,
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
-  centre_angle: f32,
-  angle_step: f32,
-  centre_tx: f32,
-  centre_ty: f32,
-  shift_step: f32,
-  support: f32, // Σ w
-  _pad3: f32,
-  _pad4: f32,
-}
+//
+// ScoreParams, WarpParams, MomentParams and DeviationParams are declared in
+// src/methods/variation/align.ts.
 
 @group(0) @binding(0) var<uniform> sp: ScoreParams;
 @group(0) @binding(1) var<storage, read> reference_hat: array<f32>;
@@ -160,17 +144,6 @@ fn score_poses_per_thread(
   scores[pose] = select(0.0, rx / sqrt(variance), variance > 1e-8);
 }
 
-struct WarpParams {
-  width: u32,
-  height: u32,
-  offset: u32, // first element of the output image in the stack
-  _pad0: u32,
-  cos_angle: f32,
-  sin_angle: f32,
-  tx: f32,
-  ty: f32,
-}
-
 @group(0) @binding(0) var<uniform> wp: WarpParams;
 @group(0) @binding(1) var<storage, read> warp_src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> warp_dst: array<f32>;
@@ -202,13 +175,6 @@ fn warp(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   warp_dst[wp.offset + i] = sample_warp_src(q);
 }
 
-struct MomentParams {
-  pixels: u32,
-  images: u32,
-  _pad0: u32,
-  _pad1: u32,
-}
-
 @group(0) @binding(0) var<uniform> mp: MomentParams;
 @group(0) @binding(1) var<storage, read> stack: array<f32>;
 @group(0) @binding(2) var<storage, read_write> mean_out: array<f32>;
@@ -234,21 +200,6 @@ fn moments(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
   }
   mean_out[i] = mean;
   std_out[i] = sqrt(squares / f32(mp.images));
-}
-
-struct DeviationParams {
-  width: u32,
-  height: u32,
-  _pad0: u32,
-  _pad1: u32,
-  cos_angle: f32,
-  sin_angle: f32,
-  tx: f32,
-  ty: f32,
-  absolute_tolerance: f32, // a
-  relative_tolerance: f32, // b
-  _pad2: f32,
-  _pad3: f32,
 }
 
 @group(0) @binding(0) var<uniform> dp: DeviationParams;

@@ -4,40 +4,14 @@
 // axes broadcast over the rest (a bias [1, C, 1, 1], a row, a scalar), so its index is
 // (i / inner) % count: two integer operations instead of a loop over every axis.
 
-struct Params {
-  n: u32,
-  rank: u32,
-  alpha: f32,
-  _pad: u32,
-  shape: array<vec4u, 2>,
-  a_strides: array<vec4u, 2>,
-  b_strides: array<vec4u, 2>,
-  a_inner: u32,
-  a_count: u32,
-  b_inner: u32,
-  b_count: u32,
-}
+// BinaryParams and the OP_* codes are declared in src/tensor/ops/elementwise.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: BinaryParams;
 // Addressed by vec4: the contiguous case takes four elements per thread, the others one, through
 // a component of a vec4.
 @group(0) @binding(1) var<storage, read> a: array<vec4f>;
 @group(0) @binding(2) var<storage, read> b: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4f>;
-
-const OP_ADD: u32 = 0u;
-const OP_SUB: u32 = 1u;
-const OP_MUL: u32 = 2u;
-const OP_DIV: u32 = 3u;
-const OP_MAX: u32 = 4u;
-const OP_MIN: u32 = 5u;
-// Gradients of unary functions: a is the incoming gradient, b the saved input or output.
-const OP_RELU_GRAD: u32 = 6u; // b = input
-const OP_LEAKY_RELU_GRAD: u32 = 7u; // b = input, alpha = slope
-const OP_SIGMOID_GRAD: u32 = 8u; // b = output
-const OP_TANH_GRAD: u32 = 9u; // b = output
-const OP_ABS_GRAD: u32 = 10u; // b = input
-const OP_GREATER: u32 = 11u; // 1 where a > b
 
 fn dim(v: array<vec4u, 2>, d: u32) -> u32 {
   return v[d / 4u][d % 4u];

@@ -1,35 +1,19 @@
 // Folds the column matrix of a convolution's input gradient into an NCHW image: every input pixel
 // sums the columns of the output pixels and kernel taps that read it. It is a gather, one thread
 // per input pixel, so no atomics are needed.
-// columns: [groups, (cin/groups)·kh·kw, images·out_h·out_w], from gemm.wgsl's MODE 2.
+// columns: [groups, (cin/groups)·kh·kw, images·out_h·out_w], the product of gemm.wgsl's
+// MODE_CONV_INPUT_GRAD.
 
-struct Params {
-  n: u32,
-  images: u32,
-  cin: u32,
-  groups: u32,
-  in_h: u32,
-  in_w: u32,
-  out_h: u32,
-  out_w: u32,
-  kernel_h: u32,
-  kernel_w: u32,
-  stride_h: u32,
-  stride_w: u32,
-  pad_h: i32,
-  pad_w: i32,
-  dilation_h: u32,
-  dilation_w: u32,
-}
+// GemmParams is declared in src/tensor/ops/gemm.ts: the same block as the product's.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> columns: array<f32>;
 @group(0) @binding(2) var<storage, read_write> image: array<f32>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * 256u;
-  if (i >= p.n) {
+  if (i >= p.images * p.cin * p.in_h * p.in_w) {
     return;
   }
   let pixels = p.in_h * p.in_w;

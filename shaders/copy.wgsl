@@ -1,17 +1,9 @@
 // Strided copy between views: dst[dst_offset + Σ c_d·dst_strides_d] = src[src_offset + Σ c_d·src_strides_d]
 // for every coordinate c of `shape`. Permute, slice, concat, pad and broadcast are all this.
 
-struct Params {
-  n: u32,
-  rank: u32,
-  src_offset: u32,
-  dst_offset: u32,
-  shape: array<vec4u, 2>,
-  src_strides: array<vec4u, 2>,
-  dst_strides: array<vec4u, 2>,
-}
+// CopyParams is declared in src/tensor/ops/shape.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: CopyParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 

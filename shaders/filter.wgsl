@@ -1,20 +1,10 @@
-// One pass of a separable filter over NCHW planes: a 1-D correlation along x (AXIS 0) or y
-// (AXIS 1), out[.., i] = Σ_t taps[t] · in[.., i + t − radius], with zeros outside the image.
+// One pass of a separable filter over NCHW planes: a 1-D correlation along x (AXIS_X) or y
+// (AXIS_Y), out[.., i] = Σ_t taps[t] · in[.., i + t − radius], with zeros outside the image.
 // Its adjoint is the same pass with reversed taps and radius' = count − 1 − radius.
 
-struct Params {
-  n: u32,
-  height: u32,
-  width: u32,
-  tap_count: u32,
-  radius: i32,
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
-  taps: array<vec4f, 16>, // up to 64 taps
-}
+// FilterParams, AXIS_X and AXIS_Y are declared in src/tensor/ops/filter.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: FilterParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
@@ -29,7 +19,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   var position = x;
   var size = i32(p.width);
   var step = 1;
-  if (AXIS == 1u) {
+  if (AXIS == AXIS_Y) {
     position = y;
     size = i32(p.height);
     step = i32(p.width);

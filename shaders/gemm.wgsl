@@ -3,47 +3,19 @@
 // of C (RM ≤ 8), reading RM + 4 texels per 4 steps of k: no shared memory and no barriers, which suits
 // both GPUs and CPU drivers, where texture loads are several times cheaper than buffer loads.
 // MODE decides where C goes (the output layout of the product):
-//   MODE 0  matmul            C = c[g] (M×N)
-//   MODE 1  conv forward      C = y (NCHW)
-//   MODE 2  conv input grad   C = columns [groups, (cin/groups)·kh·kw, images·out_h·out_w], which
-//                             col2im.wgsl folds into dx (also the transposed convolution's output)
-//   MODE 3  conv weight grad  C = dw ([cout, cin/groups, kh, kw])
+//   MODE_MATMUL             C = c[g] (M×N)
+//   MODE_CONV_FORWARD       C = y (NCHW)
+//   MODE_CONV_INPUT_GRAD    C = columns [groups, (cin/groups)·kh·kw, images·out_h·out_w], which
+//                           col2im.wgsl folds into dx (also the transposed convolution's output)
+//   MODE_CONV_WEIGHT_GRAD   C = dw ([cout, cin/groups, kh, kw])
 
-struct Params {
-  M: u32,
-  N: u32,
-  K: u32,
-  K_padded: u32,
-  batch: u32,
-  a_batch_stride: u32,
-  b_batch_stride: u32,
-  n_offset: u32,
-  n_count: u32,
-  images: u32,
-  cin: u32,
-  cout: u32,
-  groups: u32,
-  in_h: u32,
-  in_w: u32,
-  out_h: u32,
-  out_w: u32,
-  kernel_h: u32,
-  kernel_w: u32,
-  stride_h: u32,
-  stride_w: u32,
-  pad_h: i32,
-  pad_w: i32,
-  dilation_h: u32,
-  dilation_w: u32,
-}
+// GemmParams, MODE_* and TEXTURE_WIDTH are declared in src/tensor/ops/gemm.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var a: texture_2d<f32>;
 @group(0) @binding(2) var b: texture_2d<f32>;
 // The output, addressed by vec4 so that aligned rows can be written in one store.
 @group(0) @binding(3) var<storage, read_write> c: array<vec4f>;
-
-const TEXTURE_WIDTH: u32 = 2048u;
 
 fn texel(t: u32) -> vec2u {
   return vec2u(t % TEXTURE_WIDTH, t / TEXTURE_WIDTH);
@@ -51,7 +23,7 @@ fn texel(t: u32) -> vec2u {
 
 // Where element (g, m, n) of C lies in the output buffer.
 fn output_index(g: u32, m: u32, n: u32) -> u32 {
-  if (MODE == 1u) {
+  if (MODE == MODE_CONV_FORWARD) {
     let pixels = p.out_h * p.out_w;
     return ((n / pixels) * p.cout + g * p.M + m) * pixels + n % pixels;
   }

@@ -11,13 +11,8 @@
 // weighted: G[k, i, n] = √r_kn (x_in − s_ki) for i < DIM and √r_kn for i = DIM, and its
 //   transpose, so that G_k G_kᵀ holds the M-step's shifted sums: Σ r (x − s)(x − s)ᵀ, Σ r (x − s)
 //   in the last row and Σ r in the corner.
-
-struct PadParams {
-  width: u32,
-  height: u32,
-  out_width: u32,
-  out_height: u32,
-}
+//
+// PadParams and SampleCountParams are declared in src/methods/gmm/mixture.ts.
 
 @group(0) @binding(0) var<uniform> pad_p: PadParams;
 @group(0) @binding(1) var<storage, read> pad_src: array<f32>;
@@ -34,14 +29,7 @@ fn pad_replicate(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
   pad_dst[i] = pad_src[u32(y) * pad_p.width + u32(x)];
 }
 
-struct MixtureParams {
-  samples: u32,
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> mp: MixtureParams;
+@group(0) @binding(0) var<uniform> mp: SampleCountParams;
 @group(0) @binding(1) var<storage, read> whitened: array<f32>;
 @group(0) @binding(2) var<storage, read> offsets: array<f32>;
 @group(0) @binding(3) var<storage, read> log_const: array<f32>;
@@ -94,14 +82,7 @@ fn loglik(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
   }
 }
 
-struct WeightParams {
-  samples: u32,
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> wp: WeightParams;
+@group(0) @binding(0) var<uniform> wp: SampleCountParams;
 @group(0) @binding(1) var<storage, read> features: array<f32>;
 @group(0) @binding(2) var<storage, read> resp: array<f32>;
 @group(0) @binding(3) var<storage, read> shifts: array<f32>;

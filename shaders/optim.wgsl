@@ -3,18 +3,9 @@
 //         weights directly. Bias corrections are computed on the CPU for the current step.
 //   sgd:  SGD with momentum (PyTorch's form: v = μ·v + g; p -= lr·v).
 
-struct Params {
-  n: u32,
-  lr: f32,
-  beta1: f32, // Adam β1, or the momentum μ
-  beta2: f32,
-  eps: f32,
-  weight_decay: f32,
-  bias_correction1: f32, // 1 − β1^t
-  bias_correction2: f32, // 1 − β2^t
-}
+// OptimParams is declared in src/nn/optim.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: OptimParams;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> moment1: array<f32>;

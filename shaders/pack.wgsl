@@ -1,48 +1,21 @@
 // Packs a GEMM operand into an rgba32float texture: a matrix of `rows` × `columns` (columns padded
 // to a multiple of 4) stored as vec4 texels along the columns, texel t = row · columns/4 + col/4
-// at (t mod 2048, t div 2048). The GEMM kernel then reads four operands per texture load, which is
-// far cheaper than storage-buffer loads on CPU drivers such as lavapipe.
+// at (t mod TEXTURE_WIDTH, t div TEXTURE_WIDTH). The GEMM kernel then reads four operands per
+// texture load, which is far cheaper than storage-buffer loads on CPU drivers such as lavapipe.
 //
-// MODE says how the operand is gathered (see gemm.wgsl for the four products). For MODE 2 the
-// product is the column matrix of the input gradient, which col2im.wgsl then folds into an image:
-// computing it densely wastes nothing, where gathering zero taps of a strided convolution would.
+// MODE says how the operand is gathered (see gemm.wgsl for the four products). For
+// MODE_CONV_INPUT_GRAD the product is the column matrix of the input gradient, which col2im.wgsl
+// then folds into an image: computing it densely wastes nothing, where gathering zero taps of a
+// strided convolution would.
 //   pack_a: the M×K left operand, row = g·M + m, column = k
 //   pack_b: the K×N right operand, row = g·K + k, column = n − n_offset (a chunk of the columns)
 // Values outside the product (m ≥ M, k ≥ K, n ≥ N) are written as zeros.
 
-struct Params {
-  M: u32,
-  N: u32,
-  K: u32,
-  K_padded: u32,
-  batch: u32, // groups of a convolution, or the batch of a matmul
-  a_batch_stride: u32,
-  b_batch_stride: u32,
-  n_offset: u32,
-  n_count: u32, // columns in this chunk
-  images: u32,
-  cin: u32,
-  cout: u32,
-  groups: u32,
-  in_h: u32,
-  in_w: u32,
-  out_h: u32,
-  out_w: u32,
-  kernel_h: u32,
-  kernel_w: u32,
-  stride_h: u32,
-  stride_w: u32,
-  pad_h: i32,
-  pad_w: i32,
-  dilation_h: u32,
-  dilation_w: u32,
-}
+// GemmParams, MODE_* and TEXTURE_WIDTH are declared in src/tensor/ops/gemm.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
-
-const TEXTURE_WIDTH: u32 = 2048u;
 
 // The input pixel that kernel tap (ky, kx) of output pixel (oy, ox) reads, or -1 outside.
 fn input_index(image: u32, channel: u32, oy: u32, ox: u32, ky: u32, kx: u32) -> i32 {
@@ -60,16 +33,16 @@ fn load_a(g: u32, m: u32, k: u32) -> f32 {
   }
   let taps = p.kernel_h * p.kernel_w;
   switch MODE {
-    case 0u: {
+    case MODE_MATMUL: {
       if (TRANS_A) {
         return src[g * p.a_batch_stride + k * p.M + m];
       }
       return src[g * p.a_batch_stride + m * p.K + k];
     }
-    case 1u: {
+    case MODE_CONV_FORWARD: {
       return src[(g * p.M + m) * p.K + k];
     }
-    case 2u: {
+    case MODE_CONV_INPUT_GRAD: {
       // The transposed weight: row m = (ci, ky, kx), column k = co within the group.
       return src[(g * p.K + k) * p.M + m];
     }
@@ -114,7 +87,7 @@ fn pack_a(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
 }
 
 // The four consecutive columns n .. n+3 of one row k of the right operand. Convolution columns
-// are pixels (MODES 1 and 2) or kernel taps (MODE 3); decomposing the first index once and
+// are pixels (the forward and input-grad modes) or kernel taps (weight grad); decomposing the first index once and
 // stepping to the next three saves the integer divisions that dominate packing on CPU drivers.
 fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
   if (k >= p.K) {
@@ -123,7 +96,7 @@ fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
   let taps = p.kernel_h * p.kernel_w;
   var values = vec4f(0.0);
   switch MODE {
-    case 1u: {
+    case MODE_CONV_FORWARD: {
       // Columns are output pixels (image, oy, ox) of one kernel tap.
       let r = k % taps;
       let ky = r / p.kernel_w;
@@ -151,7 +124,7 @@ fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
         }
       }
     }
-    case 2u: {
+    case MODE_CONV_INPUT_GRAD: {
       // Columns are pixels of the output gradient, which lies as it is.
       let pixels = p.out_h * p.out_w;
       var image = n / pixels;
@@ -167,7 +140,7 @@ fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
         }
       }
     }
-    case 3u: {
+    case MODE_CONV_WEIGHT_GRAD: {
       // Columns are kernel taps (ci, ky, kx) of one output pixel.
       let pixels = p.out_h * p.out_w;
       let image = k / pixels;

@@ -2,22 +2,9 @@
 // each input pixel sums the gradients of the output windows that cover it, so no atomics are needed.
 // Average pooling divides by the full window (padding counts as zeros).
 
-struct Params {
-  n: u32, // elements handled by this dispatch (output for forward, input for backward)
-  in_h: u32,
-  in_w: u32,
-  out_h: u32,
-  out_w: u32,
-  kernel_h: u32,
-  kernel_w: u32,
-  stride_h: u32,
-  stride_w: u32,
-  pad_h: i32,
-  pad_w: i32,
-  _pad: u32,
-}
+// PoolParams is declared in src/tensor/ops/pool.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 // Max pooling's argmax (pixel index within the plane, stored as f32 bits).

@@ -1,14 +1,9 @@
 // Seeded random numbers from a counter-based hash: element i depends only on (seed, i), so a
 // tensor is reproducible whatever the workgroup layout. Uniform in [low, high) or normal(mean, std).
 
-struct Params {
-  n: u32,
-  seed: u32,
-  a: f32, // low, or mean
-  b: f32, // high, or standard deviation
-}
+// RandomParams is declared in src/tensor/ops/random.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: RandomParams;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 
 // PCG hash (Jarzynski & Olano, "Hash Functions for GPU Rendering", 2020).

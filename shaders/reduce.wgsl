@@ -3,27 +3,12 @@
 // reduced ones. One workgroup per output element cooperates through shared memory; with SMALL
 // (few elements per output) one thread per output does the whole sum instead.
 
-struct Params {
-  out_count: u32,
-  reduce_count: u32,
-  kept_rank: u32,
-  reduced_rank: u32,
-  scale: f32,
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
-  kept_shape: array<vec4u, 2>,
-  kept_strides: array<vec4u, 2>,
-  reduced_shape: array<vec4u, 2>,
-  reduced_strides: array<vec4u, 2>,
-}
+// ReduceParams, OP_SUM and OP_MAX are declared in src/tensor/ops/reduce.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ReduceParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-const OP_SUM: u32 = 0u;
-const OP_MAX: u32 = 1u;
 const WORKGROUP: u32 = 256u;
 
 var<workgroup> partial: array<f32, WORKGROUP>;

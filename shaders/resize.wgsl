@@ -2,18 +2,9 @@
 // with half-pixel centres (align_corners = false). Backward kernels gather over the output pixels
 // that read each input pixel.
 
-struct Params {
-  n: u32,
-  in_h: u32,
-  in_w: u32,
-  out_h: u32,
-  out_w: u32,
-  scale_h: f32, // in_h / out_h
-  scale_w: f32, // in_w / out_w
-  _pad: u32,
-}
+// ResizeParams is declared in src/tensor/ops/pool.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ResizeParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 

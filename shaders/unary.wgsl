@@ -2,34 +2,11 @@
 // OP (compile-time) selects f; alpha and beta are its runtime parameters. Buffers are bound in
 // whole vec4s; the lanes past n belong to the tensor's pool bucket and are never read as data.
 
-struct Params {
-  n: u32,
-  alpha: f32,
-  beta: f32,
-  _pad: u32,
-}
+// UnaryParams and the OP_* codes are declared in src/tensor/ops/elementwise.ts.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: UnaryParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4f>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4f>;
-
-const OP_COPY: u32 = 0u;
-const OP_NEG: u32 = 1u;
-const OP_RELU: u32 = 2u;
-const OP_LEAKY_RELU: u32 = 3u;
-const OP_SIGMOID: u32 = 4u;
-const OP_TANH: u32 = 5u;
-const OP_EXP: u32 = 6u;
-const OP_LOG: u32 = 7u;
-const OP_SQRT: u32 = 8u;
-const OP_SQUARE: u32 = 9u;
-const OP_ABS: u32 = 10u;
-const OP_AFFINE: u32 = 11u; // alpha * x + beta
-const OP_POW: u32 = 12u; // x ^ alpha
-const OP_RECIPROCAL: u32 = 13u;
-const OP_SIGN: u32 = 14u;
-const OP_FILL: u32 = 15u; // beta, whatever x is
-const OP_CLAMP: u32 = 16u; // clamp(x, alpha, beta)
 
 fn stable_sigmoid(x: vec4f) -> vec4f {
   // e^−|x| never overflows; the two forms agree where they meet.

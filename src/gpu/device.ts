@@ -6,6 +6,7 @@
  * different parts of a program share one command stream.
  */
 
+import { ResourceCache } from "./cache.ts";
 import { BufferPool } from "./pool.ts";
 import { PipelineCache } from "./pipelines.ts";
 import { Recorder } from "./recorder.ts";
@@ -48,7 +49,15 @@ export class Gpu {
   readonly recorder: Recorder;
   /** Textures for packed GEMM operands. */
   readonly textures: TexturePool;
-  /** Validation and out-of-memory errors the device reported; tests assert that none occur. */
+  /**
+   * Tensors that ops derive once and keep (filter border weights, placeholders), freed with the
+   * device; `cache.clear()` frees them earlier.
+   */
+  readonly cache: ResourceCache;
+  /**
+   * Validation and out-of-memory errors the device reported (the recorder also throws them from
+   * the next readback); tests assert that none occur.
+   */
   readonly errors: string[] = [];
 
   /** Wraps an acquired device; use {@link getGpu} instead of calling this. */
@@ -56,9 +65,10 @@ export class Gpu {
     this.device = device;
     this.adapter = adapter;
     this.pipelines = new PipelineCache(device);
-    this.recorder = new Recorder(device);
+    this.recorder = new Recorder(device, this.errors);
     this.pool = new BufferPool(device, this.recorder);
     this.textures = new TexturePool(device);
+    this.cache = new ResourceCache();
   }
 
   /** The largest byte size one storage binding may have on this device. */
@@ -66,8 +76,21 @@ export class Gpu {
     return this.device.limits.maxStorageBufferBindingSize;
   }
 
-  /** Releases pooled buffers and destroys the device. The next {@link getGpu} makes a new one. */
+  /**
+   * Submits what is recorded, waits until WebGPU has checked it, and throws the first validation
+   * or out-of-memory error since the last check, naming the kernels of the batch it happened in.
+   * Readbacks check the same way, so this is needed only where nothing is read back.
+   */
+  checkErrors(): Promise<void> {
+    return this.recorder.checkErrors();
+  }
+
+  /**
+   * Frees cached tensors and pooled buffers and destroys the device. The next {@link getGpu}
+   * makes a new one.
+   */
   destroy(): void {
+    this.cache.clear();
     this.recorder.flush();
     this.pool.releaseAll();
     this.textures.destroyAll();
@@ -109,11 +132,10 @@ export async function createGpu(source?: AdapterSource): Promise<Gpu> {
       /llvmpipe|lavapipe|swiftshader|software|warp/i.test(description),
   );
   const gpu = new Gpu(device, { description, vendor: info.vendor, isSoftware });
+  // Errors outside the recorder's scopes (buffer creation, queue writes) are thrown from the next
+  // readback or checkErrors() like the others.
   device.addEventListener("uncapturederror", (event) => {
-    const message = (event as GPUUncapturedErrorEvent).error.message;
-    // Keep a bounded record: a broken kernel in a loop would otherwise fill memory.
-    if (gpu.errors.length < 100) gpu.errors.push(message);
-    console.error(`WebGPU error: ${message}`);
+    gpu.recorder.reportError((event as GPUUncapturedErrorEvent).error.message);
   });
   return gpu;
 }

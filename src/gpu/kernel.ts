@@ -5,7 +5,7 @@
 
 import type { Gpu } from "./device.ts";
 import type { ShaderConstants } from "./pipelines.ts";
-import { type ShaderName, shaderSource } from "./shaders.ts";
+import type { ShaderName } from "./shaders.ts";
 
 /** A storage binding: a buffer and the bytes of it that the kernel may touch. */
 export interface StorageBinding {
@@ -29,7 +29,7 @@ export interface LaunchSpec {
   entryPoint?: string;
   /** Compile-time constants, part of the pipeline's cache key. */
   constants?: ShaderConstants;
-  /** The uniform block's bytes. */
+  /** The uniform block's bytes, from `UniformStruct.pack` (see layout.ts). */
   params: ArrayBuffer;
   /** Resources bound at 1, 2, … in this order; `null` skips a binding the entry point does not use. */
   buffers: (StorageBinding | TextureBinding | null)[];
@@ -48,7 +48,10 @@ export function launch(gpu: Gpu, spec: LaunchSpec): void {
         `${limit} per dimension; split the input into smaller batches.`,
     );
   }
-  const pipeline = gpu.pipelines.get(shaderSource(spec.shader), spec.constants, spec.entryPoint);
+  const entryPoint = spec.entryPoint ?? "main";
+  const label = `${spec.shader}:${entryPoint}`;
+  gpu.recorder.beginKernel(label);
+  const pipeline = gpu.pipelines.get(spec.shader, spec.constants, entryPoint);
   const entries: GPUBindGroupEntry[] = [
     { binding: 0, resource: { buffer: gpu.recorder.uniform(spec.params) } },
   ];
@@ -70,7 +73,11 @@ export function launch(gpu: Gpu, spec: LaunchSpec): void {
       resource: { buffer: binding.buffer, offset: 0, size: Math.max(16, alignTo16(binding.bytes)) },
     });
   });
-  const bindGroup = gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+  const bindGroup = gpu.device.createBindGroup({
+    label,
+    layout: pipeline.getBindGroupLayout(0),
+    entries,
+  });
   gpu.recorder.dispatch(pipeline, bindGroup, [x, y, z]);
 }
 
@@ -86,57 +93,4 @@ export function grid2d(count: number): [number, number] {
   if (count <= 65535) return [count, 1];
   const y = Math.ceil(count / 65535);
   return [Math.ceil(count / y), y];
-}
-
-/** Builds a uniform block field by field, with WGSL's alignment for vec4 arrays. */
-export class Params {
-  private view = new DataView(new ArrayBuffer(256));
-  private offset = 0;
-
-  private reserve(bytes: number): void {
-    if (this.offset + bytes <= this.view.byteLength) return;
-    const bigger = new Uint8Array(Math.max(this.view.byteLength * 2, this.offset + bytes));
-    bigger.set(new Uint8Array(this.view.buffer));
-    this.view = new DataView(bigger.buffer);
-  }
-
-  /** Appends a u32. */
-  u32(value: number): this {
-    this.reserve(4);
-    this.view.setUint32(this.offset, value >>> 0, true);
-    this.offset += 4;
-    return this;
-  }
-
-  /** Appends an i32. */
-  i32(value: number): this {
-    this.reserve(4);
-    this.view.setInt32(this.offset, value | 0, true);
-    this.offset += 4;
-    return this;
-  }
-
-  /** Appends an f32. */
-  f32(value: number): this {
-    this.reserve(4);
-    this.view.setFloat32(this.offset, value, true);
-    this.offset += 4;
-    return this;
-  }
-
-  /** Appends `array<vec4<u32>, 2>` (8 values, zero-filled), aligned to 16 bytes. */
-  u32x8(values: readonly number[]): this {
-    if (values.length > 8) {
-      throw new Error(`At most 8 dimensions are supported, got ${values.length}`);
-    }
-    this.offset = Math.ceil(this.offset / 16) * 16;
-    for (let i = 0; i < 8; i++) this.u32(values[i] ?? 0);
-    return this;
-  }
-
-  /** The finished block, padded to 16 bytes. */
-  bytes(): ArrayBuffer {
-    const size = Math.max(16, Math.ceil(this.offset / 16) * 16);
-    return this.view.buffer.slice(0, size) as ArrayBuffer;
-  }
 }

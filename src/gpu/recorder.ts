@@ -2,7 +2,14 @@
  * The recorder puts every dispatch into one command encoder and submits only when it must: when
  * data has to come back to the CPU, or before the CPU writes into a buffer that recorded work may
  * still read. A whole training step therefore becomes one submit and at most one readback.
+ *
+ * Each batch (the work between two submits) runs inside WebGPU error scopes. A validation or
+ * out-of-memory error in it is thrown, naming the batch's kernels, from the next readback or
+ * {@link Recorder.checkErrors}: an exception where the caller is, not a line on the console.
  */
+
+/** Kernels named in an error message at most (a batch may run thousands). */
+const maxNamedKernels = 20;
 
 /** Counters that tests and benchmarks read to prove how much the CPU waits on the GPU. */
 export interface RecorderStats {
@@ -23,12 +30,77 @@ export class Recorder {
   private readonly uniforms = new Map<string, GPUBuffer>();
   private transientBuffers: GPUBuffer[] = [];
   private static readonly maxCachedUniforms = 4096;
+  /** Kernels ("shader:entry") recorded since the batch's error scopes were opened, or null. */
+  private batchKernels: Set<string> | null = null;
+  /** Error messages of submitted batches, resolved once WebGPU has checked them. */
+  private pendingErrors: Promise<string | null>[] = [];
 
-  /** Wraps a device. */
-  constructor(private readonly device: GPUDevice) {}
+  /**
+   * Wraps a device. `errors` receives every error message (uncaught ones too, through
+   * {@link reportError}); it is the list that `Gpu.errors` shows.
+   */
+  constructor(private readonly device: GPUDevice, readonly errors: string[] = []) {}
+
+  /** Opens the error scopes of a batch if none is open. */
+  private openBatch(): Set<string> {
+    if (this.batchKernels) return this.batchKernels;
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
+    return this.batchKernels = new Set();
+  }
+
+  /** Closes the batch's error scopes; what they caught is thrown by the next check. */
+  private closeBatch(): void {
+    const kernels = this.batchKernels;
+    if (!kernels) return;
+    this.batchKernels = null;
+    const validation = this.device.popErrorScope();
+    const outOfMemory = this.device.popErrorScope();
+    this.pendingErrors.push(
+      Promise.all([validation, outOfMemory]).then(
+        ([a, b]) => {
+          const error = a ?? b;
+          return error ? this.record(describeBatchError(error, kernels)) : null;
+        },
+        (reason) => this.record(`WebGPU error scopes could not be read: ${reason}`),
+      ),
+    );
+  }
+
+  private record(message: string): string {
+    // Bounded: a broken kernel in a loop would otherwise fill memory.
+    if (this.errors.length < 100) this.errors.push(message);
+    return message;
+  }
+
+  /**
+   * Notes that the next dispatch runs kernel `label` ("shader:entry"), before its pipeline and
+   * bind group are made, so that errors in making them are caught with the batch's.
+   */
+  beginKernel(label: string): void {
+    const kernels = this.openBatch();
+    if (kernels.size < maxNamedKernels) kernels.add(label);
+  }
+
+  /** Records an error that no scope caught (from the device's `uncapturederror` event). */
+  reportError(message: string): void {
+    this.pendingErrors.push(Promise.resolve(this.record(`WebGPU error: ${message}`)));
+  }
+
+  /**
+   * Submits what is recorded, waits until WebGPU has checked it, and throws the first error of
+   * any batch since the last check.
+   */
+  async checkErrors(): Promise<void> {
+    this.flush();
+    const messages = (await Promise.all(this.pendingErrors.splice(0))).filter((m) => m !== null);
+    if (messages.length === 0) return;
+    const more = messages.length > 1 ? ` (and ${messages.length - 1} more errors)` : "";
+    throw new Error(messages[0] + more);
+  }
 
   private currentPass(): GPUComputePassEncoder {
-    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (!this.encoder) this.encoder = this.createEncoder();
     if (!this.pass) this.pass = this.encoder.beginComputePass();
     return this.pass;
   }
@@ -38,8 +110,13 @@ export class Recorder {
       this.pass.end();
       this.pass = null;
     }
-    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    if (!this.encoder) this.encoder = this.createEncoder();
     return this.encoder;
+  }
+
+  private createEncoder(): GPUCommandEncoder {
+    this.openBatch();
+    return this.device.createCommandEncoder();
   }
 
   /** Records one compute dispatch. Dispatches inside a pass are ordered, so no barriers are needed. */
@@ -74,7 +151,10 @@ export class Recorder {
 
   /** Submits everything recorded so far. It does not wait for the GPU. */
   flush(): void {
-    if (!this.encoder) return;
+    if (!this.encoder) {
+      this.closeBatch();
+      return;
+    }
     if (this.pass) {
       this.pass.end();
       this.pass = null;
@@ -82,6 +162,7 @@ export class Recorder {
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = null;
     this.stats.submits++;
+    this.closeBatch();
     // Destroying after submit is safe: WebGPU keeps a buffer alive until submitted work is done.
     for (const buffer of this.transientBuffers) buffer.destroy();
     this.transientBuffers = [];
@@ -111,13 +192,14 @@ export class Recorder {
       usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
     });
     this.copy(buffer, offset, staging, 0, size);
-    this.flush();
     this.stats.readbacks++;
-    await staging.mapAsync(GPUMapMode.READ);
-    const result = staging.getMappedRange().slice(0, bytes);
-    staging.unmap();
-    staging.destroy();
-    return result;
+    try {
+      await this.checkErrors();
+      await staging.mapAsync(GPUMapMode.READ);
+      return staging.getMappedRange().slice(0, bytes);
+    } finally {
+      staging.destroy();
+    }
   }
 
   /** Reads several buffers back with one round trip (for checkpoints and batched metrics). */
@@ -136,20 +218,21 @@ export class Recorder {
       const size = Math.ceil(part.bytes / 4) * 4;
       if (size > 0) this.copy(part.buffer, 0, staging, offsets[i], size);
     });
-    this.flush();
     this.stats.readbacks++;
-    await staging.mapAsync(GPUMapMode.READ);
-    const mapped = staging.getMappedRange();
-    const results = parts.map((part, i) => mapped.slice(offsets[i], offsets[i] + part.bytes));
-    staging.unmap();
-    staging.destroy();
-    return results;
+    try {
+      await this.checkErrors();
+      await staging.mapAsync(GPUMapMode.READ);
+      const mapped = staging.getMappedRange();
+      return parts.map((part, i) => mapped.slice(offsets[i], offsets[i] + part.bytes));
+    } finally {
+      staging.destroy();
+    }
   }
 
   /** Waits until the GPU has finished all submitted work (counts as a readback). */
   async sync(): Promise<void> {
-    this.flush();
     this.stats.readbacks++;
+    await this.checkErrors();
     await this.device.queue.onSubmittedWorkDone();
   }
 
@@ -190,4 +273,11 @@ function bytesKey(data: ArrayBuffer): string {
   let key = "";
   for (let i = 0; i < words.length; i++) key += words[i].toString(36) + ",";
   return key;
+}
+
+function describeBatchError(error: GPUError, kernels: ReadonlySet<string>): string {
+  const kind = error instanceof GPUOutOfMemoryError ? "out-of-memory" : "validation";
+  const names = kernels.size > 0 ? [...kernels].join(", ") : "no kernels (copies only)";
+  const more = kernels.size >= maxNamedKernels ? ", …" : "";
+  return `WebGPU ${kind} error in a batch running ${names}${more}: ${error.message.trim()}`;
 }

@@ -1,64 +1,58 @@
 /**
- * Loading the WGSL files in `shaders/`. They are resolved against this module's URL, so they load
- * from a local checkout (file:) and from a published copy imported over https (the JSR case).
+ * The kernels' WGSL: the text of shaders/*.wgsl, bundled into src/gpu/shader_bundle.ts by
+ * `deno task shaders` (so nothing is read from disk or the network), and the declarations each
+ * shader is compiled with: uniform structs and constant tables written in TypeScript (layout.ts).
  */
 
-/** Every kernel family; one file each in `shaders/`. */
-export const shaderNames = [
-  "unary",
-  "binary",
-  "reduce",
-  "gemm",
-  "pack",
-  "col2im",
-  "copy",
-  "pool",
-  "resize",
-  "filter",
-  "random",
-  "optim",
-  "gmm",
-  "align",
-] as const;
+import { shaderBundle, type ShaderName } from "./shader_bundle.ts";
+import type { WgslDeclaration } from "./layout.ts";
 
-/** Name of a kernel family. */
-export type ShaderName = typeof shaderNames[number];
+export type { ShaderName };
 
-const sources = new Map<ShaderName, string>();
+/** Every bundled shader's name, sorted. */
+export const shaderNames: readonly ShaderName[] = Object.keys(shaderBundle).sort() as ShaderName[];
 
-/** The URL of a shader file next to this module's package root. */
-export function shaderUrl(name: ShaderName, base: string | URL = import.meta.url): URL {
-  return new URL(`../../shaders/${name}.wgsl`, base);
-}
-
-/** Reads one shader's text from a file: or http(s): URL. */
-export async function fetchShaderText(url: URL): Promise<string> {
-  if (url.protocol === "file:") {
-    try {
-      return await Deno.readTextFile(url);
-    } catch (error) {
-      throw new Error(`Cannot read shader ${url.pathname}: ${(error as Error).message}`);
-    }
+function checkName(name: string): asserts name is ShaderName {
+  if (!Object.hasOwn(shaderBundle, name)) {
+    throw new Error(
+      `Unknown shader "${name}": the bundle has ${shaderNames.join(", ")}. A new shaders/` +
+        `${name}.wgsl needs \`deno task shaders\` to regenerate src/gpu/shader_bundle.ts.`,
+    );
   }
-  const response = await fetch(url);
-  if (!response.ok) {
-    throw new Error(`Cannot fetch shader ${url.href}: HTTP ${response.status}`);
-  }
-  return await response.text();
 }
 
-/** Loads every shader once; ops then look them up synchronously. */
-export async function loadShaders(): Promise<void> {
-  if (sources.size === shaderNames.length) return;
-  const texts = await Promise.all(shaderNames.map((name) => fetchShaderText(shaderUrl(name))));
-  shaderNames.forEach((name, i) => sources.set(name, texts[i]));
-}
-
-/** The source of a loaded shader. */
+/** The WGSL source of a bundled shader, as written in shaders/; throws for an unknown name. */
 export function shaderSource(name: ShaderName): string {
-  const source = sources.get(name);
-  if (source === undefined) {
-    throw new Error(`Shader "${name}" is not loaded: call \`await init()\` before running ops.`);
+  checkName(name);
+  return shaderBundle[name];
+}
+
+const declarationsByShader = new Map<ShaderName, string>();
+
+/**
+ * Declares the structs and constants that shader `name` uses without defining them. The module
+ * that launches the shader calls this once, next to the declarations, before the first dispatch.
+ * Declaring the same text again is allowed; different text is an error.
+ */
+export function declareShader(name: ShaderName, ...declarations: WgslDeclaration[]): void {
+  checkName(name);
+  const wgsl = declarations.map((d) => d.wgsl).join("");
+  const existing = declarationsByShader.get(name);
+  if (existing !== undefined && existing !== wgsl) {
+    throw new Error(`Shader "${name}" is declared twice with different structs or constants`);
   }
-  return source;
+  declarationsByShader.set(name, wgsl);
+}
+
+/** The declarations a shader is compiled with; throws when it was never declared. */
+export function shaderDeclarations(name: ShaderName): string {
+  checkName(name);
+  const wgsl = declarationsByShader.get(name);
+  if (wgsl === undefined) {
+    throw new Error(
+      `Shader "${name}" has no declarations: the module that launches it must call ` +
+        `declareShader("${name}", …) with its uniform structs before the first dispatch.`,
+    );
+  }
+  return wgsl;
 }

@@ -179,27 +179,38 @@ export function saveModule(
 }
 
 /**
- * Loads a checkpoint into a module of the same architecture. Every tensor must be present with
- * the same shape; the error lists what is missing or different.
+ * Copies stored tensors into GPU tensors of the same names and shapes. Every target must be
+ * present with its shape; the error lists what is missing or different, and nothing is copied then.
  */
-export async function loadModule(module: Module, path: string): Promise<Record<string, string>> {
-  const { tensors, metadata } = await loadSafetensors(path);
+export function loadTensorsInto(
+  targets: ReadonlyMap<string, Tensor>,
+  stored: ReadonlyMap<string, StoredTensor>,
+  path: string,
+): void {
   const problems: string[] = [];
-  const state = module.stateDict();
-  for (const [name, target] of state) {
-    const stored = tensors.get(name);
-    if (!stored) problems.push(`missing "${name}"`);
-    else if (stored.shape.join() !== target.shape.join()) {
-      problems.push(`"${name}" is [${stored.shape}], the model expects [${target.shape}]`);
+  for (const [name, target] of targets) {
+    const source = stored.get(name);
+    if (!source) problems.push(`missing "${name}"`);
+    else if (source.shape.join() !== target.shape.join()) {
+      problems.push(`"${name}" is [${source.shape}], the model expects [${target.shape}]`);
     }
   }
   if (problems.length > 0) {
     throw new CheckpointError(path, `does not fit this model: ${problems.slice(0, 5).join("; ")}`);
   }
-  for (const [name, target] of state) {
-    const source = tensor(tensors.get(name)!.data, target.shape);
+  for (const [name, target] of targets) {
+    const source = tensor(stored.get(name)!.data, target.shape);
     target.gpu.recorder.copy(source.buffer, 0, target.buffer, 0, target.bytes);
     source.dispose();
   }
+}
+
+/**
+ * Loads a checkpoint into a module of the same architecture. Every tensor must be present with
+ * the same shape; the error lists what is missing or different.
+ */
+export async function loadModule(module: Module, path: string): Promise<Record<string, string>> {
+  const { tensors, metadata } = await loadSafetensors(path);
+  loadTensorsInto(module.stateDict(), tensors, path);
   return metadata;
 }

@@ -8,10 +8,15 @@
  */
 
 import { join } from "node:path";
-import { type Tensor, tensor, toArrays } from "../tensor/tensor.ts";
+import { type Tensor, toArrays } from "../tensor/tensor.ts";
 import type { Module } from "./module.ts";
 import type { Optimizer } from "./optim.ts";
-import { CheckpointError, loadSafetensors, saveSafetensors } from "./checkpoint.ts";
+import {
+  CheckpointError,
+  loadSafetensors,
+  loadTensorsInto,
+  saveSafetensors,
+} from "./checkpoint.ts";
 
 /** An optimizer whose state can be saved and restored (Adam). */
 export interface CheckpointableOptimizer extends Optimizer {
@@ -214,21 +219,7 @@ async function restoreCheckpoint<Batch>(options: FitOptions<Batch>): Promise<Pro
       `was written with other settings (${saved}); resume with the same options or start anew`,
     );
   }
-  const targets = checkpointTensors(options.modules, options.optimizers);
-  const problems: string[] = [];
-  for (const [name, target] of targets) {
-    const stored = tensors.get(name);
-    if (!stored) problems.push(`missing "${name}"`);
-    else if (stored.data.length !== target.size) problems.push(`"${name}" has another shape`);
-  }
-  if (problems.length > 0) {
-    throw new CheckpointError(path, `does not fit this model: ${problems.slice(0, 5).join("; ")}`);
-  }
-  for (const [name, target] of targets) {
-    const source = tensor(tensors.get(name)!.data, target.shape);
-    target.gpu.recorder.copy(source.buffer, 0, target.buffer, 0, target.bytes);
-    source.dispose();
-  }
+  loadTensorsInto(checkpointTensors(options.modules, options.optimizers), tensors, path);
   const stepCounts = JSON.parse(metadata.step_counts ?? "{}") as Record<string, number>;
   for (const [name, optimizer] of Object.entries(options.optimizers)) {
     optimizer.stepCount = stepCounts[name] ?? 0;

@@ -5,7 +5,23 @@
 
 import { empty, keep, noGrad, type Tensor } from "../tensor/tensor.ts";
 import { fillInto } from "../tensor/ops.ts";
-import { bind, elementGrid, Params, run } from "../tensor/ops/launch.ts";
+import { bind, elementGrid, run } from "../tensor/ops/launch.ts";
+import { uniformStruct } from "../gpu/layout.ts";
+import { declareShader } from "../gpu/shaders.ts";
+
+/** Settings of one update of `n` parameters; SGD passes its momentum as beta1. */
+const OptimParams = uniformStruct("OptimParams", {
+  n: "u32",
+  lr: "f32",
+  beta1: "f32", // Adam β1, or the momentum μ
+  beta2: "f32",
+  eps: "f32",
+  weight_decay: "f32",
+  bias_correction1: "f32", // 1 − β1^t
+  bias_correction2: "f32", // 1 − β2^t
+});
+
+declareShader("optim", OptimParams);
 
 /** Common optimizer interface. */
 export interface Optimizer {
@@ -88,10 +104,16 @@ export class Adam implements Optimizer {
           shader: "optim",
           entryPoint: "adam",
           constants: { DECOUPLED: s.decoupled },
-          params: new Params()
-            .u32(p.size).f32(s.lr).f32(s.beta1).f32(s.beta2).f32(s.eps).f32(s.weightDecay)
-            .f32(1 - s.beta1 ** t).f32(1 - s.beta2 ** t)
-            .bytes(),
+          params: OptimParams.pack({
+            n: p.size,
+            lr: s.lr,
+            beta1: s.beta1,
+            beta2: s.beta2,
+            eps: s.eps,
+            weight_decay: s.weightDecay,
+            bias_correction1: 1 - s.beta1 ** t,
+            bias_correction2: 1 - s.beta2 ** t,
+          }),
           buffers: [bind(p), bind(p.grad), bind(m), bind(v)],
           workgroups: elementGrid(p.size),
         });
@@ -153,9 +175,16 @@ export class SGD implements Optimizer {
           shader: "optim",
           entryPoint: "sgd",
           constants: { DECOUPLED: false },
-          params: new Params()
-            .u32(p.size).f32(s.lr).f32(s.momentum).f32(0).f32(0).f32(s.weightDecay).f32(1).f32(1)
-            .bytes(),
+          params: OptimParams.pack({
+            n: p.size,
+            lr: s.lr,
+            beta1: s.momentum,
+            beta2: 0,
+            eps: 0,
+            weight_decay: s.weightDecay,
+            bias_correction1: 1,
+            bias_correction2: 1,
+          }),
           buffers: [bind(p), bind(p.grad), bind(this.velocities[i]), null],
           workgroups: elementGrid(p.size),
         });

@@ -9,7 +9,6 @@
  */
 
 import { currentGpu, getGpu, type Gpu } from "../gpu/device.ts";
-import { loadShaders } from "../gpu/shaders.ts";
 
 /** A tensor's shape: sizes of its dimensions, outermost first. */
 export type Shape = readonly number[];
@@ -233,11 +232,12 @@ export function noGrad<T>(fn: () => T): T {
 
 // ---- construction -------------------------------------------------------------------------------
 
-/** Loads the shaders and acquires the device; call once before using tensors. */
-export async function init(): Promise<Gpu> {
-  const gpu = await getGpu();
-  await loadShaders();
-  return gpu;
+/**
+ * Acquires the device; call once before using tensors. The shaders are bundled into the code, so
+ * this needs no permission to read files or the network.
+ */
+export function init(): Promise<Gpu> {
+  return getGpu();
 }
 
 /** A new tensor with uninitialised contents from the pool (for op outputs). */

@@ -1,8 +1,9 @@
-/** The GPU runtime: adapter errors, caches, oversized tensors and shader loading by URL. */
+/** The GPU runtime: adapter errors, caches, oversized tensors and the shader bundle. */
 
 import assert from "node:assert/strict";
 import { createGpu, currentGpu, NoGpuAdapterError } from "../../src/gpu/device.ts";
-import { fetchShaderText, shaderNames, shaderUrl } from "../../src/gpu/shaders.ts";
+import { shaderNames, shaderSource } from "../../src/gpu/shaders.ts";
+import type { ShaderName } from "../../src/gpu/shader_bundle.ts";
 import { bucketSize } from "../../src/gpu/pool.ts";
 import { empty, init, tensor, TensorTooLargeError } from "../../src/tensor/tensor.ts";
 import * as op from "../../src/tensor/ops.ts";
@@ -71,69 +72,27 @@ Deno.test("a tensor larger than one storage binding is refused with a clear erro
   assert.deepEqual(currentGpu().errors, []);
 });
 
-Deno.test("the shaders resolve from the package root for file and https URLs", async () => {
-  for (const name of shaderNames) {
-    const text = await fetchShaderText(shaderUrl(name));
-    assert.match(text, /@compute/, `${name}.wgsl has no compute entry point`);
+Deno.test("every shaders/*.wgsl file is in the bundle, identical, and nothing else is", async () => {
+  const onDisk: string[] = [];
+  for await (const entry of Deno.readDir(new URL("../../shaders/", import.meta.url))) {
+    if (!entry.name.endsWith(".wgsl")) continue;
+    const name = entry.name.slice(0, -".wgsl".length);
+    onDisk.push(name);
+    const text = await Deno.readTextFile(new URL(`../../shaders/${entry.name}`, import.meta.url));
+    assert.equal(
+      shaderSource(name as ShaderName),
+      text,
+      `${entry.name} differs from the bundle: run \`deno task shaders\``,
+    );
   }
-  const remote = shaderUrl("gemm", "https://jsr.io/@anodet/webgpu/0.1.0/src/gpu/shaders.ts");
-  assert.equal(remote.href, "https://jsr.io/@anodet/webgpu/0.1.0/shaders/gemm.wgsl");
+  assert.deepEqual([...shaderNames], onDisk.sort());
 });
 
-const repoRoot = new URL("../../", import.meta.url);
-
-/** Runs a script in a temporary directory that imports mod.ts from `modUrl`. */
-async function runConsumer(modUrl: string): Promise<string> {
-  const dir = await Deno.makeTempDir();
-  // A consumer's own import map supplies the npm dependencies (JSR resolves them for its users).
-  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", repoRoot)));
-  await Deno.writeTextFile(`${dir}/deno.json`, JSON.stringify({ imports: config.imports }));
-  await Deno.writeTextFile(
-    `${dir}/main.ts`,
-    `import { init, tensor, relu } from "${modUrl}";\n` +
-      `await init();\n` +
-      `console.log(JSON.stringify(Array.from(await relu(tensor([-1, 2, -3, 4])).toArray())));\n`,
-  );
-  const command = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", "--no-lock", `${dir}/main.ts`],
-    cwd: dir,
-    env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
+Deno.test("an unknown shader name is refused with the list of known ones", () => {
+  assert.throws(() => shaderSource("nosuch" as ShaderName), (error: Error) => {
+    assert.match(error.message, /Unknown shader "nosuch"/);
+    assert.match(error.message, /gemm/);
+    assert.match(error.message, /deno task shaders/);
+    return true;
   });
-  const { code, stdout, stderr } = await command.output();
-  await Deno.remove(dir, { recursive: true });
-  const out = new TextDecoder().decode(stdout);
-  assert.equal(code, 0, new TextDecoder().decode(stderr));
-  return out.trim().split("\n").pop()!;
-}
-
-Deno.test("mod.ts imported by file URL from another directory loads its shaders", async () => {
-  const result = await runConsumer(new URL("mod.ts", repoRoot).href);
-  assert.equal(result, "[0,2,0,4]");
-});
-
-Deno.test("mod.ts imported over HTTP (the JSR case) fetches its shaders by URL", async () => {
-  const root = new URL(".", repoRoot).pathname;
-  const controller = new AbortController();
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    signal: controller.signal,
-    onListen() {},
-  }, async (request) => {
-    const path = decodeURIComponent(new URL(request.url).pathname);
-    try {
-      const body = await Deno.readFile(root + path.slice(1));
-      const type = path.endsWith(".ts") ? "application/typescript" : "text/plain";
-      return new Response(body, { headers: { "content-type": type } });
-    } catch {
-      return new Response("not found", { status: 404 });
-    }
-  });
-  try {
-    const result = await runConsumer(`http://127.0.0.1:${server.addr.port}/mod.ts`);
-    assert.equal(result, "[0,2,0,4]");
-  } finally {
-    controller.abort();
-    await server.finished;
-  }
 });

@@ -79,7 +79,7 @@ Deno.test("GMM refuses bad input with messages that name the problem", async () 
   assert.equal(
     applicabilityProblem(gmmMethod, "bottle"),
     'Method "gmm" is meant for texture categories; "bottle" is an object category. ' +
-      "Pass --force to run it anyway.",
+      "Pass --force to run it anyway (or --kind texture if the category is one).",
   );
   assert.throws(() => assertApplies(gmmMethod, "screw"), /meant for texture categories/);
   assertApplies(gmmMethod, "screw", true);

@@ -303,12 +303,32 @@ opTest("boxFilter", (s) => ({
   ref: (x) => filterRef(x, new Array(5).fill(1 / 5)),
 }));
 
-opTest("reshape then square", (s) => ({
-  inputs: [input(s === "large" ? [6, 35] : [2, 6])],
-  gpu: (x) =>
-    op.square(op.reshape(x, [x.shape[0], -1, 5].slice(0, 1).concat([x.size / x.shape[0]]))),
-  ref: (x) => mapRef(x, (v) => v * v),
-}));
+// A reshape to another rank, with an inferred axis in the large case. Weighting the view by a second
+// input of the new shape makes the forward check see the data order and the backward check see
+// the gradient travel back through the view to the original shape.
+opTest("reshape to another shape", (s) => {
+  const [from, to, resolved] = s === "large"
+    ? [[6, 35], [5, -1, 7], [5, 6, 7]]
+    : [[2, 6], [3, 2, 2], [3, 2, 2]];
+  return {
+    inputs: [input(from), input(resolved)],
+    gpu: (x, w) => op.mul(op.reshape(x, to), w),
+    ref: (x, w) => binaryRef({ data: x.data, shape: resolved }, w, (a, b) => a * b),
+  };
+});
+
+Deno.test("reshape keeps the data in row-major order and reshapes the gradient back", async () => {
+  const x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+  x.requiresGrad = true;
+  const view = op.reshape(x, [3, 1, 2]);
+  assert.deepEqual(view.shape, [3, 1, 2]);
+  assert.deepEqual(Array.from(await view.toArray()), [1, 2, 3, 4, 5, 6]);
+  const weights = tensor([10, 20, 30, 40, 50, 60], [3, 1, 2]);
+  backward(op.sum(op.mul(view, weights)));
+  assert.deepEqual(x.grad!.shape, [2, 3]);
+  assert.deepEqual(Array.from(await x.grad!.toArray()), [10, 20, 30, 40, 50, 60]);
+  assert.throws(() => op.reshape(x, [4, 2]), /Cannot reshape \[2,3\] \(6 elements\) to \[4,2\]/);
+});
 
 opTest("permute", (s) => ({
   inputs: [input(s === "large" ? [3, 5, 7, 11] : [2, 3, 2])],

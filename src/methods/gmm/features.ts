@@ -11,11 +11,11 @@ import { avgPool2d } from "../../tensor/ops/pool.ts";
 import { copy } from "../../tensor/ops/elementwise.ts";
 import { gaussianBlur } from "../../tensor/ops/filter.ts";
 import { empty, type Tensor, tensor, tidy } from "../../tensor/tensor.ts";
-import { bind, elementGrid, Params, run } from "../../tensor/ops/launch.ts";
+import { bind, elementGrid, run } from "../../tensor/ops/launch.ts";
 import { conv2d } from "../../tensor/ops/conv.ts";
 import { reshape, slice } from "../../tensor/ops/shape.ts";
 import { Random } from "../../data/random.ts";
-import { gmmConstants, MAX_FEATURE_DIM } from "./mixture.ts";
+import { gmmConstants, MAX_FEATURE_DIM, PadParams } from "./mixture.ts";
 
 /**
  * A Gaussian pyramid of a [1, 1, H, W] plane: level 0 is a copy of the input, each next level is
@@ -109,8 +109,12 @@ export function neighbourhoodFeatures(
       shader: "gmm",
       entryPoint: "pad_replicate",
       constants: gmmConstants(dim, 1, false, radius),
-      params: new Params().u32(width).u32(height).u32(width + 2 * radius)
-        .u32(height + 2 * radius).bytes(),
+      params: PadParams.pack({
+        width,
+        height,
+        out_width: width + 2 * radius,
+        out_height: height + 2 * radius,
+      }),
       buffers: [bind(plane), bind(padded)],
       workgroups: elementGrid(padded.size),
     });

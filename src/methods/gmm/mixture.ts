@@ -12,9 +12,24 @@
 import { concat, slice } from "../../tensor/ops/shape.ts";
 import { sum } from "../../tensor/ops/reduce.ts";
 import { empty, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
-import { bind, elementGrid, Params, run } from "../../tensor/ops/launch.ts";
+import { bind, elementGrid, run } from "../../tensor/ops/launch.ts";
 import { matmul } from "../../tensor/ops/linalg.ts";
 import { Random } from "../../data/random.ts";
+import { uniformStruct } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
+
+/** The uniform block of gmm.wgsl's loglik and weighted: the number of samples N. */
+const SampleCountParams = uniformStruct("SampleCountParams", { samples: "u32" });
+
+/** The uniform block of gmm.wgsl's pad_replicate: a plane and its padded size. */
+export const PadParams = uniformStruct("PadParams", {
+  width: "u32",
+  height: "u32",
+  out_width: "u32",
+  out_height: "u32",
+});
+
+declareShader("gmm", SampleCountParams, PadParams);
 
 /** A Gaussian mixture in float64: K components in d dimensions. */
 export interface GaussianMixture {
@@ -196,7 +211,7 @@ export function mixtureLogLikelihood(
       shader: "gmm",
       entryPoint: "loglik",
       constants: gmmConstants(dim, components, withResponsibilities),
-      params: new Params().u32(count).u32(0).u32(0).u32(0).bytes(),
+      params: SampleCountParams.pack({ samples: count }),
       buffers: [
         bind(whitened),
         bind(mixture.offsets),
@@ -267,7 +282,7 @@ export function sufficientStatistics(
       shader: "gmm",
       entryPoint: "weighted",
       constants: gmmConstants(dim, components),
-      params: new Params().u32(count).u32(0).u32(0).u32(0).bytes(),
+      params: SampleCountParams.pack({ samples: count }),
       buffers: [
         bind(samples),
         bind(responsibilities),

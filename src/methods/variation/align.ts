@@ -13,9 +13,54 @@
  */
 
 import { type FloatImage, resize } from "../../data/image.ts";
-import { bind, elementGrid, Params, run } from "../../tensor/ops/launch.ts";
+import { bind, elementGrid, run } from "../../tensor/ops/launch.ts";
 import { grid2d } from "../../gpu/kernel.ts";
+import { uniformStruct } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
 import { empty, type Tensor, tensor, toArrays } from "../../tensor/tensor.ts";
+
+/** align.wgsl's score_poses: an angle × shift × shift grid of poses around a centre pose. */
+const ScoreParams = uniformStruct("ScoreParams", {
+  width: "u32",
+  height: "u32",
+  angle_count: "u32",
+  shift_count: "u32", // per axis
+  pose_count: "u32",
+  centre_angle: "f32",
+  angle_step: "f32",
+  centre_tx: "f32",
+  centre_ty: "f32",
+  shift_step: "f32",
+  support: "f32", // Σ w
+});
+
+/** align.wgsl's warp: a pose, and where the warped image goes in the output stack. */
+const WarpParams = uniformStruct("WarpParams", {
+  width: "u32",
+  height: "u32",
+  offset: "u32", // first element of the output image in the stack
+  cos_angle: "f32",
+  sin_angle: "f32",
+  tx: "f32",
+  ty: "f32",
+});
+
+/** align.wgsl's moments: per-pixel statistics of a stack of `images` images. */
+export const MomentParams = uniformStruct("MomentParams", { pixels: "u32", images: "u32" });
+
+/** align.wgsl's deviation: the pose of the image and the tolerances a + b·σ. */
+export const DeviationParams = uniformStruct("DeviationParams", {
+  width: "u32",
+  height: "u32",
+  cos_angle: "f32",
+  sin_angle: "f32",
+  tx: "f32",
+  ty: "f32",
+  absolute_tolerance: "f32", // a
+  relative_tolerance: "f32", // b
+});
+
+declareShader("align", ScoreParams, WarpParams, MomentParams, DeviationParams);
 
 /** A rigid pose: rotation about the image centre, then a shift (finest-level pixels). */
 export interface RigidPose {
@@ -325,13 +370,19 @@ export class AlignmentReference {
     run(moving, {
       shader: "align",
       entryPoint: perThread ? "score_poses_per_thread" : "score_poses",
-      params: new Params()
-        .u32(width).u32(height).u32(grid.angleCount).u32(grid.shiftCount)
-        .u32(poseCount).u32(0).u32(0).u32(0)
-        .f32(grid.centre.angle).f32(grid.angleStep)
-        .f32(grid.centre.tx * scale).f32(grid.centre.ty * scale)
-        .f32(grid.shiftStep).f32(support).f32(0).f32(0)
-        .bytes(),
+      params: ScoreParams.pack({
+        width,
+        height,
+        angle_count: grid.angleCount,
+        shift_count: grid.shiftCount,
+        pose_count: poseCount,
+        centre_angle: grid.centre.angle,
+        angle_step: grid.angleStep,
+        centre_tx: grid.centre.tx * scale,
+        centre_ty: grid.centre.ty * scale,
+        shift_step: grid.shiftStep,
+        support,
+      }),
       buffers: [bind(referenceHat), bind(weights), bind(moving), bind(scores)],
       workgroups: perThread ? grid2d(Math.ceil(poseCount / 64)) : grid2d(poseCount),
     });
@@ -459,10 +510,15 @@ export function warpInto(
   run(image, {
     shader: "align",
     entryPoint: "warp",
-    params: new Params()
-      .u32(width).u32(height).u32(slot * width * height).u32(0)
-      .f32(Math.cos(pose.angle)).f32(Math.sin(pose.angle)).f32(pose.tx).f32(pose.ty)
-      .bytes(),
+    params: WarpParams.pack({
+      width,
+      height,
+      offset: slot * width * height,
+      cos_angle: Math.cos(pose.angle),
+      sin_angle: Math.sin(pose.angle),
+      tx: pose.tx,
+      ty: pose.ty,
+    }),
     buffers: [bind(image), bind(stack)],
     workgroups: elementGrid(width * height),
   });

@@ -27,7 +27,7 @@ import { type FloatImage, resize, toGrayscale } from "../../data/image.ts";
 import type { MvtecCategory } from "../../data/mvtec.ts";
 import { Random } from "../../data/random.ts";
 import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../../nn/checkpoint.ts";
-import { bind, elementGrid, Params, run } from "../../tensor/ops/launch.ts";
+import { bind, elementGrid, run } from "../../tensor/ops/launch.ts";
 import { empty, keep, type Tensor, tensor, toArrays } from "../../tensor/tensor.ts";
 import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import {
@@ -43,6 +43,8 @@ import {
   type Alignment,
   AlignmentReference,
   type AlignSettings,
+  DeviationParams,
+  MomentParams,
   type Plane,
   type RigidPose,
   warpInto,
@@ -208,7 +210,7 @@ export function pixelMoments(stack: Tensor, images: number, pixels: number): [Te
   run(stack, {
     shader: "align",
     entryPoint: "moments",
-    params: new Params().u32(pixels).u32(images).u32(0).u32(0).bytes(),
+    params: MomentParams.pack({ pixels, images }),
     buffers: [bind(stack), bind(mean), bind(std)],
     workgroups: elementGrid(pixels),
   });
@@ -347,11 +349,16 @@ export class VariationModel implements AnomalyDetector {
       run(x, {
         shader: "align",
         entryPoint: "deviation",
-        params: new Params()
-          .u32(this.width).u32(this.height).u32(0).u32(0)
-          .f32(Math.cos(pose.angle)).f32(Math.sin(pose.angle)).f32(pose.tx).f32(pose.ty)
-          .f32(this.settings.absoluteTolerance).f32(this.settings.relativeTolerance).f32(0).f32(0)
-          .bytes(),
+        params: DeviationParams.pack({
+          width: this.width,
+          height: this.height,
+          cos_angle: Math.cos(pose.angle),
+          sin_angle: Math.sin(pose.angle),
+          tx: pose.tx,
+          ty: pose.ty,
+          absolute_tolerance: this.settings.absoluteTolerance,
+          relative_tolerance: this.settings.relativeTolerance,
+        }),
         buffers: [
           bind(x),
           bind(this.onGpu.mean),

@@ -5,8 +5,7 @@
  */
 
 import { addGrad, empty, opResult, type Tensor } from "../tensor.ts";
-import { type ConvGeometry, gemm, GemmMode } from "./gemm.ts";
-import { bind, elementGrid, Params, run } from "./launch.ts";
+import { type ConvGeometry, foldColumns, gemm, GemmMode, type GemmSpec } from "./gemm.ts";
 import { add } from "./elementwise.ts";
 import { reshape } from "./shape.ts";
 
@@ -127,28 +126,17 @@ function forwardProduct(x: Tensor, w: Tensor, out: Tensor, g: ConvGeometry): voi
  */
 function inputGradProduct(dy: Tensor, w: Tensor, out: Tensor, g: ConvGeometry): void {
   const taps = g.kernelH * g.kernelW;
-  const rows = (g.cin / g.groups) * taps;
-  const columnCount = g.images * g.outH * g.outW;
-  const columns = empty([g.groups, rows, columnCount]);
-  gemm(w, dy, columns, {
+  const spec: GemmSpec = {
     mode: GemmMode.convInputGrad,
-    M: rows,
-    N: columnCount,
+    M: (g.cin / g.groups) * taps,
+    N: g.images * g.outH * g.outW,
     K: g.cout / g.groups,
     batch: g.groups,
     conv: g,
-  });
-  run(out, {
-    shader: "col2im",
-    params: new Params()
-      .u32(out.size).u32(g.images).u32(g.cin).u32(g.groups)
-      .u32(g.inH).u32(g.inW).u32(g.outH).u32(g.outW)
-      .u32(g.kernelH).u32(g.kernelW).u32(g.strideH).u32(g.strideW)
-      .i32(g.padH).i32(g.padW).u32(g.dilationH).u32(g.dilationW)
-      .bytes(),
-    buffers: [bind(columns), bind(out)],
-    workgroups: elementGrid(out.size),
-  });
+  };
+  const columns = empty([g.groups, spec.M, spec.N]);
+  gemm(w, dy, columns, spec);
+  foldColumns(columns, out, spec);
   columns.dispose();
 }
 

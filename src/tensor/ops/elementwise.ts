@@ -1,15 +1,17 @@
 /** Elementwise ops: arithmetic with broadcasting, scalar ops, activations and math functions. */
 
 import { addGrad, empty, keep, opResult, type Shape, type Tensor } from "../tensor.ts";
-import { bind, contiguousStrides, elementGrid, notDifferentiable, Params, run } from "./launch.ts";
+import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
+import { bind, contiguousStrides, elementGrid, notDifferentiable, run } from "./launch.ts";
 import { sumToShape } from "./reduce.ts";
 
-// Op codes of shaders/unary.wgsl and shaders/binary.wgsl.
+/** Functions of shaders/unary.wgsl, emitted there as OP_COPY, OP_NEG, …. */
 const Unary = {
   copy: 0,
   neg: 1,
   relu: 2,
-  leakyRelu: 3,
+  leakyRelu: 3, // slope alpha
   sigmoid: 4,
   tanh: 5,
   exp: 6,
@@ -17,14 +19,15 @@ const Unary = {
   sqrt: 8,
   square: 9,
   abs: 10,
-  affine: 11,
-  pow: 12,
+  affine: 11, // alpha · x + beta
+  pow: 12, // x ^ alpha
   reciprocal: 13,
   sign: 14,
-  fill: 15,
-  clamp: 16,
+  fill: 15, // beta, whatever x is
+  clamp: 16, // clamp(x, alpha, beta)
 } as const;
 
+/** Functions of shaders/binary.wgsl, emitted there as OP_ADD, OP_SUB, …. */
 const Binary = {
   add: 0,
   sub: 1,
@@ -32,20 +35,41 @@ const Binary = {
   div: 3,
   max: 4,
   min: 5,
-  reluGrad: 6,
-  leakyReluGrad: 7,
-  sigmoidGrad: 8,
-  tanhGrad: 9,
-  absGrad: 10,
-  greater: 11,
+  // Gradients of unary functions: a is the incoming gradient, b the saved input or output.
+  reluGrad: 6, // b = input
+  leakyReluGrad: 7, // b = input, alpha = slope
+  sigmoidGrad: 8, // b = output
+  tanhGrad: 9, // b = output
+  absGrad: 10, // b = input
+  greater: 11, // 1 where a > b
 } as const;
+
+const UnaryParams = uniformStruct("UnaryParams", { n: "u32", alpha: "f32", beta: "f32" });
+
+/** Shapes and strides hold up to 8 dimensions, as two vec4s. */
+const BinaryParams = uniformStruct("BinaryParams", {
+  n: "u32",
+  rank: "u32",
+  alpha: "f32",
+  shape: "array<vec4u, 2>",
+  a_strides: "array<vec4u, 2>",
+  b_strides: "array<vec4u, 2>",
+  // With BLOCKS, operand x reads element (i / x_inner) % x_count.
+  a_inner: "u32",
+  a_count: "u32",
+  b_inner: "u32",
+  b_count: "u32",
+});
+
+declareShader("unary", UnaryParams, wgslConstants(Unary, "OP_"));
+declareShader("binary", BinaryParams, wgslConstants(Binary, "OP_"));
 
 /** Writes f(x) into `out` (same size). */
 function dispatchUnary(x: Tensor, out: Tensor, op: number, alpha = 0, beta = 0): void {
   run(x, {
     shader: "unary",
     constants: { OP: op },
-    params: new Params().u32(out.size).f32(alpha).f32(beta).u32(0).bytes(),
+    params: UnaryParams.pack({ n: out.size, alpha, beta }),
     buffers: [bind(x), bind(out)],
     // Four elements per thread.
     workgroups: elementGrid(Math.ceil(out.size / 4)),
@@ -128,15 +152,18 @@ function dispatchBinary(a: Tensor, b: Tensor, op: number, alpha = 0, out?: Tenso
   run(a, {
     shader: "binary",
     constants: { OP: op, CONTIGUOUS: contiguous, BLOCKS: blocks },
-    params: new Params()
-      .u32(result.size).u32(shape.length).f32(alpha).u32(0)
-      .u32x8(shape)
-      .u32x8(broadcastStrides(a.shape, shape))
-      .u32x8(broadcastStrides(b.shape, shape))
-      .u32(aBlock?.inner ?? 1).u32(aBlock?.count ?? 1).u32(bBlock?.inner ?? 1).u32(
-        bBlock?.count ?? 1,
-      )
-      .bytes(),
+    params: BinaryParams.pack({
+      n: result.size,
+      rank: shape.length,
+      alpha,
+      shape,
+      a_strides: broadcastStrides(a.shape, shape),
+      b_strides: broadcastStrides(b.shape, shape),
+      a_inner: aBlock?.inner ?? 1,
+      a_count: aBlock?.count ?? 1,
+      b_inner: bBlock?.inner ?? 1,
+      b_count: bBlock?.count ?? 1,
+    }),
     buffers: [bind(a), bind(b), bind(result)],
     // The contiguous case takes four elements per thread.
     workgroups: elementGrid(contiguous ? Math.ceil(result.size / 4) : result.size),
@@ -330,16 +357,12 @@ function clampMask(x: Tensor, low: number, high: number): Tensor {
   return mask;
 }
 
-// The fill kernel ignores its input, but a buffer must be bound there and it may not alias the
-// output, so fills read this one-element placeholder.
-let fillPlaceholder: Tensor | null = null;
-
 /** Overwrites every element of `out` with `value` (no graph). */
 export function fillInto(out: Tensor, value: number): void {
-  if (!fillPlaceholder || fillPlaceholder.isDisposed || fillPlaceholder.gpu !== out.gpu) {
-    fillPlaceholder = keep(empty([1]));
-  }
-  dispatchUnary(fillPlaceholder, out, Unary.fill, 0, value);
+  // The fill kernel ignores its input, but a buffer must be bound there and it may not alias the
+  // output, so fills read a one-element placeholder kept with the device.
+  const placeholder = out.gpu.cache.get("fill placeholder", () => keep(empty([1])));
+  dispatchUnary(placeholder, out, Unary.fill, 0, value);
 }
 
 /** A tensor filled with `value`. */

@@ -5,33 +5,48 @@
  */
 
 import { addGrad, empty, keep, noGrad, opResult, type Tensor, tidy } from "../tensor.ts";
-import { bind, elementGrid, Params, run } from "./launch.ts";
+import { bind, elementGrid, run } from "./launch.ts";
 import { fill, mul, reciprocal } from "./elementwise.ts";
+import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
 
 const maxTaps = 64;
+
+/** The axis a pass runs along, emitted in shaders/filter.wgsl as AXIS_X and AXIS_Y. */
+const FilterAxis = { x: 0, y: 1 } as const;
+type FilterAxis = typeof FilterAxis[keyof typeof FilterAxis];
+
+/** out[i] = Σ_t taps[t] · in[i + t − radius] along one axis of `height` × `width` planes. */
+const FilterParams = uniformStruct("FilterParams", {
+  n: "u32",
+  height: "u32",
+  width: "u32",
+  tap_count: "u32",
+  radius: "i32",
+  taps: `array<vec4f, ${maxTaps / 4}>`,
+});
+
+declareShader("filter", FilterParams, wgslConstants(FilterAxis, "AXIS_"));
 
 function dispatchPass(
   x: Tensor,
   out: Tensor,
   taps: readonly number[],
   radius: number,
-  axis: 0 | 1,
+  axis: FilterAxis,
 ): void {
   const [, , height, width] = x.shape;
-  const params = new Params().u32(x.size).u32(height).u32(width).u32(taps.length).i32(radius)
-    .u32(0).u32(0).u32(0);
-  for (let i = 0; i < maxTaps; i++) params.f32(taps[i] ?? 0);
   run(x, {
     shader: "filter",
     constants: { AXIS: axis },
-    params: params.bytes(),
+    params: FilterParams.pack({ n: x.size, height, width, tap_count: taps.length, radius, taps }),
     buffers: [bind(x), bind(out)],
     workgroups: elementGrid(x.size),
   });
 }
 
 /** One 1-D correlation pass along x (axis 0) or y (axis 1), differentiable. */
-function filterPass(x: Tensor, taps: readonly number[], axis: 0 | 1): Tensor {
+function filterPass(x: Tensor, taps: readonly number[], axis: FilterAxis): Tensor {
   const radius = Math.floor(taps.length / 2);
   const out = opResult(x.shape, [x], (grad) => {
     // The adjoint: reversed taps around the mirrored centre.
@@ -62,33 +77,26 @@ export function separableFilter(
       throw new Error(`A filter needs 1 to ${maxTaps} taps, got ${taps.length}`);
     }
   }
-  const filtered = filterPass(filterPass(x, tapsX, 0), tapsY, 1);
+  const filtered = filterPass(filterPass(x, tapsX, FilterAxis.x), tapsY, FilterAxis.y);
   if (!options.normalizeBorder) return filtered;
   return mul(filtered, borderWeights(x, tapsX, tapsY));
 }
 
-// 1 / (the filter's weight inside the image) per pixel: the same for every image of a size, and
-// SSIM asks for it five times a step, so it is computed once per size and kept.
-const borderWeightCache = new Map<string, Tensor>();
-const borderWeightCacheLimit = 16;
-
+/**
+ * 1 / (the filter's weight inside the image) per pixel: the same for every image of a size, and
+ * SSIM asks for it five times a step, so it is computed once per size and kept with the device
+ * (`gpu.cache`, freed by `gpu.destroy()`).
+ */
 function borderWeights(x: Tensor, tapsX: readonly number[], tapsY: readonly number[]): Tensor {
-  const key = `${x.shape[2]}x${x.shape[3]}:${tapsX.join(",")}:${tapsY.join(",")}`;
-  const cached = borderWeightCache.get(key);
-  if (cached && !cached.isDisposed && cached.gpu === x.gpu) return cached;
-  if (borderWeightCache.size >= borderWeightCacheLimit) {
-    const [oldestKey, oldest] = borderWeightCache.entries().next().value!;
-    borderWeightCache.delete(oldestKey);
-    oldest.dispose();
-  }
-  const weights = keep(noGrad(() =>
-    tidy(() => {
-      const ones = fill([1, 1, x.shape[2], x.shape[3]], 1);
-      return reciprocal(filterPass(filterPass(ones, tapsX, 0), tapsY, 1));
-    })
-  ));
-  borderWeightCache.set(key, weights);
-  return weights;
+  const key = `filter border weights ${x.shape[2]}x${x.shape[3]}:${tapsX}:${tapsY}`;
+  return x.gpu.cache.get(key, () =>
+    keep(noGrad(() =>
+      tidy(() => {
+        const ones = fill([1, 1, x.shape[2], x.shape[3]], 1);
+        const blurred = filterPass(filterPass(ones, tapsX, FilterAxis.x), tapsY, FilterAxis.y);
+        return reciprocal(blurred);
+      })
+    )));
 }
 
 /** Normalised Gaussian taps: `size` taps (odd) with standard deviation `sigma`. */

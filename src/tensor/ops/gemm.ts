@@ -6,10 +6,51 @@
  */
 
 import type { Tensor } from "../tensor.ts";
-import { bind, elementGrid, Params, run } from "./launch.ts";
+import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
+import { operandTextureWidth } from "../../gpu/textures.ts";
+import { bind, elementGrid, run } from "./launch.ts";
 
 /** How the operands are gathered and the result scattered (see shaders/gemm.wgsl). */
 export const GemmMode = { matmul: 0, convForward: 1, convInputGrad: 2, convWeightGrad: 3 } as const;
+
+/**
+ * The uniform block of pack.wgsl, gemm.wgsl and col2im.wgsl: the sizes of one product and, for a
+ * convolution, its geometry (`in_*` is the convolution's input side).
+ */
+const GemmParams = uniformStruct("GemmParams", {
+  M: "u32",
+  N: "u32",
+  K: "u32",
+  K_padded: "u32", // K rounded up to whole texels
+  batch: "u32", // groups of a convolution, or the batch of a matmul
+  a_batch_stride: "u32",
+  b_batch_stride: "u32",
+  n_offset: "u32", // first column of B in this chunk
+  n_count: "u32", // columns in this chunk
+  images: "u32",
+  cin: "u32",
+  cout: "u32",
+  groups: "u32",
+  in_h: "u32",
+  in_w: "u32",
+  out_h: "u32",
+  out_w: "u32",
+  kernel_h: "u32",
+  kernel_w: "u32",
+  stride_h: "u32",
+  stride_w: "u32",
+  pad_h: "i32",
+  pad_w: "i32",
+  dilation_h: "u32",
+  dilation_w: "u32",
+});
+
+const gemmModes = wgslConstants(GemmMode, "MODE_");
+const textureWidth = wgslConstants({ textureWidth: operandTextureWidth });
+declareShader("pack", GemmParams, gemmModes, textureWidth);
+declareShader("gemm", GemmParams, gemmModes, textureWidth);
+declareShader("col2im", GemmParams);
 
 /** Convolution geometry in the kernel's terms: `in` is the convolution's input side. */
 export interface ConvGeometry {
@@ -71,14 +112,33 @@ function productParams(
   nCount: number,
 ): ArrayBuffer {
   const g = spec.conv;
-  return new Params()
-    .u32(spec.M).u32(spec.N).u32(spec.K).u32(kPadded).u32(spec.batch)
-    .u32(spec.aBatchStride ?? 0).u32(spec.bBatchStride ?? 0).u32(nOffset).u32(nCount)
-    .u32(g?.images ?? 0).u32(g?.cin ?? 0).u32(g?.cout ?? 0).u32(g?.groups ?? 1)
-    .u32(g?.inH ?? 0).u32(g?.inW ?? 0).u32(g?.outH ?? 0).u32(g?.outW ?? 0)
-    .u32(g?.kernelH ?? 1).u32(g?.kernelW ?? 1).u32(g?.strideH ?? 1).u32(g?.strideW ?? 1)
-    .i32(g?.padH ?? 0).i32(g?.padW ?? 0).u32(g?.dilationH ?? 1).u32(g?.dilationW ?? 1)
-    .bytes();
+  return GemmParams.pack({
+    M: spec.M,
+    N: spec.N,
+    K: spec.K,
+    K_padded: kPadded,
+    batch: spec.batch,
+    a_batch_stride: spec.aBatchStride ?? 0,
+    b_batch_stride: spec.bBatchStride ?? 0,
+    n_offset: nOffset,
+    n_count: nCount,
+    images: g?.images ?? 0,
+    cin: g?.cin ?? 0,
+    cout: g?.cout ?? 0,
+    groups: g?.groups ?? 1,
+    in_h: g?.inH ?? 0,
+    in_w: g?.inW ?? 0,
+    out_h: g?.outH ?? 0,
+    out_w: g?.outW ?? 0,
+    kernel_h: g?.kernelH ?? 1,
+    kernel_w: g?.kernelW ?? 1,
+    stride_h: g?.strideH ?? 1,
+    stride_w: g?.strideW ?? 1,
+    pad_h: g?.padH ?? 0,
+    pad_w: g?.padW ?? 0,
+    dilation_h: g?.dilationH ?? 1,
+    dilation_w: g?.dilationW ?? 1,
+  });
 }
 
 /** Records C = A·B as described by `spec` into `c`. */
@@ -89,7 +149,7 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
     TRANS_A: spec.transA ?? false,
     TRANS_B: spec.transB ?? false,
   };
-  const kPadded = Math.ceil(spec.K / 4) * 4;
+  const kPadded = paddedK(spec);
   const aTexels = spec.batch * spec.M * (kPadded / 4);
   const packedA = gpu.textures.acquire(aTexels);
   run(a, {
@@ -135,6 +195,23 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
   }
   gpu.textures.release(packedA);
   flopCounter += gemmFlops(spec);
+}
+
+/**
+ * Folds the column matrix of a `convInputGrad` product (computed by {@link gemm} with the same
+ * `spec`) into the NCHW image it is the gradient of: col2im.wgsl, one thread per pixel.
+ */
+export function foldColumns(columns: Tensor, image: Tensor, spec: GemmSpec): void {
+  run(image, {
+    shader: "col2im",
+    params: productParams(spec, paddedK(spec), 0, spec.N),
+    buffers: [bind(columns), bind(image)],
+    workgroups: elementGrid(image.size),
+  });
+}
+
+function paddedK(spec: GemmSpec): number {
+  return Math.ceil(spec.K / 4) * 4;
 }
 
 /** Floating-point operations of a product (multiply and add count as two). */

@@ -3,8 +3,6 @@
 import { grid2d, launch, type LaunchSpec, type StorageBinding } from "../../gpu/kernel.ts";
 import type { Shape, Tensor } from "../tensor.ts";
 
-export { Params } from "../../gpu/kernel.ts";
-
 /** The storage binding of a tensor's data. */
 export function bind(t: Tensor): StorageBinding {
   return { buffer: t.buffer, bytes: t.bytes };

@@ -1,8 +1,39 @@
 /** Pooling and resizing of NCHW tensors: maxPool2d, avgPool2d and upsample. */
 
 import { addGrad, empty, opResult, type Tensor } from "../tensor.ts";
-import { bind, elementGrid, Params, run } from "./launch.ts";
+import { bind, elementGrid, run } from "./launch.ts";
 import type { Pair } from "./conv.ts";
+import { uniformStruct } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
+
+/** n: elements handled by the dispatch (the output's for forward, the input's for backward). */
+const PoolParams = uniformStruct("PoolParams", {
+  n: "u32",
+  in_h: "u32",
+  in_w: "u32",
+  out_h: "u32",
+  out_w: "u32",
+  kernel_h: "u32",
+  kernel_w: "u32",
+  stride_h: "u32",
+  stride_w: "u32",
+  pad_h: "i32",
+  pad_w: "i32",
+});
+
+/** Like PoolParams' n; scale_h = in_h / out_h and scale_w = in_w / out_w. */
+const ResizeParams = uniformStruct("ResizeParams", {
+  n: "u32",
+  in_h: "u32",
+  in_w: "u32",
+  out_h: "u32",
+  out_w: "u32",
+  scale_h: "f32",
+  scale_w: "f32",
+});
+
+declareShader("pool", PoolParams);
+declareShader("resize", ResizeParams);
 
 /** Options of the pooling ops. */
 export interface PoolOptions {
@@ -43,11 +74,19 @@ function poolGeometry(x: Tensor, kernel: Pair, options: PoolOptions, what: strin
 }
 
 function poolParams(count: number, g: PoolGeometry): ArrayBuffer {
-  return new Params()
-    .u32(count).u32(g.inH).u32(g.inW).u32(g.outH).u32(g.outW)
-    .u32(g.kernel[0]).u32(g.kernel[1]).u32(g.stride[0]).u32(g.stride[1])
-    .i32(g.padding[0]).i32(g.padding[1]).u32(0)
-    .bytes();
+  return PoolParams.pack({
+    n: count,
+    in_h: g.inH,
+    in_w: g.inW,
+    out_h: g.outH,
+    out_w: g.outW,
+    kernel_h: g.kernel[0],
+    kernel_w: g.kernel[1],
+    stride_h: g.stride[0],
+    stride_w: g.stride[1],
+    pad_h: g.padding[0],
+    pad_w: g.padding[1],
+  });
 }
 
 /** Max over each window; the gradient goes to the window's largest input. */
@@ -130,8 +169,15 @@ export function upsample(x: Tensor, options: UpsampleOptions): Tensor {
     throw new Error(`upsample: unknown mode "${mode}"`);
   }
   const params = (count: number) =>
-    new Params().u32(count).u32(inH).u32(inW).u32(outH).u32(outW)
-      .f32(inH / outH).f32(inW / outW).u32(0).bytes();
+    ResizeParams.pack({
+      n: count,
+      in_h: inH,
+      in_w: inW,
+      out_h: outH,
+      out_w: outW,
+      scale_h: inH / outH,
+      scale_w: inW / outW,
+    });
   const out = opResult([n, c, outH, outW], [x], (grad) => {
     const dx = empty(x.shape);
     run(x, {

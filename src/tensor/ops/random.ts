@@ -1,13 +1,34 @@
 /** Seeded random tensors, generated on the GPU from a counter-based hash. */
 
 import { empty, type Shape, type Tensor } from "../tensor.ts";
-import { bind, elementGrid, Params, run } from "./launch.ts";
+import { bind, elementGrid, run } from "./launch.ts";
+import { uniformStruct } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
+
+/** a, b: low and high of a uniform distribution, or mean and standard deviation of a normal. */
+const RandomParams = uniformStruct("RandomParams", { n: "u32", seed: "u32", a: "f32", b: "f32" });
+
+declareShader("random", RandomParams);
 
 let state = 0x2545f491;
 
 /** Sets the seed from which tensors made without an explicit seed draw theirs. */
 export function manualSeed(seed: number): void {
   state = seed >>> 0;
+}
+
+/**
+ * Runs `fn` with the global stream seeded by `seed`, then puts the caller's stream back as it was,
+ * so a library call that needs reproducible random tensors does not reset the caller's seed.
+ */
+export function withSeed<T>(seed: number, fn: () => T): T {
+  const saved = state;
+  state = seed >>> 0;
+  try {
+    return fn();
+  } finally {
+    state = saved;
+  }
 }
 
 /** The next seed of the global stream (splitmix32). */
@@ -30,7 +51,7 @@ function generate(shape: Shape, normal: boolean, a: number, b: number, seed: num
   run(out, {
     shader: "random",
     constants: { NORMAL: normal },
-    params: new Params().u32(out.size).u32(seed).f32(a).f32(b).bytes(),
+    params: RandomParams.pack({ n: out.size, seed: seed >>> 0, a, b }),
     buffers: [bind(out)],
     workgroups: elementGrid(out.size),
   });

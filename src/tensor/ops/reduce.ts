@@ -1,8 +1,10 @@
 /** Reductions: sum, mean and max over all axes or chosen axes. */
 
 import { addGrad, opResult, type Shape, type Tensor } from "../tensor.ts";
-import { bind, contiguousStrides, elementGrid, notDifferentiable, Params, run } from "./launch.ts";
+import { bind, contiguousStrides, elementGrid, notDifferentiable, run } from "./launch.ts";
 import { grid2d } from "../../gpu/kernel.ts";
+import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
 import { expand, reshape } from "./shape.ts";
 import { mulScalar } from "./elementwise.ts";
 
@@ -27,8 +29,26 @@ export function normalizeAxes(axes: Axes, rank: number): number[] {
   return [...result].sort((x, y) => x - y);
 }
 
-const SUM = 0;
-const MAX = 1;
+/** Reductions of shaders/reduce.wgsl, emitted there as OP_SUM and OP_MAX. */
+const Reduce = { sum: 0, max: 1 } as const;
+
+/**
+ * Output element o reads base(o) + offset(r) for r < reduce_count: base walks the kept axes,
+ * offset the reduced ones (up to 8 each, as two vec4s). The result is multiplied by `scale`.
+ */
+const ReduceParams = uniformStruct("ReduceParams", {
+  out_count: "u32",
+  reduce_count: "u32",
+  kept_rank: "u32",
+  reduced_rank: "u32",
+  scale: "f32",
+  kept_shape: "array<vec4u, 2>",
+  kept_strides: "array<vec4u, 2>",
+  reduced_shape: "array<vec4u, 2>",
+  reduced_strides: "array<vec4u, 2>",
+});
+
+declareShader("reduce", ReduceParams, wgslConstants(Reduce, "OP_"));
 
 /**
  * Sizes and strides of a group of axes, with neighbours that are adjacent in memory merged into
@@ -76,12 +96,17 @@ function dispatchReduce(x: Tensor, axes: number[], op: number, scale: number, ou
   run(x, {
     shader: "reduce",
     constants: { OP: op, INNER: inner, SMALL: small, TWO_AXES: twoAxes },
-    params: new Params()
-      .u32(outCount).u32(reduceCount).u32(kept.sizes.length).u32(reducedSizes.length)
-      .f32(scale).u32(0).u32(0).u32(0)
-      .u32x8(kept.sizes).u32x8(kept.strides)
-      .u32x8(reducedSizes).u32x8(reducedStrides)
-      .bytes(),
+    params: ReduceParams.pack({
+      out_count: outCount,
+      reduce_count: reduceCount,
+      kept_rank: kept.sizes.length,
+      reduced_rank: reducedSizes.length,
+      scale,
+      kept_shape: kept.sizes,
+      kept_strides: kept.strides,
+      reduced_shape: reducedSizes,
+      reduced_strides: reducedStrides,
+    }),
     buffers: [bind(x), bind(out)],
     workgroups: small ? elementGrid(outCount) : grid2d(outCount),
   });
@@ -104,7 +129,7 @@ function sumWithScale(x: Tensor, axesArg: Axes, keepDims: boolean, mean: boolean
     addGrad(x, mulScalar(spread, scale));
     spread.dispose();
   });
-  dispatchReduce(x, axes, SUM, scale, out);
+  dispatchReduce(x, axes, Reduce.sum, scale, out);
   return out;
 }
 
@@ -122,7 +147,7 @@ export function mean(x: Tensor, axes?: Axes, keepDims = false): Tensor {
 export function max(x: Tensor, axes?: Axes, keepDims = false): Tensor {
   const normalized = normalizeAxes(axes, x.shape.length);
   const out = opResult(reducedShape(x.shape, normalized, keepDims), [x], notDifferentiable("max"));
-  dispatchReduce(x, normalized, MAX, 1, out);
+  dispatchReduce(x, normalized, Reduce.max, 1, out);
   return out;
 }
 

@@ -1,9 +1,24 @@
 /** Shape ops: reshape (a view), permute, slice, pad, concat and broadcast, all via strided copies. */
 
 import { addGrad, opResult, type Shape, shapeSize, type Tensor } from "../tensor.ts";
-import { bind, contiguousStrides, elementGrid, Params, run } from "./launch.ts";
+import { bind, contiguousStrides, elementGrid, run } from "./launch.ts";
+import { uniformStruct } from "../../gpu/layout.ts";
+import { declareShader } from "../../gpu/shaders.ts";
 import { fill, fillInto } from "./elementwise.ts";
 import { sumToShape } from "./reduce.ts";
+
+/** A strided copy of `n` elements of a region of up to 8 dimensions (shapes as two vec4s). */
+const CopyParams = uniformStruct("CopyParams", {
+  n: "u32",
+  rank: "u32",
+  src_offset: "u32",
+  dst_offset: "u32",
+  shape: "array<vec4u, 2>",
+  src_strides: "array<vec4u, 2>",
+  dst_strides: "array<vec4u, 2>",
+});
+
+declareShader("copy", CopyParams);
 
 /** A view of the region `shape` of a tensor's storage: offset plus per-axis strides. */
 interface StridedView {
@@ -19,10 +34,15 @@ function stridedCopy(shape: Shape, from: StridedView, to: StridedView): void {
   if (shape.length > 8) throw new Error(`At most 8 dimensions are supported, got [${shape}]`);
   run(from.tensor, {
     shader: "copy",
-    params: new Params()
-      .u32(count).u32(shape.length).u32(from.offset).u32(to.offset)
-      .u32x8(shape).u32x8(from.strides).u32x8(to.strides)
-      .bytes(),
+    params: CopyParams.pack({
+      n: count,
+      rank: shape.length,
+      src_offset: from.offset,
+      dst_offset: to.offset,
+      shape,
+      src_strides: from.strides,
+      dst_strides: to.strides,
+    }),
     buffers: [bind(from.tensor), bind(to.tensor)],
     workgroups: elementGrid(count),
   });
