@@ -58,16 +58,31 @@ Options for every method:
   --force           train a method on a category kind it is not meant for
   --help            this text; with --method NAME, that method's options`;
 
+/** A value as `--help` shows it: numbers to four significant digits. */
+function shortValue(value: string | number | boolean): string {
+  return typeof value === "number" ? String(Number(value.toPrecision(4))) : String(value);
+}
+
 function optionLine(name: string, spec: OptionSpec, method: MethodDefinition): string {
-  const placeholder = spec.type === "boolean" ? "" : spec.type === "choice" ? " X" : " N";
-  const flag = `  ${flagOf(name)}${placeholder}`.padEnd(22);
+  const placeholder = spec.type === "boolean"
+    ? ""
+    : spec.type === "choice"
+    ? ` ${spec.choices.length <= 3 ? spec.choices.join("|") : "X"}`
+    : " N";
+  const flag = `  ${flagOf(name)}${placeholder}`;
+  const helpColumn = 22;
   const facts = [describeRange(spec)];
   const presetValues = Object.entries(method.presets ?? {})
     .filter(([, values]) => values[name] !== undefined)
-    .map(([preset, values]) => `${preset} ${values[name]}`);
+    .map(([preset, values]) => `${preset} ${shortValue(values[name]!)}`);
   if (presetValues.length > 0) facts.push(`preset: ${presetValues.join(", ")}`);
-  else if (spec.default !== undefined) facts.push(`default ${spec.default}`);
-  return `${flag}${spec.help} (${facts.join("; ")})`;
+  else if (spec.default !== undefined) facts.push(`default ${shortValue(spec.default)}`);
+  const indent = " ".repeat(helpColumn);
+  // A flag too long for its column puts its help on the next line.
+  const head = flag.length < helpColumn
+    ? flag.padEnd(helpColumn) + spec.help
+    : `${flag}\n${indent}${spec.help}`;
+  return `${head}\n${indent}${facts.join("; ")}`;
 }
 
 /** The part of `--help` about one method. */
@@ -78,7 +93,9 @@ export function methodUsage(method: MethodDefinition): string {
   if (method.checkpoints) lines.push("  writes end-of-epoch checkpoints (--resume)");
   const options = Object.entries(method.options);
   if (options.length > 0) lines.push("  options:");
-  for (const [name, spec] of options) lines.push("  " + optionLine(name, spec, method));
+  for (const [name, spec] of options) {
+    lines.push(optionLine(name, spec, method).replace(/^/gm, "  "));
+  }
   return lines.join("\n");
 }
 

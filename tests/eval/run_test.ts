@@ -11,6 +11,7 @@ import { writeEvaluationOutputs } from "../../src/eval/outputs.ts";
 import { defaultMinArea } from "../../src/eval/protocol.ts";
 import { evaluateRuns, methodMetrics } from "../../src/eval/runs.ts";
 import { writeTiffFile } from "../../src/eval/tiff.ts";
+import { openCategory } from "../../src/data/mvtec.ts";
 import { findRuns, type RunConfig, type RunThreshold } from "../../src/run/folder.ts";
 import { testSamples, TINY_SIZE, tinyEvalDataset, writeGroundTruthMaps } from "./run_helpers.ts";
 
@@ -405,6 +406,46 @@ Deno.test("evaluateMapsFolder and outputs on a tiny synthetic dataset", async (t
         async () => await evaluateRuns(await findRuns(duplicate)),
         /Two runs of alpha on "bottle": ".*first.*" and ".*second.*"/,
       );
+
+      // Evaluation reopens the category with the validation images the run recorded.
+      const recorded = join(temp, "runs-recorded", "delta", "bottle");
+      await writeGroundTruthMaps(join(recorded, "maps"), dataRoot, "bottle", "perfect", false);
+      const opened = await openCategory(dataRoot, "bottle", { onWarning: () => {} });
+      const defaultIds = new Set(opened.validation.map((sample) => sample.id));
+      const heldOut = opened.train.map((sample) => sample.id).filter((id) => !defaultIds.has(id))
+        .slice(0, 2);
+      for (const id of heldOut) {
+        const sample = opened.train.find((s) => s.id === id)!;
+        await writeTiffFile(
+          join(recorded, "maps", "bottle", "validation", "good", `${id}.tiff`),
+          new Float32Array(sample.width * sample.height),
+          sample.width,
+          sample.height,
+        );
+      }
+      const recordedConfig: RunConfig = {
+        method: "delta",
+        category: "bottle",
+        data_root: dataRoot,
+        seed: 0,
+        engine_version: "test",
+        options: {},
+        created: new Date(0).toISOString(),
+      };
+      await Deno.writeTextFile(join(recorded, "config.json"), JSON.stringify(recordedConfig));
+      await assert.rejects(
+        () => evaluateRuns([{ dir: recorded, config: recordedConfig, threshold: null }]),
+        /validation/,
+        "without the recorded ids, the default split's maps are missing",
+      );
+      const [delta] = await evaluateRuns([{
+        dir: recorded,
+        config: { ...recordedConfig, validation_ids: heldOut },
+        threshold: null,
+      }], { examples: 0 });
+      const deltaMetrics = methodMetrics(delta).categories.bottle;
+      assert.equal(deltaMetrics.threshold_source, "validation");
+      assert.equal(deltaMetrics.threshold, 0, "all-zero validation maps of the recorded images");
     });
   } finally {
     await cleanup();

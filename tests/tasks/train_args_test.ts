@@ -66,6 +66,6 @@ Deno.test("--help lists every method's options; --help --method NAME one method'
   assert.ok(!gmm.includes("--epochs"));
   assert.match(
     usage("ae-ssim"),
-    /--epochs N +epochs over the patch set \(a positive integer; preset: quick 6, paper 200\)/,
+    /--epochs N +epochs over the patch set\n +a positive integer; preset: quick 6, paper 200\n/,
   );
 });

@@ -607,7 +607,7 @@ export const variationMethod: MethodDefinition = defineMethod({
       type: "number",
       min: 0,
       default: VARIATION_DEFAULTS.absoluteTolerance,
-      help: "a: tolerated deviation in gray values of [0, 1]",
+      help: "a: tolerated deviation in gray values of [0, 1] (10/255 by default)",
     },
     relativeTolerance: {
       type: "number",
