@@ -7,8 +7,9 @@
 // BinaryParams and the OP_* codes are declared in src/tensor/ops/elementwise.ts.
 
 @group(0) @binding(0) var<uniform> p: BinaryParams;
-// Addressed by vec4: the contiguous case takes four elements per thread, the others one, through
-// a component of a vec4.
+// Addressed by vec4: every invocation computes four consecutive output elements and stores them
+// as one vec4, so that no two invocations write parts of the same vec4 (a data race on Metal and
+// D3D12, where a component store may be a read-modify-write of the whole vector).
 @group(0) @binding(1) var<storage, read> a: array<vec4f>;
 @group(0) @binding(2) var<storage, read> b: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4f>;
@@ -36,34 +37,44 @@ fn apply(x: vec4f, y: vec4f) -> vec4f {
   }
 }
 
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = gid.x + gid.y * nwg.x * 256u;
-  if (CONTIGUOUS) {
-    // Four elements per thread; lanes past n fall in the buffers' padding.
-    if (i * 4u < p.n) {
-      out[i] = apply(a[i], b[i]);
-    }
-    return;
-  }
-  if (i >= p.n) {
-    return;
+// The operands' element indices for output element i.
+fn operand_indices(i: u32) -> vec2u {
+  if (BLOCKS) {
+    return vec2u((i / p.a_inner) % p.a_count, (i / p.b_inner) % p.b_count);
   }
   var ia = 0u;
   var ib = 0u;
-  if (BLOCKS) {
-    ia = (i / p.a_inner) % p.a_count;
-    ib = (i / p.b_inner) % p.b_count;
-  } else {
-    var rest = i;
-    for (var d = i32(p.rank) - 1; d >= 0; d--) {
-      let size = dim(p.shape, u32(d));
-      let coord = rest % size;
-      rest = rest / size;
-      ia += coord * dim(p.a_strides, u32(d));
-      ib += coord * dim(p.b_strides, u32(d));
+  var rest = i;
+  for (var d = i32(p.rank) - 1; d >= 0; d--) {
+    let size = dim(p.shape, u32(d));
+    let coord = rest % size;
+    rest = rest / size;
+    ia += coord * dim(p.a_strides, u32(d));
+    ib += coord * dim(p.b_strides, u32(d));
+  }
+  return vec2u(ia, ib);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  // Output vec4 i holds elements 4i … 4i + 3; lanes past n fall in the buffers' padding.
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i * 4u >= p.n) {
+    return;
+  }
+  if (CONTIGUOUS) {
+    out[i] = apply(a[i], b[i]);
+    return;
+  }
+  var x = vec4f(0.0);
+  var y = vec4f(0.0);
+  for (var lane = 0u; lane < 4u; lane++) {
+    let e = i * 4u + lane;
+    if (e < p.n) {
+      let indices = operand_indices(e);
+      x[lane] = a[indices.x / 4u][indices.x % 4u];
+      y[lane] = b[indices.y / 4u][indices.y % 4u];
     }
   }
-  let value = apply(vec4f(a[ia / 4u][ia % 4u]), vec4f(b[ib / 4u][ib % 4u]));
-  out[i / 4u][i % 4u] = value.x;
+  out[i] = apply(x, y);
 }

@@ -38,9 +38,11 @@ fn pad_replicate(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
 
 const HUGE: f32 = 1e30;
 
+// `value` if it is finite, else `fallback`. Tested on the bits (all exponent bits set means NaN
+// or ±Inf) rather than with comparisons, which a compiler that assumes finite floats (Metal's
+// fast math, for one) may fold away.
 fn finite_or(value: f32, fallback: f32) -> f32 {
-  // NaN fails every comparison; ±Inf fails the magnitude test.
-  if (abs(value) <= HUGE) {
+  if ((bitcast<u32>(value) & 0x7f800000u) != 0x7f800000u) {
     return value;
   }
   return fallback;

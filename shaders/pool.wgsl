@@ -7,8 +7,9 @@
 @group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-// Max pooling's argmax (pixel index within the plane, stored as f32 bits).
-@group(0) @binding(3) var<storage, read_write> argmax: array<f32>;
+// Max pooling's argmax: the winning pixel's index within its plane. Kept as integers: as f32 bit
+// patterns these small numbers would be subnormals, which a GPU may flush to zero.
+@group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 
 fn linear_index(gid: vec3u, nwg: vec3u) -> u32 {
   return gid.x + gid.y * nwg.x * 256u;
@@ -53,7 +54,7 @@ fn max_forward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
     }
   }
   dst[i] = best;
-  argmax[i] = bitcast<f32>(best_index);
+  argmax[i] = best_index;
 }
 
 @compute @workgroup_size(256)
@@ -71,7 +72,7 @@ fn max_backward(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgrou
   for (var oy = rows.x; oy < rows.y; oy++) {
     for (var ox = cols.x; ox < cols.y; ox++) {
       let o = (plane * p.out_h + oy) * p.out_w + ox;
-      if (bitcast<u32>(argmax[o]) == pixel) {
+      if (argmax[o] == pixel) {
         sum += src[o];
       }
     }

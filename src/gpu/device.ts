@@ -7,6 +7,7 @@
  */
 
 import { ResourceCache } from "./cache.ts";
+import { BindGroupCache } from "./kernel.ts";
 import { BufferPool } from "./pool.ts";
 import { PipelineCache } from "./pipelines.ts";
 import { Recorder } from "./recorder.ts";
@@ -41,8 +42,10 @@ export class Gpu {
   readonly device: GPUDevice;
   /** The adapter's description. */
   readonly adapter: AdapterDescription;
-  /** Shader-module and pipeline cache keyed by shader source plus constants. */
+  /** Shader-module and pipeline cache keyed by shader, constants and entry point. */
   readonly pipelines: PipelineCache;
+  /** Bind groups by the pipeline and resources they bind (see kernel.ts). */
+  readonly bindGroups: BindGroupCache;
   /** Buffer pool with size buckets. */
   readonly pool: BufferPool;
   /** Records dispatches into one command encoder until data must come back. */
@@ -59,21 +62,24 @@ export class Gpu {
    * the next readback); tests assert that none occur.
    */
   readonly errors: string[] = [];
+  /** The largest byte size one storage binding may have on this device. */
+  readonly maxBindingBytes: number;
+  /** The most workgroups one dimension of a dispatch may have on this device. */
+  readonly maxWorkgroupsPerDimension: number;
 
   /** Wraps an acquired device; use {@link getGpu} instead of calling this. */
   constructor(device: GPUDevice, adapter: AdapterDescription) {
     this.device = device;
     this.adapter = adapter;
     this.pipelines = new PipelineCache(device);
+    this.bindGroups = new BindGroupCache(device);
     this.recorder = new Recorder(device, this.errors);
     this.pool = new BufferPool(device, this.recorder);
     this.textures = new TexturePool(device);
     this.cache = new ResourceCache();
-  }
-
-  /** The largest byte size one storage binding may have on this device. */
-  get maxBindingBytes(): number {
-    return this.device.limits.maxStorageBufferBindingSize;
+    // Read once: every dispatch checks against them.
+    this.maxBindingBytes = device.limits.maxStorageBufferBindingSize;
+    this.maxWorkgroupsPerDimension = device.limits.maxComputeWorkgroupsPerDimension;
   }
 
   /**
@@ -95,6 +101,7 @@ export class Gpu {
     this.pool.releaseAll();
     this.textures.destroyAll();
     this.recorder.destroyUniforms();
+    this.bindGroups.clear();
     this.device.destroy();
     if (current === this) current = null;
   }

@@ -1,7 +1,9 @@
 /**
  * Shader modules and compute pipelines, cached by shader, constants and entry point. Compiling a
- * pipeline costs 0.1–0.7 s on lavapipe, so each variant is built once per process; a dispatch only
- * builds a short key to find it.
+ * pipeline costs 0.1–0.7 s on lavapipe, so each variant is built once per process. Finding it
+ * again happens on every dispatch, so the lookup walks a tree of maps keyed by the shader, the
+ * entry point and each constant's name and value: no key string is built and nothing is
+ * allocated once a variant exists.
  */
 
 import { wgslConstant } from "./layout.ts";
@@ -27,17 +29,42 @@ export function shaderCode(shader: ShaderName, constants: ShaderConstants = {}):
     constantsPrelude(constants);
 }
 
+/** A compiled pipeline with what every dispatch of it needs, made once. */
+export interface PipelineVariant {
+  /** The compute pipeline. */
+  readonly pipeline: GPUComputePipeline;
+  /** Its bind group layout 0 (`getBindGroupLayout` makes a new object on every call). */
+  readonly layout: GPUBindGroupLayout;
+  /** "shader:entry", for error messages. */
+  readonly label: string;
+  /** A small number unique to this variant in its cache, for bind-group cache keys. */
+  readonly id: number;
+}
+
+/** One level of the lookup tree: the variant whose constants end here, and deeper levels. */
+interface Node {
+  variant: PipelineVariant | null;
+  /** Constant name → constant value → node. */
+  readonly children: Map<string, Map<number | boolean, Node>>;
+}
+
+function newNode(): Node {
+  return { variant: null, children: new Map() };
+}
+
 /** Pipelines by (shader, constants, entry point). */
 export class PipelineCache {
   private readonly modules = new Map<string, GPUShaderModule>();
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  /** "shader:entry" → the tree of its constants. */
+  private readonly roots = new Map<string, Map<string, Node>>();
+  private count = 0;
 
   /** Wraps a device. */
   constructor(private readonly device: GPUDevice) {}
 
   /** Number of distinct pipelines built so far. */
   get size(): number {
-    return this.pipelines.size;
+    return this.count;
   }
 
   /** The pipeline for this shader variant, compiled on first request. */
@@ -46,25 +73,52 @@ export class PipelineCache {
     constants: ShaderConstants = {},
     entryPoint = "main",
   ): GPUComputePipeline {
-    let variant: string = shader;
-    for (const name in constants) variant += `,${name}=${constants[name]}`;
-    const key = variant + ":" + entryPoint;
-    let pipeline = this.pipelines.get(key);
-    if (pipeline) return pipeline;
-    let module = this.modules.get(variant);
+    return this.variant(shader, constants, entryPoint).pipeline;
+  }
+
+  /**
+   * The pipeline for this shader variant with its bind group layout and label, compiled on first
+   * request. Constants given in another order are another variant (call sites always list them
+   * in the same order, so this only costs a second compile if they do not).
+   */
+  variant(shader: ShaderName, constants: ShaderConstants, entryPoint: string): PipelineVariant {
+    let entries = this.roots.get(shader);
+    if (!entries) this.roots.set(shader, entries = new Map());
+    let node: Node | undefined = entries.get(entryPoint);
+    if (!node) entries.set(entryPoint, node = newNode());
+    for (const name in constants) {
+      const value = constants[name];
+      let values: Map<number | boolean, Node> | undefined = node.children.get(name);
+      if (!values) node.children.set(name, values = new Map());
+      let next: Node | undefined = values.get(value);
+      if (!next) values.set(value, next = newNode());
+      node = next;
+    }
+    return node.variant ??= this.compile(shader, constants, entryPoint);
+  }
+
+  private compile(
+    shader: ShaderName,
+    constants: ShaderConstants,
+    entryPoint: string,
+  ): PipelineVariant {
+    // One module serves every entry point of a (shader, constants) pair.
+    let moduleKey: string = shader;
+    for (const name in constants) moduleKey += `,${name}=${constants[name]}`;
+    let module = this.modules.get(moduleKey);
     if (!module) {
       module = this.device.createShaderModule({
-        label: variant,
+        label: moduleKey,
         code: shaderCode(shader, constants),
       });
-      this.modules.set(variant, module);
+      this.modules.set(moduleKey, module);
     }
-    pipeline = this.device.createComputePipeline({
-      label: `${shader}:${entryPoint}`,
+    const label = `${shader}:${entryPoint}`;
+    const pipeline = this.device.createComputePipeline({
+      label,
       layout: "auto",
       compute: { module, entryPoint },
     });
-    this.pipelines.set(key, pipeline);
-    return pipeline;
+    return { pipeline, layout: pipeline.getBindGroupLayout(0), label, id: this.count++ };
   }
 }

@@ -22,10 +22,20 @@ export function bucketSize(bytes: number): number {
   return Math.max(minBucketBytes, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))));
 }
 
-/** Buffers for tensors: acquire by size, release for reuse. */
+/**
+ * Buffers for tensors: acquire by size, release for reuse.
+ *
+ * A bucket hands out its oldest free buffer, not the last one released. Which buffer a tensor
+ * gets then depends only on which buffers are free, not on the order earlier tensors were
+ * disposed in, so a training loop gets the same buffers for the same tensors every step, and the
+ * bind groups cached for the previous step (see kernel.ts) are found again.
+ */
 export class BufferPool {
+  /** Free buffers per bucket size, newest first, so that `pop()` gives the oldest. */
   private readonly free = new Map<number, GPUBuffer[]>();
-  private readonly owned = new Set<GPUBuffer>();
+  /** Every live buffer the pool made, with its age (creation number). */
+  private readonly owned = new Map<GPUBuffer, number>();
+  private nextAge = 0;
   /** Live figures. */
   readonly stats: PoolStats = { allocatedBytes: 0, inUseBytes: 0, created: 0 };
 
@@ -42,7 +52,7 @@ export class BufferPool {
       size,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     });
-    this.owned.add(buffer);
+    this.owned.set(buffer, this.nextAge++);
     this.stats.allocatedBytes += size;
     this.stats.created++;
     return buffer;
@@ -57,7 +67,15 @@ export class BufferPool {
     this.stats.inUseBytes -= size;
     let list = this.free.get(size);
     if (!list) this.free.set(size, list = []);
-    list.push(buffer);
+    // Insert by age (binary search; lists hold a few dozen buffers at most in practice).
+    const age = this.owned.get(buffer) ?? Infinity;
+    let low = 0, high = list.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if ((this.owned.get(list[middle]) ?? Infinity) > age) low = middle + 1;
+      else high = middle;
+    }
+    list.splice(low, 0, buffer);
   }
 
   /** Destroys the buffers waiting for reuse, for example after inference on large images. */
@@ -76,7 +94,7 @@ export class BufferPool {
   /** Destroys every buffer the pool made, in use or not (device teardown). */
   releaseAll(): void {
     this.recorder.flush();
-    for (const buffer of this.owned) buffer.destroy();
+    for (const buffer of this.owned.keys()) buffer.destroy();
     this.owned.clear();
     this.free.clear();
     this.stats.allocatedBytes = 0;

@@ -27,9 +27,13 @@ export class Recorder {
   readonly stats: RecorderStats = { readbacks: 0, submits: 0, dispatches: 0 };
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
-  private readonly uniforms = new Map<string, GPUBuffer>();
+  /** Uniform buffers by a hash of their contents; entries with the same hash are chained. */
+  private readonly uniforms = new Map<number, CachedUniform>();
+  private uniformCount = 0;
   private transientBuffers: GPUBuffer[] = [];
   private static readonly maxCachedUniforms = 4096;
+  /** The pipeline last set in the open pass, so that a run of the same kernel sets it once. */
+  private passPipeline: GPUComputePipeline | null = null;
   /** Kernels ("shader:entry") recorded since the batch's error scopes were opened, or null. */
   private batchKernels: Set<string> | null = null;
   /** Error messages of submitted batches, resolved once WebGPU has checked them. */
@@ -41,7 +45,11 @@ export class Recorder {
    */
   constructor(private readonly device: GPUDevice, readonly errors: string[] = []) {}
 
-  /** Opens the error scopes of a batch if none is open. */
+  /** Opens the error scopes of a batch if none is open (cheap when one is). */
+  beginBatch(): void {
+    this.openBatch();
+  }
+
   private openBatch(): Set<string> {
     if (this.batchKernels) return this.batchKernels;
     this.device.pushErrorScope("out-of-memory");
@@ -74,8 +82,9 @@ export class Recorder {
   }
 
   /**
-   * Notes that the next dispatch runs kernel `label` ("shader:entry"), before its pipeline and
-   * bind group are made, so that errors in making them are caught with the batch's.
+   * Notes that the batch runs kernel `label` ("shader:entry"), for its error message. Call
+   * {@link beginBatch} before making the kernel's pipeline and bind group, so that errors in
+   * making them are caught with the batch's.
    */
   beginKernel(label: string): void {
     const kernels = this.openBatch();
@@ -101,7 +110,10 @@ export class Recorder {
 
   private currentPass(): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.createEncoder();
-    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    if (!this.pass) {
+      this.pass = this.encoder.beginComputePass();
+      this.passPipeline = null;
+    }
     return this.pass;
   }
 
@@ -126,7 +138,10 @@ export class Recorder {
     workgroups: readonly [number, number?, number?],
   ): void {
     const pass = this.currentPass();
-    pass.setPipeline(pipeline);
+    if (pipeline !== this.passPipeline) {
+      pass.setPipeline(pipeline);
+      this.passPipeline = pipeline;
+    }
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
     this.stats.dispatches++;
@@ -242,13 +257,20 @@ export class Recorder {
    * shapes every step and stops creating new ones after the first.
    */
   uniform(data: ArrayBuffer): GPUBuffer {
-    const key = bytesKey(data);
-    const cached = this.uniforms.get(key);
-    if (cached) return cached;
-    if (this.uniforms.size >= Recorder.maxCachedUniforms) {
+    const words = new Uint32Array(data, 0, data.byteLength >> 2);
+    const hash = hashWords(words);
+    for (let entry = this.uniforms.get(hash) ?? null; entry; entry = entry.next) {
+      if (sameWords(entry.words, words)) return entry.buffer;
+    }
+    if (this.uniformCount >= Recorder.maxCachedUniforms) {
       // Retire the whole cache; buffers still referenced by recorded work die after the submit.
-      this.transientBuffers.push(...this.uniforms.values());
+      for (const chain of this.uniforms.values()) {
+        for (let entry: CachedUniform | null = chain; entry; entry = entry.next) {
+          this.transientBuffers.push(entry.buffer);
+        }
+      }
       this.uniforms.clear();
+      this.uniformCount = 0;
     }
     const buffer = this.device.createBuffer({
       size: Math.max(16, Math.ceil(data.byteLength / 16) * 16),
@@ -257,22 +279,42 @@ export class Recorder {
     });
     new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data));
     buffer.unmap();
-    this.uniforms.set(key, buffer);
+    const next = this.uniforms.get(hash) ?? null;
+    this.uniforms.set(hash, { words: words.slice(), buffer, next });
+    this.uniformCount++;
     return buffer;
   }
 
   /** Destroys cached uniform buffers (on device teardown). */
   destroyUniforms(): void {
-    for (const buffer of this.uniforms.values()) buffer.destroy();
+    for (const chain of this.uniforms.values()) {
+      for (let entry: CachedUniform | null = chain; entry; entry = entry.next) {
+        entry.buffer.destroy();
+      }
+    }
     this.uniforms.clear();
+    this.uniformCount = 0;
   }
 }
 
-function bytesKey(data: ArrayBuffer): string {
-  const words = new Uint32Array(data, 0, data.byteLength >> 2);
-  let key = "";
-  for (let i = 0; i < words.length; i++) key += words[i].toString(36) + ",";
-  return key;
+/** A cached uniform buffer, its contents, and the next entry whose contents hash alike. */
+interface CachedUniform {
+  readonly words: Uint32Array;
+  readonly buffer: GPUBuffer;
+  readonly next: CachedUniform | null;
+}
+
+/** FNV-1a over 32-bit words: a number to look uniform contents up by, without a key string. */
+function hashWords(words: Uint32Array): number {
+  let hash = 0x811c9dc5 ^ words.length;
+  for (let i = 0; i < words.length; i++) hash = Math.imul(hash ^ words[i], 0x01000193);
+  return hash >>> 0;
+}
+
+function sameWords(a: Uint32Array, b: Uint32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function describeBatchError(error: GPUError, kernels: ReadonlySet<string>): string {

@@ -60,6 +60,34 @@ Deno.test("the pool reuses buffers by size bucket", async () => {
   b.dispose();
 });
 
+Deno.test("the pool hands out its oldest free buffer, whatever order buffers were freed in", async () => {
+  await init();
+  // A bucket no other test uses, so that only these three buffers are in it.
+  const [a, b, c] = [empty([40000]), empty([40000]), empty([40000])];
+  const buffers = [a.buffer, b.buffer, c.buffer];
+  for (const t of [b, c, a]) t.dispose();
+  const again = [empty([40000]), empty([40000]), empty([40000])];
+  assert.deepEqual(again.map((t) => t.buffer), buffers);
+  again.forEach((t) => t.dispose());
+});
+
+Deno.test("a repeated dispatch reuses its pipeline, uniform block and bind group", async () => {
+  const gpu = await init();
+  const x = tensor([1, -2, 3, 4, 5]);
+  op.relu(x).dispose();
+  const { misses, hits } = gpu.bindGroups.stats;
+  for (let i = 0; i < 5; i++) op.relu(x).dispose();
+  assert.equal(gpu.bindGroups.stats.misses, misses);
+  assert.equal(gpu.bindGroups.stats.hits, hits + 5);
+  // Another input buffer is another bind group.
+  const y = tensor([1, 2, 3, 4, 5]);
+  op.relu(y).dispose();
+  assert.equal(gpu.bindGroups.stats.misses, misses + 1);
+  assert.deepEqual(await op.relu(x).toArray(), new Float32Array([1, 0, 3, 4, 5]));
+  x.dispose();
+  y.dispose();
+});
+
 Deno.test("a tensor larger than one storage binding is refused with a clear error", async () => {
   const gpu = await init();
   const elements = Math.floor(gpu.maxBindingBytes / 4) + 1;

@@ -123,6 +123,27 @@ Deno.test("the E-step kernel's log-likelihood matches a float64 reference, far s
   assert.deepEqual(currentGpu().errors, []);
 });
 
+Deno.test("NaN or infinite samples get finite log-likelihoods and leave the others alone", async () => {
+  await init();
+  const mixture = knownMixture();
+  const host = sampleMixture(mixture, 64, 3);
+  host.set([NaN, 0, 0, Infinity, 1, 2, 0, -Infinity, 0, NaN, NaN, NaN], 0);
+  const samples = tensor(featureMajorFromRows(host, 3, 64), [3, 64]);
+  const uploaded = uploadMixture(mixture);
+  const { logLikelihood, responsibilities } = mixtureLogLikelihood(samples, uploaded, true);
+  const [ll, resp] = [await logLikelihood.toArray(), await responsibilities!.toArray()];
+  ll.forEach((value, n) => assert.ok(Number.isFinite(value), `sample ${n}: ${value}`));
+  resp.forEach((value, i) => assert.ok(Number.isFinite(value), `responsibility ${i}: ${value}`));
+  for (let n = 0; n < 4; n++) assert.ok(ll[n] <= -1e29, `sample ${n} is impossible: ${ll[n]}`);
+  for (let n = 4; n < 64; n++) {
+    const expected = referenceLogLikelihood(mixture, host.subarray(n * 3, n * 3 + 3));
+    assert.ok(Math.abs(ll[n] - expected) <= 2e-5 * Math.max(1, Math.abs(expected)));
+  }
+  for (const t of [samples, logLikelihood, responsibilities!]) t.dispose();
+  uploaded.dispose();
+  assert.deepEqual(currentGpu().errors, []);
+});
+
 Deno.test("an E-step split into column chunks gives the same result as one pass", async () => {
   await init();
   const mixture = knownMixture();

@@ -218,3 +218,75 @@ Deno.test("Linear computes x·Wᵀ + b and learns a linear map", async () => {
   assert.ok(loss < 1e-4, `loss after 200 steps: ${loss}`);
   layer.dispose();
 });
+
+Deno.test("one Adam dispatch updates every parameter, skips those without a gradient, and resumes from stepCount", async () => {
+  await init();
+  const gpu = currentGpu();
+  // Sizes that straddle the kernel's 256-element blocks.
+  const sizes = [300, 5, 7];
+  const initial = sizes.map((n, k) => Array.from({ length: n }, (_, i) => Math.sin(i + 10 * k)));
+  const params = initial.map((w) => {
+    const p = tensor(w);
+    p.requiresGrad = true;
+    return p;
+  });
+  const lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  const adam = new Adam(params, { lr });
+  // The kernel's β are f32: (1 − β) differs from float64's by up to 1.3e-5 relative, which over
+  // four steps of size ~3·lr would exceed the tolerance on its own, so the moments use them too.
+  const [f1, f2] = [Math.fround(b1), Math.fround(b2)];
+  // A resumed run: the step count comes from a checkpoint, just before a new table of bias
+  // corrections is needed (every 4096 steps).
+  adam.stepCount = 4094;
+  const expected = initial.map((w) => [...w]);
+  const moments = sizes.map((n) => [new Array(n).fill(0), new Array(n).fill(0)]);
+  const before = { ...gpu.recorder.stats };
+  for (let t = 4095; t <= 4098; t++) {
+    // The last parameter has no gradient on odd steps: it and its moments must stay as they are.
+    const active = sizes.map((_, k) => k < 2 || t % 2 === 0);
+    const grads = sizes.map((n, k) => Array.from({ length: n }, (_, i) => Math.cos(i * t + k)));
+    params.forEach((p, k) => p.grad = active[k] ? tensor(grads[k]) : null);
+    adam.step();
+    sizes.forEach((n, k) => {
+      if (!active[k]) return;
+      const [m, v] = moments[k];
+      for (let i = 0; i < n; i++) {
+        const g = grads[k][i];
+        m[i] = f1 * m[i] + (1 - f1) * g;
+        v[i] = f2 * v[i] + (1 - f2) * g * g;
+        expected[k][i] -= lr * (m[i] / (1 - b1 ** t)) / (Math.sqrt(v[i] / (1 - b2 ** t)) + eps);
+      }
+    });
+    adam.zeroGrad();
+  }
+  assert.equal(gpu.recorder.stats.dispatches - before.dispatches, 4, "one dispatch per step");
+  assert.equal(adam.stepCount, 4098);
+  const actual = await Promise.all(params.map((p) => p.toArray()));
+  actual.forEach((values, k) =>
+    values.forEach((a, i) =>
+      assert.ok(
+        Math.abs(a - expected[k][i]) < 1e-6,
+        `parameter ${k}[${i}]: ${a} vs ${expected[k][i]}`,
+      )
+    )
+  );
+  assert.deepEqual(gpu.errors, []);
+  params.forEach((p) => p.dispose());
+  adam.dispose();
+});
+
+Deno.test("an optimizer step after the first records no new uniform block or bind group", async () => {
+  await init();
+  const gpu = currentGpu();
+  const model = tinyAutoencoder();
+  const optimizer = new Adam(model.parameters(), { lr: 1e-3 });
+  const batch = stripes(2, 16, 3);
+  for (let i = 0; i < 2; i++) trainingStep(model, optimizer, batch).dispose();
+  const misses = gpu.bindGroups.stats.misses;
+  for (let i = 0; i < 3; i++) trainingStep(model, optimizer, batch).dispose();
+  await gpu.checkErrors();
+  assert.equal(gpu.bindGroups.stats.misses, misses, "a training step made new bind groups");
+  batch.dispose();
+  model.dispose();
+  optimizer.dispose();
+});

@@ -2,13 +2,15 @@
 
 import assert from "node:assert/strict";
 import * as op from "../../src/tensor/ops.ts";
-import { init, tensor } from "../../src/tensor/tensor.ts";
+import { backward, init, noGrad, tensor, tidy } from "../../src/tensor/tensor.ts";
+import { currentGpu } from "../../src/gpu/device.ts";
 import {
   checkOp,
   filterRef,
   type OpCase,
   randomRef,
   type Ref,
+  relativeError,
   seededRandom,
   sumRef,
 } from "./reference.ts";
@@ -122,6 +124,93 @@ Deno.test("ssim of an image with itself is 1 everywhere", async () => {
   const values = await map.toArray();
   assert.ok(values.every((v) => Math.abs(v - 1) < 1e-4));
   assert.ok(Math.abs((await mean.item()) - 1) < 1e-4);
+});
+
+/**
+ * SSIM's map of images of `shape` against the reference, and the gradients of Σ R·map (R random)
+ * with respect to both images against central differences of the reference at `probes` pixels
+ * (the corners of the first plane and random ones): full finite differences would take minutes.
+ */
+async function checkSsimMap(shape: number[], seed: number, probes: number): Promise<void> {
+  await init();
+  const random = seededRandom(seed);
+  const taps = op.gaussianTaps(1.5, 11);
+  const inputs = [randomRef(shape, random, 0, 1), randomRef(shape, random, 0, 1)];
+  const upstream = randomRef(shape, random);
+  const expected = ssimRef(inputs[0], inputs[1], taps);
+  // The images stay alive until the end: disposing one disposes its gradient.
+  const { a, b, map } = tidy(() => {
+    const [a, b] = inputs.map((r) => tensor(Float32Array.from(r.data), shape));
+    a.requiresGrad = b.requiresGrad = true;
+    const { map } = op.ssim(a, b);
+    backward(map, tensor(Float32Array.from(upstream.data), shape));
+    return { a, b, map };
+  });
+  const forwardError = relativeError(await map.toArray(), expected.data);
+  assert.ok(forwardError <= 3e-4, `ssim map [${shape}]: forward error ${forwardError}`);
+  const [, , h, w] = shape;
+  const corners = [0, w - 1, (h - 1) * w, h * w - 1];
+  const picked = [
+    ...corners,
+    ...Array.from({ length: probes }, () => {
+      return Math.floor(random() * expected.data.length);
+    }),
+  ];
+  const step = 1e-5;
+  const objective = () => {
+    const out = ssimRef(inputs[0], inputs[1], taps).data;
+    return out.reduce((total, v, i) => total + v * upstream.data[i], 0);
+  };
+  for (const [index, grad] of [await a.grad!.toArray(), await b.grad!.toArray()].entries()) {
+    const data = inputs[index].data;
+    const actual: number[] = [];
+    const numeric: number[] = [];
+    for (const i of picked) {
+      const saved = data[i];
+      data[i] = saved + step;
+      const plus = objective();
+      data[i] = saved - step;
+      const minus = objective();
+      data[i] = saved;
+      numeric.push((plus - minus) / (2 * step));
+      actual.push(grad[i]);
+    }
+    const error = relativeError(actual, numeric);
+    assert.ok(error <= 5e-3, `ssim map [${shape}]: gradient ${index} error ${error}`);
+  }
+  for (const t of [map, a, b]) t.dispose();
+  assert.deepEqual(currentGpu().errors, []);
+}
+
+Deno.test("ssim map of awkward sizes matches the reference, forward and backward", async () => {
+  // Neither side a multiple of the kernels' tiles, 3 channels, more than one image.
+  await checkSsimMap([2, 3, 13, 17], 31, 24);
+  // Several tiles along both axes, and planes smaller than the window.
+  await checkSsimMap([1, 2, 70, 67], 32, 8);
+  await checkSsimMap([3, 1, 4, 9], 33, 12);
+});
+
+Deno.test("ssim forward and backward record a handful of dispatches", async () => {
+  await init();
+  const gpu = currentGpu();
+  const shape = [2, 1, 32, 32];
+  const a = op.rand(shape, 0, 1, { seed: 1 });
+  const b = op.rand(shape, 0, 1, { seed: 2 });
+  a.requiresGrad = b.requiresGrad = true;
+  let before = gpu.recorder.stats.dispatches;
+  const forward = tidy(() => noGrad(() => op.ssim(a, b).mean));
+  const forwardOnly = gpu.recorder.stats.dispatches - before;
+  before = gpu.recorder.stats.dispatches;
+  tidy(() => op.ssim(a, b).mean.backward());
+  const both = gpu.recorder.stats.dispatches - before;
+  // Forward: the moments along x, along y with the map, and the mean. Backward: the mean's
+  // gradient (seed, broadcast, scale), then the adjoint along x and along y.
+  assert.ok(forwardOnly <= 3, `ssim forward recorded ${forwardOnly} dispatches`);
+  assert.ok(both <= 8, `ssim forward and backward recorded ${both} dispatches`);
+  assert.ok(a.grad && b.grad, "both images received gradients");
+  assert.ok(Number.isFinite(await forward.item()));
+  for (const t of [a, b, a.grad, b.grad, forward]) t?.dispose();
+  assert.deepEqual(gpu.errors, []);
 });
 
 Deno.test("batchNorm2d in training mode: forward and backward", () =>

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import * as op from "../../src/tensor/ops.ts";
-import { backward, type Tensor, tensor, tidy } from "../../src/tensor/tensor.ts";
+import { backward, init, type Tensor, tensor, tidy } from "../../src/tensor/tensor.ts";
 import {
   binaryRef,
   checkOp,
@@ -276,6 +276,40 @@ for (const [kind, gpu] of [["max", op.maxPool2d], ["avg", op.avgPool2d]] as cons
     ref: (x) => poolRef(x, 2, 2, 0, kind),
   }));
 }
+
+Deno.test("maxPool2d backward sends each gradient to its window's argmax over a large tensor", async () => {
+  // 2×2 windows over 6 planes of 40×50: argmax indices up to 1999 within a plane. As f32 bit
+  // patterns such small integers are subnormals, which some GPUs flush to zero; the kernel keeps
+  // them as u32, and every window must route its gradient to its own winner.
+  await init();
+  const [planes, h, w] = [6, 40, 50];
+  const values = new Float32Array(planes * h * w);
+  const rng = seededRandom(11);
+  for (let i = 0; i < values.length; i++) values[i] = rng();
+  const upstream = Float32Array.from({ length: planes * (h / 2) * (w / 2) }, (_, i) => 1 + i);
+  const [x, grad] = [tensor(values, [2, 3, h, w]), tensor(upstream, [2, 3, h / 2, w / 2])];
+  x.requiresGrad = true;
+  const out = op.maxPool2d(x, 2);
+  backward(out, grad);
+  const dx = await x.grad!.toArray();
+  const expected = new Float32Array(values.length);
+  for (let plane = 0; plane < planes; plane++) {
+    for (let oy = 0; oy < h / 2; oy++) {
+      for (let ox = 0; ox < w / 2; ox++) {
+        let best = -Infinity, bestIndex = -1;
+        for (let ky = 0; ky < 2; ky++) {
+          for (let kx = 0; kx < 2; kx++) {
+            const index = plane * h * w + (2 * oy + ky) * w + 2 * ox + kx;
+            if (values[index] > best) [best, bestIndex] = [values[index], index];
+          }
+        }
+        expected[bestIndex] = upstream[(plane * (h / 2) + oy) * (w / 2) + ox];
+      }
+    }
+  }
+  assert.deepEqual(dx, expected);
+  for (const t of [x, grad, out]) t.dispose();
+});
 
 for (const mode of ["nearest", "bilinear"] as const) {
   for (const [label, size] of [["up", [13, 17]], ["down", [3, 4]]] as const) {

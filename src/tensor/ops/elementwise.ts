@@ -165,8 +165,8 @@ function dispatchBinary(a: Tensor, b: Tensor, op: number, alpha = 0, out?: Tenso
       b_count: bBlock?.count ?? 1,
     }),
     buffers: [bind(a), bind(b), bind(result)],
-    // The contiguous case takes four elements per thread.
-    workgroups: elementGrid(contiguous ? Math.ceil(result.size / 4) : result.size),
+    // Four elements per thread: each thread owns one vec4 of the output.
+    workgroups: elementGrid(Math.ceil(result.size / 4)),
   });
   return result;
 }

@@ -10,7 +10,8 @@ import { fill, mul, reciprocal } from "./elementwise.ts";
 import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
 import { declareShader } from "../../gpu/shaders.ts";
 
-const maxTaps = 64;
+/** The most taps a filter (and SSIM's window) may have. */
+export const maxFilterTaps = 64;
 
 /** The axis a pass runs along, emitted in shaders/filter.wgsl as AXIS_X and AXIS_Y. */
 const FilterAxis = { x: 0, y: 1 } as const;
@@ -23,7 +24,7 @@ const FilterParams = uniformStruct("FilterParams", {
   width: "u32",
   tap_count: "u32",
   radius: "i32",
-  taps: `array<vec4f, ${maxTaps / 4}>`,
+  taps: `array<vec4f, ${maxFilterTaps / 4}>`,
 });
 
 declareShader("filter", FilterParams, wgslConstants(FilterAxis, "AXIS_"));
@@ -73,8 +74,8 @@ export function separableFilter(
 ): Tensor {
   if (x.shape.length !== 4) throw new Error(`Filters expect NCHW input, got [${x.shape}]`);
   for (const taps of [tapsX, tapsY]) {
-    if (taps.length === 0 || taps.length > maxTaps) {
-      throw new Error(`A filter needs 1 to ${maxTaps} taps, got ${taps.length}`);
+    if (taps.length === 0 || taps.length > maxFilterTaps) {
+      throw new Error(`A filter needs 1 to ${maxFilterTaps} taps, got ${taps.length}`);
     }
   }
   const filtered = filterPass(filterPass(x, tapsX, FilterAxis.x), tapsY, FilterAxis.y);
@@ -83,9 +84,9 @@ export function separableFilter(
 }
 
 /**
- * 1 / (the filter's weight inside the image) per pixel: the same for every image of a size, and
- * SSIM asks for it five times a step, so it is computed once per size and kept with the device
- * (`gpu.cache`, freed by `gpu.destroy()`).
+ * 1 / (the filter's weight inside the image) per pixel: the same for every image of a size, so
+ * it is computed once per size and kept with the device (`gpu.cache`, freed by `gpu.destroy()`).
+ * (SSIM's fused kernels, shaders/ssim.wgsl, compute the same weights themselves.)
  */
 function borderWeights(x: Tensor, tapsX: readonly number[], tapsY: readonly number[]): Tensor {
   const key = `filter border weights ${x.shape[2]}x${x.shape[3]}:${tapsX}:${tapsY}`;

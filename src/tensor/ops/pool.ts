@@ -93,6 +93,8 @@ function poolParams(count: number, g: PoolGeometry): ArrayBuffer {
 export function maxPool2d(x: Tensor, kernel: Pair, options: PoolOptions = {}): Tensor {
   const g = poolGeometry(x, kernel, options, "maxPool2d");
   const shape = [x.shape[0], x.shape[1], g.outH, g.outW];
+  // u32 pixel indices (shaders/pool.wgsl binds it as array<u32>); a tensor only to hold the
+  // buffer for the backward pass and free it with the graph, never read as f32 values.
   const argmax = empty(shape);
   const out = opResult(shape, [x], (grad) => {
     const dx = empty(x.shape);
