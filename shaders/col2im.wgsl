@@ -3,12 +3,29 @@
 // per input pixel, so no atomics are needed.
 // columns: [groups, (cin/groups)·kh·kw, images·out_h·out_w], the product of gemm.wgsl's
 // MODE_CONV_INPUT_GRAD.
+// As the last pass of a transposed convolution it is also the epilogue: bias[channel] when
+// HAS_BIAS, then ACTIVATION (ACT_* codes), so those cost no pass of their own.
 
-// GemmParams is declared in src/tensor/ops/gemm.ts: the same block as the product's.
+// GemmParams and ACT_* are declared in src/tensor/ops/gemm.ts: the same block as the product's.
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> columns: array<f32>;
 @group(0) @binding(2) var<storage, read_write> image: array<f32>;
+// The bias per channel (ignored unless HAS_BIAS; the host binds some buffer regardless).
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+
+fn epilogue(channel: u32, sum: f32) -> f32 {
+  var v = sum;
+  if (HAS_BIAS) {
+    v += bias[channel];
+  }
+  if (ACTIVATION == ACT_RELU) {
+    v = max(v, 0.0);
+  } else if (ACTIVATION == ACT_LEAKY_RELU) {
+    v = select(v * p.slope, v, v > 0.0);
+  }
+  return v;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -47,7 +64,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
         }
       }
     }
-    image[i] = sum;
+    image[i] = epilogue(channel, sum);
     return;
   }
   for (var ky = 0u; ky < p.kernel_h; ky++) {
@@ -72,5 +89,5 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
       sum += columns[row * n_columns + img * out_pixels + oy * p.out_w + ox];
     }
   }
-  image[i] = sum;
+  image[i] = epilogue(channel, sum);
 }

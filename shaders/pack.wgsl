@@ -9,13 +9,30 @@
 // strided convolution would.
 //   pack_a: the M×K left operand, row = g·M + m, column = k
 //   pack_b: the K×N right operand, row = g·K + k, column = n − n_offset (a chunk of the columns)
+//   pack_image: a convolution's input for the implicit forward product (IMPLICIT, see gemm.wgsl)
 // Values outside the product (m ≥ M, k ≥ K, n ≥ N) are written as zeros.
+//
+// In a backward pass through a fused activation (ACTIVATION ≠ ACT_NONE), `src` is the gradient
+// of the activated output `activated`, and every value read is multiplied by the activation's
+// derivative there: the gradient before the activation never exists as a tensor.
 
 // GemmParams, MODE_* and TEXTURE_WIDTH are declared in src/tensor/ops/gemm.ts.
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+// The fused activation's output (the host binds `src` again when there is none).
+@group(0) @binding(3) var<storage, read> activated: array<f32>;
+
+// src[i], times the derivative of the fused activation at element i. The derivative is read from
+// the activation's output, whose sign is its input's for ReLU and a positive leaky slope.
+fn read_src(i: u32) -> f32 {
+  if (ACTIVATION == ACT_NONE) {
+    return src[i];
+  }
+  let slope = select(0.0, p.slope, ACTIVATION == ACT_LEAKY_RELU);
+  return src[i] * select(slope, 1.0, activated[i] > 0.0);
+}
 
 // The input pixel that kernel tap (ky, kx) of output pixel (oy, ox) reads, or -1 outside.
 fn input_index(image: u32, channel: u32, oy: u32, ox: u32, ky: u32, kx: u32) -> i32 {
@@ -28,29 +45,55 @@ fn input_index(image: u32, channel: u32, oy: u32, ox: u32, ky: u32, kx: u32) -> 
 }
 
 fn load_a(g: u32, m: u32, k: u32) -> f32 {
+  let taps = p.kernel_h * p.kernel_w;
+  if (IMPLICIT && MODE == MODE_CONV_FORWARD && m < p.M) {
+    // The weight of an implicit convolution (groups = 1) in the order the image is read:
+    // k = (tap, channel), the channels padded to whole texels of the image.
+    let channels = p.image_c4 * 4u;
+    let ci = k % channels;
+    if (ci >= p.cin) {
+      return 0.0;
+    }
+    let tap = k / channels;
+    if (PHASES) {
+      // Phase g = (ry, rx) of a stride-s adjoint (see gemm.wgsl) uses the taps ky ≡ ry + pad
+      // (mod s), kernel_h of them, in reverse order: the weight is [cin, cout, kh·s, kw·s].
+      let ty = tap / p.kernel_w;
+      let tx = tap % p.kernel_w;
+      let ky = (g / p.stride_w + p.phase_pad_h) % p.stride_h + p.stride_h * (p.kernel_h - 1u - ty);
+      let kx = (g % p.stride_w + p.phase_pad_w) % p.stride_w + p.stride_w * (p.kernel_w - 1u - tx);
+      let full_w = p.kernel_w * p.stride_w;
+      return read_src(((ci * p.cout + m) * p.kernel_h * p.stride_h + ky) * full_w + kx);
+    }
+    if (FLIP_WEIGHTS) {
+      // The adjoint of a stride-1 convolution with weight [cin, cout, kh, kw] (this product's
+      // cout = M rows first): the same weight, kernel rotated by 180°, channels exchanged.
+      return read_src((ci * p.cout + m) * taps + taps - 1u - tap);
+    }
+    return read_src((m * p.cin + ci) * taps + tap);
+  }
   if (m >= p.M || k >= p.K) {
     return 0.0;
   }
-  let taps = p.kernel_h * p.kernel_w;
   switch MODE {
     case MODE_MATMUL: {
       if (TRANS_A) {
-        return src[g * p.a_batch_stride + k * p.M + m];
+        return read_src(g * p.a_batch_stride + k * p.M + m);
       }
-      return src[g * p.a_batch_stride + m * p.K + k];
+      return read_src(g * p.a_batch_stride + m * p.K + k);
     }
     case MODE_CONV_FORWARD: {
-      return src[(g * p.M + m) * p.K + k];
+      return read_src((g * p.M + m) * p.K + k);
     }
     case MODE_CONV_INPUT_GRAD: {
       // The transposed weight: row m = (ci, ky, kx), column k = co within the group.
-      return src[(g * p.K + k) * p.M + m];
+      return read_src((g * p.K + k) * p.M + m);
     }
     default: {
       let pixels = p.out_h * p.out_w;
       let image = k / pixels;
       let q = k % pixels;
-      return src[((image * p.cout + g * p.M + m) * p.out_h + q / p.out_w) * p.out_w + q % p.out_w];
+      return read_src(((image * p.cout + g * p.M + m) * p.out_h + q / p.out_w) * p.out_w + q % p.out_w);
     }
   }
 }
@@ -61,9 +104,9 @@ fn load_b(g: u32, k: u32, n: u32) -> f32 {
     return 0.0;
   }
   if (TRANS_B) {
-    return src[g * p.b_batch_stride + n * p.K + k];
+    return read_src(g * p.b_batch_stride + n * p.K + k);
   }
-  return src[g * p.b_batch_stride + k * p.N + n];
+  return read_src(g * p.b_batch_stride + k * p.N + n);
 }
 
 fn texel(t: u32) -> vec2u {
@@ -110,7 +153,7 @@ fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
         if (n + j < p.N) {
           let index = input_index(image, channel, oy, ox, ky, kx);
           if (index >= 0) {
-            values[j] = src[u32(index)];
+            values[j] = read_src(u32(index));
           }
         }
         ox += 1u;
@@ -131,7 +174,7 @@ fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
       var q = n % pixels;
       for (var j = 0u; j < 4u; j++) {
         if (n + j < p.N) {
-          values[j] = src[(image * p.cout + g * p.K + k) * pixels + q];
+          values[j] = read_src((image * p.cout + g * p.K + k) * pixels + q);
         }
         q += 1u;
         if (q == pixels) {
@@ -155,7 +198,7 @@ fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
         if (n + j < p.N) {
           let index = input_index(image, g * cin_per_group + ci, oy, ox, ky, kx);
           if (index >= 0) {
-            values[j] = src[u32(index)];
+            values[j] = read_src(u32(index));
           }
         }
         kx += 1u;
@@ -189,4 +232,35 @@ fn pack_b(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
   let k = row % p.K_padded;
   let n = p.n_offset + (t % texels_per_row) * 4u;
   textureStore(dst, texel(t), load_b4(g, k, n));
+}
+
+// The input of an implicit convolution, zero-padded and four channels to a texel:
+// texel ((image · image_c4 + c4) · image_h + y) · image_w + x holds channels 4·c4 … 4·c4+3 of
+// input pixel (y − pad_h, x − pad_w), zero outside the input or past its channels. The image is
+// as large as the windows reach, so gemm.wgsl reads it without bounds checks; it is about the
+// size of the input, where the packed column matrix is kernel_h·kernel_w/stride² times larger.
+@compute @workgroup_size(256)
+fn pack_image(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * 256u;
+  let plane = p.image_h * p.image_w;
+  if (t >= p.images * p.image_c4 * plane) {
+    return;
+  }
+  let x = t % p.image_w;
+  let y = (t / p.image_w) % p.image_h;
+  let c4 = (t / plane) % p.image_c4;
+  let image = t / (plane * p.image_c4);
+  let iy = i32(y) - p.pad_h;
+  let ix = i32(x) - p.pad_w;
+  var value = vec4f(0.0);
+  if (iy >= 0 && ix >= 0 && iy < i32(p.in_h) && ix < i32(p.in_w)) {
+    let pixels = p.in_h * p.in_w;
+    let first = (image * p.cin + c4 * 4u) * pixels + u32(iy) * p.in_w + u32(ix);
+    for (var j = 0u; j < 4u; j++) {
+      if (c4 * 4u + j < p.cin) {
+        value[j] = read_src(first + j * pixels);
+      }
+    }
+  }
+  textureStore(dst, texel(t), value);
 }

@@ -1,4 +1,8 @@
-/** Layers: Conv2d, ConvTranspose2d, Linear, BatchNorm2d, Sequential and activations. */
+/**
+ * Layers: Conv2d, ConvTranspose2d, Linear, BatchNorm2d, Sequential and activations. A Sequential
+ * runs a convolution followed by a ReLU or leaky ReLU as one fused op (the activation applied as
+ * the convolution stores its output), with the same parameters and results as two steps.
+ */
 
 import { Module } from "./module.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -67,9 +71,10 @@ export class Conv2d extends WeightedLayer {
     super([outChannels, inChannels / groups, kernel, kernel], false, outChannels, options, "he");
   }
 
-  /** y = conv2d(x, weight) + bias. */
-  forward(x: Tensor): Tensor {
-    return op.conv2d(x, this.weight, this.bias ?? undefined, this.options);
+  /** y = conv2d(x, weight) + bias, then `activation` if given (fused into the convolution). */
+  forward(x: Tensor, activation?: op.FusedActivation): Tensor {
+    const options = activation ? { ...this.options, activation } : this.options;
+    return op.conv2d(x, this.weight, this.bias ?? undefined, options);
   }
 }
 
@@ -86,9 +91,10 @@ export class ConvTranspose2d extends WeightedLayer {
     super([inChannels, outChannels / groups, kernel, kernel], true, outChannels, options, "he");
   }
 
-  /** y = convTranspose2d(x, weight) + bias. */
-  forward(x: Tensor): Tensor {
-    return op.convTranspose2d(x, this.weight, this.bias ?? undefined, this.options);
+  /** y = convTranspose2d(x, weight) + bias, then `activation` if given (fused). */
+  forward(x: Tensor, activation?: op.FusedActivation): Tensor {
+    const options = activation ? { ...this.options, activation } : this.options;
+    return op.convTranspose2d(x, this.weight, this.bias ?? undefined, options);
   }
 }
 
@@ -150,16 +156,40 @@ export class Sequential extends Module {
     this.layers = layers.map((m, i) => this.addModule(String(i), m));
   }
 
-  /** x through every layer. */
+  /**
+   * x through every layer. A convolution directly followed by an activation that convolutions
+   * can fuse runs as one op: the same result, without a pass over the output and its gradient.
+   */
   forward(x: Tensor): Tensor {
-    return this.layers.reduce((t, layer) => layer.forward(t), x);
+    let t = x;
+    for (let i = 0; i < this.layers.length; i++) {
+      const layer = this.layers[i];
+      const next = this.layers[i + 1];
+      if (
+        (layer instanceof Conv2d || layer instanceof ConvTranspose2d) &&
+        next instanceof Activation && next.fusable
+      ) {
+        t = layer.forward(t, next.fusable);
+        i++;
+      } else {
+        t = layer.forward(t);
+      }
+    }
+    return t;
   }
 }
 
 /** A parameter-free module wrapping an elementwise function. */
 export class Activation extends Module {
-  /** Wraps `fn`. */
-  constructor(readonly name: string, private readonly fn: (x: Tensor) => Tensor) {
+  /**
+   * Wraps `fn`. `fusable` describes `fn` when a convolution can apply it itself (ReLU, leaky
+   * ReLU): a {@link Sequential} then fuses the two.
+   */
+  constructor(
+    readonly name: string,
+    private readonly fn: (x: Tensor) => Tensor,
+    readonly fusable?: op.FusedActivation,
+  ) {
     super();
   }
 
@@ -171,12 +201,12 @@ export class Activation extends Module {
 
 /** ReLU module. */
 export function ReLU(): Activation {
-  return new Activation("relu", op.relu);
+  return new Activation("relu", op.relu, { kind: "relu" });
 }
 
 /** Leaky ReLU module. */
 export function LeakyReLU(slope = 0.01): Activation {
-  return new Activation("leaky_relu", (x) => op.leakyRelu(x, slope));
+  return new Activation("leaky_relu", (x) => op.leakyRelu(x, slope), { kind: "leakyRelu", slope });
 }
 
 /** Sigmoid module. */

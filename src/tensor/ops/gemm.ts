@@ -2,17 +2,43 @@
  * The matrix-product engine behind matmul and the convolutions. Each product packs its operands
  * into rgba32float textures (shaders/pack.wgsl, which also does the im2col gathering of a
  * convolution) and multiplies them (shaders/gemm.wgsl). The right operand is packed in chunks of
- * columns, which bounds the texture memory a large image needs.
+ * columns, which bounds the texture memory a large image needs. An implicit convolution instead
+ * stores its zero-padded input once as a texture, four channels to a texel, and the product reads
+ * the windows from it: no column matrix, which for a k×k kernel is k²/stride² times the input.
+ * Forward products, weight gradients and (as convolutions of dy, see conv.ts) input gradients
+ * and transposed convolutions all have an implicit form.
+ *
+ * Products also fuse what comes around a convolution layer: the epilogue adds a bias and applies
+ * an activation as the result is stored, and in the backward pass an operand that is the gradient
+ * of such an activation is multiplied by the activation's derivative while it is packed.
  */
 
 import type { Tensor } from "../tensor.ts";
 import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
 import { declareShader } from "../../gpu/shaders.ts";
-import { operandTextureWidth } from "../../gpu/textures.ts";
+import { type OperandTexture, operandTextureWidth } from "../../gpu/textures.ts";
 import { bind, elementGrid, run } from "./launch.ts";
+import type { StorageBinding } from "../../gpu/kernel.ts";
 
 /** How the operands are gathered and the result scattered (see shaders/gemm.wgsl). */
 export const GemmMode = { matmul: 0, convForward: 1, convInputGrad: 2, convWeightGrad: 3 } as const;
+
+/** Activation codes of the shaders' epilogues (ACT_* in WGSL). */
+const ActivationCode = { none: 0, relu: 1, leakyRelu: 2 } as const;
+
+/** An activation that a product applies as it stores its result (see {@link GemmSpec}). */
+export type FusedActivation = { kind: "relu" } | { kind: "leakyRelu"; slope: number };
+
+/**
+ * Marks an operand as the gradient of a fused activation's output `activated`: each value is
+ * multiplied by the activation's derivative as the operand is packed.
+ */
+export interface ThroughActivation {
+  /** The activation. */
+  activation: FusedActivation;
+  /** Its output (same shape as the gradient). */
+  activated: Tensor;
+}
 
 /**
  * The uniform block of pack.wgsl, gemm.wgsl and col2im.wgsl: the sizes of one product and, for a
@@ -44,13 +70,29 @@ const GemmParams = uniformStruct("GemmParams", {
   pad_w: "i32",
   dilation_h: "u32",
   dilation_w: "u32",
+  image_c4: "u32", // texels per pixel of an implicit convolution's input image (channels / 4)
+  image_h: "u32", // rows of that image, padding included
+  image_w: "u32", // columns of that image, padding included
+  phase_pad_h: "u32", // padding of the strided convolution that a PHASES product is the adjoint of
+  phase_pad_w: "u32",
+  slope: "f32", // of a fused leaky ReLU
+});
+
+/** The uniform block of bias_grad.wgsl. */
+const BiasGradParams = uniformStruct("BiasGradParams", {
+  images: "u32",
+  channels: "u32",
+  pixels: "u32",
+  slope: "f32",
 });
 
 const gemmModes = wgslConstants(GemmMode, "MODE_");
+const activationCodes = wgslConstants(ActivationCode, "ACT_");
 const textureWidth = wgslConstants({ textureWidth: operandTextureWidth });
-declareShader("pack", GemmParams, gemmModes, textureWidth);
-declareShader("gemm", GemmParams, gemmModes, textureWidth);
-declareShader("col2im", GemmParams);
+declareShader("pack", GemmParams, gemmModes, activationCodes, textureWidth);
+declareShader("gemm", GemmParams, gemmModes, activationCodes, textureWidth);
+declareShader("col2im", GemmParams, activationCodes);
+declareShader("bias_grad", BiasGradParams, activationCodes);
 
 /** Convolution geometry in the kernel's terms: `in` is the convolution's input side. */
 export interface ConvGeometry {
@@ -84,17 +126,57 @@ export interface GemmSpec {
   aBatchStride?: number;
   bBatchStride?: number;
   conv?: ConvGeometry;
+  /**
+   * For `convForward` and `convWeightGrad` (groups = 1): read the input's windows from an image
+   * texture instead of a packed column matrix. See {@link implicitConvFits} and conv.ts for when
+   * it pays. A weight gradient then has N = taps · channels rounded up to 4, tap-major.
+   */
+  implicit?: boolean;
+  /**
+   * With `implicit`: A is the weight [K-side channels, M, kh, kw] of the convolution this product
+   * is the adjoint of, read with the kernel rotated by 180° (a stride-1 input gradient or
+   * transposed convolution computed as a convolution).
+   */
+  flipWeights?: boolean;
+  /**
+   * With `implicit`: the adjoint of a stride-s convolution (padding given here) split into its s²
+   * output phases, one per group; see gemm.wgsl and conv.ts.
+   */
+  phases?: { padH: number; padW: number };
+  /** Added to row m of every group's result (g·M + m) as it is stored. */
+  bias?: Tensor;
+  /** Applied to the result (after the bias) as it is stored. */
+  activation?: FusedActivation;
+  /** The left operand is the gradient of a fused activation. */
+  throughA?: ThroughActivation;
+  /** The right operand is the gradient of a fused activation. */
+  throughB?: ThroughActivation;
 }
 
 /**
- * Rows of C per thread: more rows reuse each loaded texel of B more often, but rows past M are
- * wasted work, and convolutions often have few output channels.
+ * Rows of C per thread: more rows reuse each loaded texel of B more often (on lavapipe 8 rows
+ * instead of 4 made the AE's 32-channel layers 15–30% faster), but rows past M are wasted work,
+ * and convolutions often have few output channels. Products with few columns (the weight
+ * gradient of a one-channel layer has 16) keep 4 rows so that more threads share the long k loop.
  */
-function rowsPerThread(M: number): number {
-  if (M >= 64) return 8;
+function rowsPerThread(M: number, N: number): number {
+  const threadsWithEightRows = Math.ceil(N / 4) * Math.ceil(M / 8);
+  if ((M >= 32 || M % 8 === 0) && threadsWithEightRows >= 256) return 8;
   if (M >= 4) return 4;
   return M >= 2 ? 2 : 1;
 }
+
+/**
+ * Columns of C per thread: 8 for implicit convolutions, where each texel of A then serves twice
+ * the columns (on lavapipe the AE's layers ran 1.1–1.15× faster), unless that leaves too few threads.
+ * The other products keep 4: their loops address B by texel column.
+ */
+function columnsPerThread(spec: GemmSpec, rows: number): number {
+  const wide = spec.implicit && spec.mode === GemmMode.convForward;
+  const threads = Math.ceil(spec.N / 8) * Math.ceil(spec.M / rows) * spec.batch;
+  return wide && threads >= 256 ? 8 : 4;
+}
+
 /** Texels of one packed right-operand chunk at most (64 MiB). */
 const maxChunkTexels = 1 << 22;
 
@@ -110,6 +192,8 @@ function productParams(
   kPadded: number,
   nOffset: number,
   nCount: number,
+  image?: ImplicitImage,
+  slope?: number,
 ): ArrayBuffer {
   const g = spec.conv;
   return GemmParams.pack({
@@ -138,75 +222,249 @@ function productParams(
     pad_w: g?.padW ?? 0,
     dilation_h: g?.dilationH ?? 1,
     dilation_w: g?.dilationW ?? 1,
+    image_c4: image?.c4 ?? 0,
+    image_h: image?.height ?? 0,
+    image_w: image?.width ?? 0,
+    phase_pad_h: spec.phases?.padH ?? 0,
+    phase_pad_w: spec.phases?.padW ?? 0,
+    slope: slope ?? 0,
   });
+}
+
+/** The zero-padded input image of an implicit convolution (see pack_image in pack.wgsl). */
+interface ImplicitImage {
+  /** Texels per pixel: the channels in fours. */
+  c4: number;
+  /** Rows, from the top padding to the last row a window reaches. */
+  height: number;
+  /** Columns, likewise. */
+  width: number;
+  /** Texels of the whole image (all images of the batch). */
+  texels: number;
+}
+
+function implicitImage(g: ConvGeometry, phases?: GemmSpec["phases"]): ImplicitImage {
+  const c4 = Math.ceil(g.cin / 4);
+  let height = (g.outH - 1) * g.strideH + g.dilationH * (g.kernelH - 1) + 1;
+  let width = (g.outW - 1) * g.strideW + g.dilationW * (g.kernelW - 1) + 1;
+  if (phases) {
+    height = phaseImageExtent(g.outH, g.strideH, g.kernelH, phases.padH);
+    width = phaseImageExtent(g.outW, g.strideW, g.kernelW, phases.padW);
+  }
+  return { c4, height, width, texels: g.images * c4 * height * width };
+}
+
+/** Output rows (or columns) of phase r of an output `size` long split into `stride` phases. */
+export function phaseExtent(size: number, stride: number, r: number): number {
+  return Math.max(0, Math.ceil((size - r) / stride));
+}
+
+/**
+ * Rows of a phase product's image: phase r's windows start floor((r + pad) / stride) rows in and
+ * span `taps` rows (see window_origin in gemm.wgsl).
+ */
+function phaseImageExtent(size: number, stride: number, taps: number, pad: number): number {
+  let extent = 1;
+  for (let r = 0; r < stride; r++) {
+    const first = Math.floor((r + pad) / stride);
+    extent = Math.max(extent, phaseExtent(size, stride, r) + first + taps - 1);
+  }
+  return extent;
+}
+
+/** Whether every group's output rows are a multiple of `columns` pixels long. */
+function alignedPixelRows(spec: GemmSpec, columns: number): boolean {
+  const g = spec.conv!;
+  if (!spec.phases) return g.outW % columns === 0;
+  return g.outW % g.strideW === 0 && (g.outW / g.strideW) % columns === 0;
+}
+
+/** Whether an implicit product of this convolution (or of its phases) fits this device. */
+export function implicitConvFits(
+  gpu: Tensor["gpu"],
+  g: ConvGeometry,
+  phases?: GemmSpec["phases"],
+): boolean {
+  // The implicit product runs all columns in one dispatch (32 per workgroup along x).
+  const workgroups = Math.ceil((g.images * g.outH * g.outW) / 32);
+  return g.groups === 1 && implicitImage(g, phases).texels <= gpu.textures.maxTexels &&
+    workgroups <= gpu.device.limits.maxComputeWorkgroupsPerDimension;
+}
+
+function activationCode(activation: FusedActivation | undefined): number {
+  return activation ? ActivationCode[activation.kind] : ActivationCode.none;
+}
+
+function activationSlope(activation: FusedActivation | undefined): number {
+  return activation?.kind === "leakyRelu" ? activation.slope : 0;
+}
+
+/** Constants of pack.wgsl for packing an operand that may be the gradient of an activation. */
+function packConstants(spec: GemmSpec, through: ThroughActivation | undefined) {
+  return {
+    MODE: spec.mode,
+    TRANS_A: spec.transA ?? false,
+    TRANS_B: spec.transB ?? false,
+    IMPLICIT: spec.implicit ?? false,
+    FLIP_WEIGHTS: spec.flipWeights ?? false,
+    PHASES: spec.phases !== undefined,
+    ACTIVATION: activationCode(through?.activation),
+  };
 }
 
 /** Records C = A·B as described by `spec` into `c`. */
 export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
   const gpu = a.gpu;
-  const constants = {
-    MODE: spec.mode,
-    TRANS_A: spec.transA ?? false,
-    TRANS_B: spec.transB ?? false,
-  };
-  const kPadded = paddedK(spec);
+  const image = spec.implicit ? implicitImage(spec.conv!, spec.phases) : undefined;
+  // An implicit forward product's k runs over (tap, channel), the channels padded to texels.
+  const kPadded = image && spec.mode === GemmMode.convForward
+    ? spec.conv!.kernelH * spec.conv!.kernelW * image.c4 * 4
+    : paddedK(spec);
+  const slopeA = activationSlope(spec.throughA?.activation);
   const aTexels = spec.batch * spec.M * (kPadded / 4);
   const packedA = gpu.textures.acquire(aTexels);
   run(a, {
     shader: "pack",
     entryPoint: "pack_a",
-    constants,
-    params: productParams(spec, kPadded, 0, spec.N),
-    buffers: [bind(a), { view: packedA.view }],
+    constants: packConstants(spec, spec.throughA),
+    params: productParams(spec, kPadded, 0, spec.N, image, slopeA),
+    buffers: [bind(a), { view: packedA.view }, bindActivated(a, spec.throughA)],
     workgroups: elementGrid(aTexels),
   });
-  const rowsOfB = spec.batch * kPadded;
-  const rows = rowsPerThread(spec.M);
+  const rows = rowsPerThread(spec.M, spec.N);
+  const columns = columnsPerThread(spec, rows);
   // Four consecutive columns are consecutive floats when rows (or images) start 4-aligned.
   const rowLength = spec.mode === GemmMode.convForward ? spec.conv!.outH * spec.conv!.outW : spec.N;
-  const vectorStores = rowLength % 4 === 0;
-  const chunkLimit = Math.min(maxChunkTexels, gpu.textures.maxTexels);
-  const columnsPerChunk = Math.max(4, Math.floor(chunkLimit / rowsOfB) * 4);
-  for (let nOffset = 0; nOffset < spec.N; nOffset += columnsPerChunk) {
-    const nCount = Math.min(columnsPerChunk, spec.N - nOffset);
-    const bTexels = rowsOfB * Math.ceil(nCount / 4);
-    const packedB = gpu.textures.acquire(bTexels);
-    const params = productParams(spec, kPadded, nOffset, nCount);
-    run(b, {
-      shader: "pack",
-      entryPoint: "pack_b",
-      constants,
-      params,
-      buffers: [bind(b), { view: packedB.view }],
-      workgroups: elementGrid(bTexels),
-    });
+  const productConstants = {
+    MODE: spec.mode,
+    RM: rows,
+    CN: columns,
+    IMPLICIT: spec.implicit ?? false,
+    CONTIGUOUS_ROWS: rowLength % 4 === 0 && !spec.phases,
+    // An implicit product's four columns are then four neighbours in one row of the output.
+    ALIGNED_PIXEL_ROWS: image !== undefined && alignedPixelRows(spec, columns),
+    PHASES: spec.phases !== undefined,
+    HAS_BIAS: spec.bias !== undefined,
+    ACTIVATION: activationCode(spec.activation),
+  };
+  // Without a bias the kernel still needs a buffer there; A's is bound to nothing else.
+  const biasBinding = spec.bias ? bind(spec.bias) : bind(a);
+  const multiply = (packedB: OperandTexture, nOffset: number, nCount: number): void => {
+    const params = productParams(
+      spec,
+      kPadded,
+      nOffset,
+      nCount,
+      image,
+      activationSlope(spec.activation),
+    );
     run(a, {
       shader: "gemm",
-      constants: { MODE: spec.mode, RM: rows, VEC4_STORE: vectorStores },
+      constants: productConstants,
       params,
-      buffers: [{ view: packedA.view }, { view: packedB.view }, bind(c)],
+      buffers: [{ view: packedA.view }, { view: packedB.view }, bind(c), biasBinding],
       workgroups: [
-        Math.ceil(Math.ceil(nCount / 4) / 8),
+        Math.ceil(Math.ceil(nCount / columns) / 8),
         Math.ceil(Math.ceil(spec.M / rows) / 8),
         spec.batch,
       ],
     });
-    gpu.textures.release(packedB);
+  };
+  const slopeB = activationSlope(spec.throughB?.activation);
+  const bBuffers = (packedB: OperandTexture) => [
+    bind(b),
+    { view: packedB.view },
+    bindActivated(b, spec.throughB),
+  ];
+  if (image) {
+    const packedImage = gpu.textures.acquire(image.texels);
+    run(b, {
+      shader: "pack",
+      entryPoint: "pack_image",
+      constants: packConstants(spec, spec.throughB),
+      params: productParams(spec, kPadded, 0, spec.N, image, slopeB),
+      buffers: bBuffers(packedImage),
+      workgroups: elementGrid(image.texels),
+    });
+    multiply(packedImage, 0, spec.N);
+    gpu.textures.release(packedImage);
+  } else {
+    const rowsOfB = spec.batch * kPadded;
+    const chunkLimit = Math.min(maxChunkTexels, gpu.textures.maxTexels);
+    const columnsPerChunk = Math.max(4, Math.floor(chunkLimit / rowsOfB) * 4);
+    for (let nOffset = 0; nOffset < spec.N; nOffset += columnsPerChunk) {
+      const nCount = Math.min(columnsPerChunk, spec.N - nOffset);
+      const bTexels = rowsOfB * Math.ceil(nCount / 4);
+      const packedB = gpu.textures.acquire(bTexels);
+      run(b, {
+        shader: "pack",
+        entryPoint: "pack_b",
+        constants: packConstants(spec, spec.throughB),
+        params: productParams(spec, kPadded, nOffset, nCount, undefined, slopeB),
+        buffers: bBuffers(packedB),
+        workgroups: elementGrid(bTexels),
+      });
+      multiply(packedB, nOffset, nCount);
+      gpu.textures.release(packedB);
+    }
   }
   gpu.textures.release(packedA);
   flopCounter += gemmFlops(spec);
 }
 
+/** The activated output an operand is the gradient of, or the operand itself as a placeholder. */
+function bindActivated(operand: Tensor, through: ThroughActivation | undefined): StorageBinding {
+  return bind(through ? through.activated : operand);
+}
+
 /**
  * Folds the column matrix of a `convInputGrad` product (computed by {@link gemm} with the same
- * `spec`) into the NCHW image it is the gradient of: col2im.wgsl, one thread per pixel.
+ * `spec`) into the NCHW image it is the gradient of: col2im.wgsl, one thread per pixel. As the
+ * output of a transposed convolution, the image gets `spec.bias` and `spec.activation` here.
  */
 export function foldColumns(columns: Tensor, image: Tensor, spec: GemmSpec): void {
   run(image, {
     shader: "col2im",
-    params: productParams(spec, paddedK(spec), 0, spec.N),
-    buffers: [bind(columns), bind(image)],
+    constants: {
+      HAS_BIAS: spec.bias !== undefined,
+      ACTIVATION: activationCode(spec.activation),
+    },
+    params: productParams(
+      spec,
+      paddedK(spec),
+      0,
+      spec.N,
+      undefined,
+      activationSlope(spec.activation),
+    ),
+    buffers: [bind(columns), bind(image), spec.bias ? bind(spec.bias) : bind(columns)],
     workgroups: elementGrid(image.size),
+  });
+}
+
+/**
+ * The bias gradient of a convolution layer: db[c] = Σ dy[n, c, y, x] · act′, where dy is the
+ * gradient of the layer's NCHW output `activated` and act′ the derivative of `activation` (none:
+ * a plain sum over images and pixels).
+ */
+export function biasGrad(
+  dy: Tensor,
+  activated: Tensor,
+  db: Tensor,
+  activation: FusedActivation | undefined,
+): void {
+  const [images, channels, height, width] = dy.shape;
+  run(dy, {
+    shader: "bias_grad",
+    constants: { ACTIVATION: activationCode(activation) },
+    params: BiasGradParams.pack({
+      images,
+      channels,
+      pixels: height * width,
+      slope: activationSlope(activation),
+    }),
+    buffers: [bind(dy), bind(activated), bind(db)],
+    workgroups: [channels],
   });
 }
 

@@ -1,0 +1,327 @@
+/**
+ * Convolutions with a fused bias and activation (conv2d / convTranspose2d with `activation`):
+ * forward against the float64 reference of activation(conv + bias) on awkward sizes, backward
+ * against central finite differences for the input, the weight and the bias. Inputs with a
+ * multiple of 4 channels take the implicit product (the input read as an image texture), others
+ * the packed column matrix; input gradients and transposed convolutions with 4 or more output
+ * channels take the rotated-kernel convolution (stride 1) or the phase products (stride 2, even
+ * kernels), others the column matrix and col2im. All paths are covered.
+ */
+
+import assert from "node:assert/strict";
+import * as op from "../../src/tensor/ops.ts";
+import type { Tensor } from "../../src/tensor/tensor.ts";
+import {
+  binaryRef,
+  checkOp,
+  conv2dRef,
+  convTranspose2dRef,
+  mapRef,
+  type OpCase,
+  randomRef,
+  type Ref,
+  seededRandom,
+} from "./reference.ts";
+
+const random = seededRandom(11);
+const input = (shape: number[]): Ref => randomRef(shape, random);
+
+type Activation = op.FusedActivation | undefined;
+
+function activate(y: Ref, activation: Activation): Ref {
+  if (!activation) return y;
+  const slope = activation.kind === "leakyRelu" ? activation.slope : 0;
+  return mapRef(y, (v) => (v > 0 ? v : slope * v));
+}
+
+function withBias(y: Ref, b: Ref): Ref {
+  return binaryRef(y, { data: b.data, shape: [1, b.shape[0], 1, 1] }, (u, v) => u + v);
+}
+
+async function expectOp(name: string, c: OpCase): Promise<void> {
+  const result = await checkOp(c);
+  assert.ok(result.forwardError <= 1e-4, `${name}: forward relative error ${result.forwardError}`);
+  result.gradErrors.forEach((error, i) => {
+    assert.ok(error <= 2e-3, `${name}: gradient ${i} relative error ${error}`);
+  });
+}
+
+interface ConvCase {
+  name: string;
+  /** x shape for the forward check (large) and the gradient check (tiny). */
+  x: [number[], number[]];
+  w: number[];
+  options: { stride?: number; padding?: number | "same"; dilation?: number; groups?: number };
+  activation: Activation;
+}
+
+const leaky: Activation = { kind: "leakyRelu", slope: 0.2 };
+
+const convCases: ConvCase[] = [
+  {
+    name: "3×3 pad 1, 4 channels (implicit), leaky ReLU, odd image",
+    x: [[2, 4, 7, 9], [1, 4, 5, 3]],
+    w: [5, 4, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "4×4 stride 2 'same', 8 channels (implicit), leaky ReLU",
+    x: [[3, 8, 12, 10], [1, 8, 4, 4]],
+    w: [6, 8, 4, 4],
+    options: { stride: 2, padding: "same" },
+    activation: leaky,
+  },
+  {
+    name: "3×3 pad 1, 8 channels (implicit), rows a multiple of 4 pixels wide",
+    x: [[2, 8, 6, 8], [1, 8, 3, 4]],
+    w: [5, 8, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "4×4 stride 2 pad 1, 4 channels (implicit), rows a multiple of 4 pixels wide",
+    x: [[2, 4, 10, 16], [1, 4, 4, 8]],
+    w: [9, 4, 4, 4],
+    options: { stride: 2, padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "3×3 pad 1, 8 output channels (input gradient as a rotated-kernel convolution)",
+    x: [[2, 4, 7, 9], [1, 4, 4, 3]],
+    w: [8, 4, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "4×4 'same' stride 1 (padding 1 top, 2 bottom), 4 channels in and out",
+    x: [[2, 4, 6, 7], [1, 4, 4, 4]],
+    w: [4, 4, 4, 4],
+    options: { padding: "same" },
+    activation: leaky,
+  },
+  {
+    name: "3×3 dilation 2 pad 1, 4 channels in and out, ReLU",
+    x: [[1, 4, 9, 8], [1, 4, 5, 5]],
+    w: [4, 4, 3, 3],
+    options: { dilation: 2, padding: 1 },
+    activation: { kind: "relu" },
+  },
+  {
+    name: "4×4 stride 2 'same' on odd sizes, 8 output channels (input gradient by phases)",
+    x: [[2, 4, 9, 7], [1, 4, 5, 3]],
+    w: [8, 4, 4, 4],
+    options: { stride: 2, padding: "same" },
+    activation: leaky,
+  },
+  {
+    name: "3×3 dilation 2 pad 2, 4 channels (implicit), ReLU",
+    x: [[1, 4, 11, 10], [1, 4, 5, 5]],
+    w: [3, 4, 3, 3],
+    options: { dilation: 2, padding: 2 },
+    activation: { kind: "relu" },
+  },
+  {
+    name: "4×4 stride 2 pad 1, 3 channels (packed), leaky ReLU",
+    x: [[2, 3, 10, 9], [1, 3, 6, 5]],
+    w: [4, 3, 4, 4],
+    options: { stride: 2, padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "groups 2 (packed), leaky ReLU",
+    x: [[2, 4, 7, 7], [1, 4, 4, 4]],
+    w: [6, 2, 3, 3],
+    options: { groups: 2, padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "3×3 'same', 4 channels (implicit), bias only",
+    x: [[2, 4, 6, 5], [1, 4, 4, 3]],
+    w: [7, 4, 3, 3],
+    options: { padding: "same" },
+    activation: undefined,
+  },
+];
+
+/** The explicit padding of "same" for the odd sizes here: TensorFlow's split, extra at the end. */
+function padSame(x: Ref, k: number, stride: number): Ref {
+  const [n, c, h, w] = x.shape;
+  const total = (size: number) => Math.max((Math.ceil(size / stride) - 1) * stride + k - size, 0);
+  const [th, tw] = [total(h), total(w)];
+  const [top, left] = [Math.floor(th / 2), Math.floor(tw / 2)];
+  const oh = h + th, ow = w + tw;
+  const data = new Float64Array(n * c * oh * ow);
+  for (let p = 0; p < n * c; p++) {
+    for (let y = 0; y < h; y++) {
+      for (let xx = 0; xx < w; xx++) {
+        data[(p * oh + y + top) * ow + xx + left] = x.data[(p * h + y) * w + xx];
+      }
+    }
+  }
+  return { data, shape: [n, c, oh, ow] };
+}
+
+function conv2dCase(c: ConvCase, shapeSet: 0 | 1): OpCase {
+  return {
+    inputs: [input(c.x[shapeSet]), input(c.w), input([c.w[0]])],
+    gpu: (x: Tensor, w: Tensor, b: Tensor) =>
+      op.conv2d(x, w, b, { ...c.options, activation: c.activation }),
+    ref: (x: Ref, w: Ref, b: Ref) => {
+      const { padding, ...rest } = c.options;
+      const y = padding === "same"
+        ? conv2dRef(padSame(x, c.w[2], c.options.stride ?? 1), w, rest)
+        : conv2dRef(x, w, { ...rest, padding });
+      return activate(withBias(y, b), c.activation);
+    },
+  };
+}
+
+for (const c of convCases) {
+  Deno.test(`fused conv2d ${c.name}: forward matches the float64 reference`, () =>
+    expectOp(c.name, { ...conv2dCase(c, 0), gradInputs: [] }));
+  Deno.test(`fused conv2d ${c.name}: backward matches finite differences`, () =>
+    expectOp(c.name, conv2dCase(c, 1)));
+}
+
+interface ConvTCase {
+  name: string;
+  x: [number[], number[]];
+  w: number[];
+  options: { stride?: number; padding?: number; outputPadding?: number; groups?: number };
+  activation: Activation;
+}
+
+const convTCases: ConvTCase[] = [
+  {
+    name: "4×4 stride 2 pad 1, leaky ReLU",
+    x: [[2, 4, 5, 6], [1, 4, 3, 3]],
+    w: [4, 3, 4, 4],
+    options: { stride: 2, padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "3×3 stride 1 pad 1, 3 channels, ReLU",
+    x: [[2, 3, 7, 5], [1, 3, 4, 3]],
+    w: [3, 8, 3, 3],
+    options: { padding: 1 },
+    activation: { kind: "relu" },
+  },
+  {
+    name: "3×3 stride 1 pad 1, 8 channels (a rotated-kernel convolution), leaky ReLU",
+    x: [[2, 8, 5, 6], [1, 8, 3, 3]],
+    w: [8, 4, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "2×2 stride 1 no padding, 4 channels, leaky ReLU",
+    x: [[2, 4, 4, 7], [1, 4, 2, 3]],
+    w: [4, 5, 2, 2],
+    options: {},
+    activation: leaky,
+  },
+  {
+    name: "4×4 stride 2 pad 1 output padding 1 (phases of unequal size), leaky ReLU",
+    x: [[2, 4, 3, 5], [1, 4, 2, 3]],
+    w: [4, 4, 4, 4],
+    options: { stride: 2, padding: 1, outputPadding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "2×2 stride 2 (an upsampling), 8 channels, ReLU",
+    x: [[2, 8, 3, 5], [1, 8, 2, 2]],
+    w: [8, 4, 2, 2],
+    options: { stride: 2 },
+    activation: { kind: "relu" },
+  },
+  {
+    name: "4×4 stride 2 pad 1, inputs 4 pixels wide (implicit weight gradient), leaky ReLU",
+    x: [[2, 4, 3, 4], [1, 4, 2, 4]],
+    w: [4, 4, 4, 4],
+    options: { stride: 2, padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "3×3 stride 2 output padding 1, bias only",
+    x: [[1, 8, 4, 3], [1, 8, 2, 2]],
+    w: [8, 2, 3, 3],
+    options: { stride: 2, padding: 1, outputPadding: 1 },
+    activation: undefined,
+  },
+];
+
+function convTCase(c: ConvTCase, shapeSet: 0 | 1): OpCase {
+  const cout = c.w[1] * (c.options.groups ?? 1);
+  return {
+    inputs: [input(c.x[shapeSet]), input(c.w), input([cout])],
+    gpu: (x: Tensor, w: Tensor, b: Tensor) =>
+      op.convTranspose2d(x, w, b, { ...c.options, activation: c.activation }),
+    ref: (x: Ref, w: Ref, b: Ref) =>
+      activate(withBias(convTranspose2dRef(x, w, c.options), b), c.activation),
+  };
+}
+
+for (const c of convTCases) {
+  Deno.test(`fused convTranspose2d ${c.name}: forward matches the float64 reference`, () =>
+    expectOp(c.name, { ...convTCase(c, 0), gradInputs: [] }));
+  Deno.test(`fused convTranspose2d ${c.name}: backward matches finite differences`, () =>
+    expectOp(c.name, convTCase(c, 1)));
+}
+
+Deno.test("a fused conv2d equals leakyRelu(conv2d + bias) composed of separate ops", async () => {
+  const [x, w, b] = [[2, 8, 9, 6], [5, 8, 3, 3], [5]].map((s) =>
+    op.rand(s, -1, 1, { seed: s[0] + s.length })
+  );
+  const options = { stride: 2, padding: 1 };
+  const fused = op.conv2d(x, w, b, { ...options, activation: { kind: "leakyRelu", slope: 0.1 } });
+  const plain = op.leakyRelu(
+    op.add(op.conv2d(x, w, undefined, options), op.reshape(b, [1, 5, 1, 1])),
+    0.1,
+  );
+  const [f, p] = [await fused.toArray(), await plain.toArray()];
+  for (let i = 0; i < p.length; i++) {
+    assert.ok(Math.abs(f[i] - p[i]) <= 1e-5 * (1 + Math.abs(p[i])));
+  }
+  for (const t of [x, w, b, fused, plain]) t.dispose();
+});
+
+// Shapes large enough for threads of 8 columns (see columnsPerThread in gemm.ts): forward only,
+// since finite differences would take too long; the 4-column paths' gradients are checked above.
+const wideCases: [string, OpCase][] = [
+  [
+    "conv2d 3×3 pad 1, rows of 16 pixels",
+    conv2dCase({
+      name: "",
+      x: [[8, 4, 16, 16], [8, 4, 16, 16]],
+      w: [8, 4, 3, 3],
+      options: { padding: 1 },
+      activation: leaky,
+    }, 0),
+  ],
+  [
+    "conv2d 3×3 pad 1, rows of 20 pixels",
+    conv2dCase({
+      name: "",
+      x: [[8, 8, 16, 20], [8, 8, 16, 20]],
+      w: [6, 8, 3, 3],
+      options: { padding: 1 },
+      activation: { kind: "relu" },
+    }, 0),
+  ],
+  [
+    "convTranspose2d 4×4 stride 2 pad 1 (phases of 8×8)",
+    convTCase({
+      name: "",
+      x: [[8, 4, 8, 8], [8, 4, 8, 8]],
+      w: [4, 4, 4, 4],
+      options: { stride: 2, padding: 1 },
+      activation: leaky,
+    }, 0),
+  ],
+];
+
+for (const [name, c] of wideCases) {
+  Deno.test(`fused ${name}: forward matches the float64 reference`, () =>
+    expectOp(name, { ...c, gradInputs: [] }));
+}
