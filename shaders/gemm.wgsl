@@ -2,7 +2,7 @@
 // A packed by pack.wgsl as vec4 along k, B either packed as vec4 along n (pack_b) or, for an
 // implicit convolution (IMPLICIT, forward or weight gradient), the convolution's zero-padded
 // input itself, stored by pack_image as vec4 along the channels. Each thread computes an RM×CN
-// block of C (RM ≤ 8 rows, CN = 4 or 8 columns), reading RM + CN texels per 4 steps of k: no
+// block of C (RM ≤ 16 rows, CN = 4 or 8 columns), reading RM + CN texels per 4 steps of k: no
 // shared memory and no barriers, which suits both GPUs and CPU drivers, where texture loads are
 // several times cheaper than buffer loads.
 // MODE decides where C goes (the output layout of the product):
@@ -29,6 +29,9 @@
 // The bias per row of C (ignored unless HAS_BIAS; the host binds some buffer regardless).
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
+// Rows of C per thread at most (RM ≤ MAX_ROWS; the host picks RM, see rowsPerThread in gemm.ts).
+const MAX_ROWS: u32 = 16u;
+
 fn texel(t: u32) -> vec2u {
   return vec2u(t % TEXTURE_WIDTH, t / TEXTURE_WIDTH);
 }
@@ -44,7 +47,15 @@ var<private> acc4: vec4f;
 var<private> acc5: vec4f;
 var<private> acc6: vec4f;
 var<private> acc7: vec4f;
-// Columns 4–7 of a thread that computes 8 (CN = 8, implicit convolutions only).
+var<private> acc8: vec4f;
+var<private> acc9: vec4f;
+var<private> acc10: vec4f;
+var<private> acc11: vec4f;
+var<private> acc12: vec4f;
+var<private> acc13: vec4f;
+var<private> acc14: vec4f;
+var<private> acc15: vec4f;
+// Columns 4–7 of a thread that computes 8 (CN = 8; not the implicit weight gradient).
 var<private> wide0: vec4f;
 var<private> wide1: vec4f;
 var<private> wide2: vec4f;
@@ -53,6 +64,14 @@ var<private> wide4: vec4f;
 var<private> wide5: vec4f;
 var<private> wide6: vec4f;
 var<private> wide7: vec4f;
+var<private> wide8: vec4f;
+var<private> wide9: vec4f;
+var<private> wide10: vec4f;
+var<private> wide11: vec4f;
+var<private> wide12: vec4f;
+var<private> wide13: vec4f;
+var<private> wide14: vec4f;
+var<private> wide15: vec4f;
 var<private> a0: u32;
 var<private> a1: u32;
 var<private> a2: u32;
@@ -61,6 +80,14 @@ var<private> a4: u32;
 var<private> a5: u32;
 var<private> a6: u32;
 var<private> a7: u32;
+var<private> a8: u32;
+var<private> a9: u32;
+var<private> a10: u32;
+var<private> a11: u32;
+var<private> a12: u32;
+var<private> a13: u32;
+var<private> a14: u32;
+var<private> a15: u32;
 
 // One row's four steps of k: x holds A[m, k4·4 … k4·4+3], b0 … b3 the matching rows of B.
 fn row_step(x: vec4f, b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f, acc: vec4f) -> vec4f {
@@ -91,6 +118,30 @@ fn accumulate(k4: u32, b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f) {
   }
   if (RM > 7u) {
     acc7 = row_step(textureLoad(a, texel(a7 + k4), 0), b0, b1, b2, b3, acc7);
+  }
+  if (RM > 8u) {
+    acc8 = row_step(textureLoad(a, texel(a8 + k4), 0), b0, b1, b2, b3, acc8);
+  }
+  if (RM > 9u) {
+    acc9 = row_step(textureLoad(a, texel(a9 + k4), 0), b0, b1, b2, b3, acc9);
+  }
+  if (RM > 10u) {
+    acc10 = row_step(textureLoad(a, texel(a10 + k4), 0), b0, b1, b2, b3, acc10);
+  }
+  if (RM > 11u) {
+    acc11 = row_step(textureLoad(a, texel(a11 + k4), 0), b0, b1, b2, b3, acc11);
+  }
+  if (RM > 12u) {
+    acc12 = row_step(textureLoad(a, texel(a12 + k4), 0), b0, b1, b2, b3, acc12);
+  }
+  if (RM > 13u) {
+    acc13 = row_step(textureLoad(a, texel(a13 + k4), 0), b0, b1, b2, b3, acc13);
+  }
+  if (RM > 14u) {
+    acc14 = row_step(textureLoad(a, texel(a14 + k4), 0), b0, b1, b2, b3, acc14);
+  }
+  if (RM > 15u) {
+    acc15 = row_step(textureLoad(a, texel(a15 + k4), 0), b0, b1, b2, b3, acc15);
   }
 }
 
@@ -139,20 +190,70 @@ fn accumulate_wide(
     acc7 = row_step(x7, b0, b1, b2, b3, acc7);
     wide7 = row_step(x7, c0, c1, c2, c3, wide7);
   }
+  if (RM > 8u) {
+    let x8 = textureLoad(a, texel(a8 + k4), 0);
+    acc8 = row_step(x8, b0, b1, b2, b3, acc8);
+    wide8 = row_step(x8, c0, c1, c2, c3, wide8);
+  }
+  if (RM > 9u) {
+    let x9 = textureLoad(a, texel(a9 + k4), 0);
+    acc9 = row_step(x9, b0, b1, b2, b3, acc9);
+    wide9 = row_step(x9, c0, c1, c2, c3, wide9);
+  }
+  if (RM > 10u) {
+    let x10 = textureLoad(a, texel(a10 + k4), 0);
+    acc10 = row_step(x10, b0, b1, b2, b3, acc10);
+    wide10 = row_step(x10, c0, c1, c2, c3, wide10);
+  }
+  if (RM > 11u) {
+    let x11 = textureLoad(a, texel(a11 + k4), 0);
+    acc11 = row_step(x11, b0, b1, b2, b3, acc11);
+    wide11 = row_step(x11, c0, c1, c2, c3, wide11);
+  }
+  if (RM > 12u) {
+    let x12 = textureLoad(a, texel(a12 + k4), 0);
+    acc12 = row_step(x12, b0, b1, b2, b3, acc12);
+    wide12 = row_step(x12, c0, c1, c2, c3, wide12);
+  }
+  if (RM > 13u) {
+    let x13 = textureLoad(a, texel(a13 + k4), 0);
+    acc13 = row_step(x13, b0, b1, b2, b3, acc13);
+    wide13 = row_step(x13, c0, c1, c2, c3, wide13);
+  }
+  if (RM > 14u) {
+    let x14 = textureLoad(a, texel(a14 + k4), 0);
+    acc14 = row_step(x14, b0, b1, b2, b3, acc14);
+    wide14 = row_step(x14, c0, c1, c2, c3, wide14);
+  }
+  if (RM > 15u) {
+    let x15 = textureLoad(a, texel(a15 + k4), 0);
+    acc15 = row_step(x15, b0, b1, b2, b3, acc15);
+    wide15 = row_step(x15, c0, c1, c2, c3, wide15);
+  }
 }
 
-// The packed right operand: row k of B holds this chunk's columns as vec4 texels.
+// The packed right operand: row k of B holds this chunk's columns as vec4 texels, and the thread's
+// CN columns are CN / 4 texels side by side. A second texel past the end of a row reads the next
+// row (or nothing); those columns are never stored.
 fn multiply_packed(g: u32, column: u32) {
   let b_texels_per_row = (p.n_count + 3u) / 4u;
-  var b_row = g * p.K_padded * b_texels_per_row + column;
+  var b_row = g * p.K_padded * b_texels_per_row + column * (CN / 4u);
   let b_step = b_texels_per_row;
   for (var k4 = 0u; k4 < p.K_padded / 4u; k4++) {
     let b0 = textureLoad(b, texel(b_row), 0);
     let b1 = textureLoad(b, texel(b_row + b_step), 0);
     let b2 = textureLoad(b, texel(b_row + 2u * b_step), 0);
     let b3 = textureLoad(b, texel(b_row + 3u * b_step), 0);
+    if (CN > 4u) {
+      let c0 = textureLoad(b, texel(b_row + 1u), 0);
+      let c1 = textureLoad(b, texel(b_row + 1u + b_step), 0);
+      let c2 = textureLoad(b, texel(b_row + 1u + 2u * b_step), 0);
+      let c3 = textureLoad(b, texel(b_row + 1u + 3u * b_step), 0);
+      accumulate_wide(k4, b0, b1, b2, b3, c0, c1, c2, c3);
+    } else {
+      accumulate(k4, b0, b1, b2, b3);
+    }
     b_row += 4u * b_step;
-    accumulate(k4, b0, b1, b2, b3);
   }
 }
 
@@ -303,7 +404,7 @@ fn store_weight_grad(m0: u32, column: u32) {
   let taps = p.kernel_h * p.kernel_w;
   let tap = column / p.image_c4;
   let first = (column % p.image_c4) * 4u;
-  let rows = array<vec4f, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+  let rows = array<vec4f, MAX_ROWS>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15);
   for (var r = 0u; r < RM; r++) {
     let m = m0 + r;
     if (m >= p.M) {
@@ -361,35 +462,82 @@ fn epilogue(g: u32, m: u32, values: vec4f) -> vec4f {
   return v;
 }
 
-// Stores an RM×4 block (`rows`, columns n0 … n0+3). With CONTIGUOUS_ROWS four consecutive columns
-// are four consecutive floats of the output (the host checks the layout), so one base serves all.
-fn store_block(g: u32, m0: u32, n0: u32, n_end: u32, rows: array<vec4f, 8>) {
-  let base0 = column_base(g, n0);
-  var base1 = base0 + 1u;
-  var base2 = base0 + 2u;
-  var base3 = base0 + 3u;
-  if (!CONTIGUOUS_ROWS) {
-    base1 = column_base(g, min(n0 + 1u, n_end - 1u));
-    base2 = column_base(g, min(n0 + 2u, n_end - 1u));
-    base3 = column_base(g, min(n0 + 3u, n_end - 1u));
+// Stores row m's four values (columns n0 … n0+3, at `bases` plus the row's offset).
+fn store_row(g: u32, m: u32, n0: u32, n_end: u32, bases: vec4u, values: vec4f) {
+  if (m >= p.M) {
+    return;
   }
-  for (var r = 0u; r < RM; r++) {
-    let m = m0 + r;
-    if (m >= p.M) {
-      break;
-    }
-    let v = epilogue(g, m, rows[r]);
-    let offset = row_offset(g, m);
-    c[base0 + offset] = v.x;
-    if (n0 + 1u < n_end) {
-      c[base1 + offset] = v.y;
-    }
-    if (n0 + 2u < n_end) {
-      c[base2 + offset] = v.z;
-    }
-    if (n0 + 3u < n_end) {
-      c[base3 + offset] = v.w;
-    }
+  let v = epilogue(g, m, values);
+  let offset = row_offset(g, m);
+  c[bases.x + offset] = v.x;
+  if (n0 + 1u < n_end) {
+    c[bases.y + offset] = v.y;
+  }
+  if (n0 + 2u < n_end) {
+    c[bases.z + offset] = v.z;
+  }
+  if (n0 + 3u < n_end) {
+    c[bases.w + offset] = v.w;
+  }
+}
+
+// Stores an RM×4 block, columns n0 … n0+3: the accumulators acc*, or wide* when `wide`. With
+// CONTIGUOUS_ROWS four consecutive columns are four consecutive floats of the output (the host
+// checks the layout), so one base serves all. Rows are unrolled, like `accumulate`: indexing an
+// array of the accumulators by a loop variable would copy them all to memory first.
+fn store_block(g: u32, m0: u32, n0: u32, n_end: u32, wide: bool) {
+  let base0 = column_base(g, n0);
+  var bases = vec4u(base0, base0 + 1u, base0 + 2u, base0 + 3u);
+  if (!CONTIGUOUS_ROWS) {
+    bases.y = column_base(g, min(n0 + 1u, n_end - 1u));
+    bases.z = column_base(g, min(n0 + 2u, n_end - 1u));
+    bases.w = column_base(g, min(n0 + 3u, n_end - 1u));
+  }
+  store_row(g, m0, n0, n_end, bases, select(acc0, wide0, wide));
+  if (RM > 1u) {
+    store_row(g, m0 + 1u, n0, n_end, bases, select(acc1, wide1, wide));
+  }
+  if (RM > 2u) {
+    store_row(g, m0 + 2u, n0, n_end, bases, select(acc2, wide2, wide));
+  }
+  if (RM > 3u) {
+    store_row(g, m0 + 3u, n0, n_end, bases, select(acc3, wide3, wide));
+  }
+  if (RM > 4u) {
+    store_row(g, m0 + 4u, n0, n_end, bases, select(acc4, wide4, wide));
+  }
+  if (RM > 5u) {
+    store_row(g, m0 + 5u, n0, n_end, bases, select(acc5, wide5, wide));
+  }
+  if (RM > 6u) {
+    store_row(g, m0 + 6u, n0, n_end, bases, select(acc6, wide6, wide));
+  }
+  if (RM > 7u) {
+    store_row(g, m0 + 7u, n0, n_end, bases, select(acc7, wide7, wide));
+  }
+  if (RM > 8u) {
+    store_row(g, m0 + 8u, n0, n_end, bases, select(acc8, wide8, wide));
+  }
+  if (RM > 9u) {
+    store_row(g, m0 + 9u, n0, n_end, bases, select(acc9, wide9, wide));
+  }
+  if (RM > 10u) {
+    store_row(g, m0 + 10u, n0, n_end, bases, select(acc10, wide10, wide));
+  }
+  if (RM > 11u) {
+    store_row(g, m0 + 11u, n0, n_end, bases, select(acc11, wide11, wide));
+  }
+  if (RM > 12u) {
+    store_row(g, m0 + 12u, n0, n_end, bases, select(acc12, wide12, wide));
+  }
+  if (RM > 13u) {
+    store_row(g, m0 + 13u, n0, n_end, bases, select(acc13, wide13, wide));
+  }
+  if (RM > 14u) {
+    store_row(g, m0 + 14u, n0, n_end, bases, select(acc14, wide14, wide));
+  }
+  if (RM > 15u) {
+    store_row(g, m0 + 15u, n0, n_end, bases, select(acc15, wide15, wide));
   }
 }
 
@@ -415,6 +563,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   a5 = (a_base + min(m0 + 5u, last)) * a_texels_per_row;
   a6 = (a_base + min(m0 + 6u, last)) * a_texels_per_row;
   a7 = (a_base + min(m0 + 7u, last)) * a_texels_per_row;
+  a8 = (a_base + min(m0 + 8u, last)) * a_texels_per_row;
+  a9 = (a_base + min(m0 + 9u, last)) * a_texels_per_row;
+  a10 = (a_base + min(m0 + 10u, last)) * a_texels_per_row;
+  a11 = (a_base + min(m0 + 11u, last)) * a_texels_per_row;
+  a12 = (a_base + min(m0 + 12u, last)) * a_texels_per_row;
+  a13 = (a_base + min(m0 + 13u, last)) * a_texels_per_row;
+  a14 = (a_base + min(m0 + 14u, last)) * a_texels_per_row;
+  a15 = (a_base + min(m0 + 15u, last)) * a_texels_per_row;
   if (IMPLICIT && MODE == MODE_CONV_WEIGHT_GRAD) {
     multiply_implicit_weight_grad(column);
     store_weight_grad(m0, column);
@@ -425,9 +581,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   } else {
     multiply_packed(g, column);
   }
-  store_block(g, m0, n0, n_end, array<vec4f, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7));
+  store_block(g, m0, n0, n_end, false);
   if (CN > 4u && n0 + 4u < n_end) {
-    let wide = array<vec4f, 8>(wide0, wide1, wide2, wide3, wide4, wide5, wide6, wide7);
-    store_block(g, m0, n0 + 4u, n_end, wide);
+    store_block(g, m0, n0 + 4u, n_end, true);
   }
 }

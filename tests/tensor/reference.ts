@@ -377,3 +377,47 @@ export function filterRef(x: Ref, taps: number[], normalizeBorder = false): Ref 
   }
   return { data, shape: [...x.shape] };
 }
+
+/** A fused activation as the conv ops take it, or none. */
+export type ActivationRef = { kind: "relu" } | { kind: "leakyRelu"; slope: number } | undefined;
+
+/** ReLU or leaky ReLU of a reference, or the reference itself without an activation. */
+export function activateRef(y: Ref, activation: ActivationRef): Ref {
+  if (!activation) return y;
+  const slope = activation.kind === "leakyRelu" ? activation.slope : 0;
+  return mapRef(y, (v) => (v > 0 ? v : slope * v));
+}
+
+/** y + b with one bias value per channel of an NCHW reference. */
+export function addChannelBiasRef(y: Ref, b: Ref): Ref {
+  return binaryRef(y, { data: b.data, shape: [1, b.shape[0], 1, 1] }, (u, v) => u + v);
+}
+
+/** The explicit padding of "same": TensorFlow's split, the extra row and column at the end. */
+export function padSameRef(x: Ref, k: number, stride: number): Ref {
+  const [n, c, h, w] = x.shape;
+  const total = (size: number) => Math.max((Math.ceil(size / stride) - 1) * stride + k - size, 0);
+  const [th, tw] = [total(h), total(w)];
+  const [top, left] = [Math.floor(th / 2), Math.floor(tw / 2)];
+  const oh = h + th, ow = w + tw;
+  const data = new Float64Array(n * c * oh * ow);
+  for (let p = 0; p < n * c; p++) {
+    for (let y = 0; y < h; y++) {
+      for (let xx = 0; xx < w; xx++) {
+        data[(p * oh + y + top) * ow + xx + left] = x.data[(p * h + y) * w + xx];
+      }
+    }
+  }
+  return { data, shape: [n, c, oh, ow] };
+}
+
+/** Checks an op case: forward within 1e-4 and every gradient within 2e-3 relative error. */
+export async function expectOp(name: string, c: OpCase): Promise<void> {
+  const result = await checkOp(c);
+  if (!(result.forwardError <= 1e-4)) {
+    throw new Error(`${name}: forward relative error ${result.forwardError}`);
+  }
+  result.gradErrors.forEach((error, i) => {
+    if (!(error <= 2e-3)) throw new Error(`${name}: gradient ${i} relative error ${error}`);
+  });
+}

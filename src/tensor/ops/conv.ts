@@ -9,6 +9,15 @@
  */
 
 import { addGrad, empty, opResult, type Tensor } from "../tensor.ts";
+import { kernelPath } from "../../gpu/kernel_path.ts";
+import {
+  checkBias,
+  conv2dGeometry,
+  type Conv2dOptions,
+  type ConvTranspose2dOptions,
+  transposedConvGeometry,
+} from "./geometry.ts";
+import { conv2dTiled, convTranspose2dTiled } from "./gemm_tiled.ts";
 import {
   biasGrad,
   type ConvGeometry,
@@ -23,107 +32,16 @@ import {
 } from "./gemm.ts";
 
 export type { FusedActivation };
-
-/** A size per spatial axis: one number for both, or [height, width]. */
-export type Pair = number | readonly [number, number];
-
-/** Options of {@link conv2d}. */
-export interface Conv2dOptions {
-  /** Step between windows (default 1). */
-  stride?: Pair;
-  /**
-   * Zero padding: a size per side, "valid" (none) or "same" (output = ceil(input / stride),
-   * padding split as TensorFlow does, the extra row at the bottom and right).
-   */
-  padding?: Pair | "same" | "valid";
-  /** Spacing between kernel taps (default 1). */
-  dilation?: Pair;
-  /** Channel groups; groups = input channels gives a depthwise convolution (default 1). */
-  groups?: number;
-  /** Activation applied after the bias, fused into the convolution (default none). */
-  activation?: FusedActivation;
-}
-
-/** Options of {@link convTranspose2d}. */
-export interface ConvTranspose2dOptions {
-  /** Upsampling step (default 1). */
-  stride?: Pair;
-  /** Rows and columns cropped from each side of the full output, or "same" (output = input · stride). */
-  padding?: Pair | "same" | "valid";
-  /** Extra rows and columns added at the bottom and right (default 0). */
-  outputPadding?: Pair;
-  /** Spacing between kernel taps (default 1). */
-  dilation?: Pair;
-  /** Channel groups (default 1). */
-  groups?: number;
-  /** Activation applied after the bias, fused into the convolution (default none). */
-  activation?: FusedActivation;
-}
-
-function pair(value: Pair | undefined, fallback: number): [number, number] {
-  if (value === undefined) return [fallback, fallback];
-  return typeof value === "number" ? [value, value] : [value[0], value[1]];
-}
-
-/** Total padding that makes a stride-s convolution output ceil(size / s). */
-function samePadding(size: number, kernel: number, stride: number, dilation: number): number {
-  const out = Math.ceil(size / stride);
-  return Math.max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0);
-}
+export {
+  conv2dGeometry,
+  type Conv2dOptions,
+  type ConvTranspose2dOptions,
+  type Pair,
+  transposedConvGeometry,
+} from "./geometry.ts";
 
 function checkNCHW(x: Tensor, what: string): void {
   if (x.shape.length !== 4) throw new Error(`${what} expects NCHW input, got shape [${x.shape}]`);
-}
-
-/** Geometry of conv2d(x, w) with w of shape [cout, cin/groups, kh, kw]. */
-export function conv2dGeometry(
-  xShape: readonly number[],
-  wShape: readonly number[],
-  options: Conv2dOptions = {},
-): ConvGeometry {
-  const [images, cin, inH, inW] = xShape;
-  const [cout, cinPerGroup, kernelH, kernelW] = wShape;
-  const groups = options.groups ?? 1;
-  const [strideH, strideW] = pair(options.stride, 1);
-  const [dilationH, dilationW] = pair(options.dilation, 1);
-  if (cin % groups !== 0 || cout % groups !== 0 || cinPerGroup * groups !== cin) {
-    throw new Error(
-      `conv2d: input has ${cin} channels and weight [${wShape}] with groups=${groups}; ` +
-        `expected weight [cout, ${cin / groups}, kh, kw] with cout divisible by ${groups}`,
-    );
-  }
-  let padH: number, padW: number, outH: number, outW: number;
-  if (options.padding === "same") {
-    padH = Math.floor(samePadding(inH, kernelH, strideH, dilationH) / 2);
-    padW = Math.floor(samePadding(inW, kernelW, strideW, dilationW) / 2);
-    outH = Math.ceil(inH / strideH);
-    outW = Math.ceil(inW / strideW);
-  } else {
-    [padH, padW] = options.padding === "valid" ? [0, 0] : pair(options.padding, 0);
-    outH = Math.floor((inH + 2 * padH - dilationH * (kernelH - 1) - 1) / strideH) + 1;
-    outW = Math.floor((inW + 2 * padW - dilationW * (kernelW - 1) - 1) / strideW) + 1;
-  }
-  if (outH <= 0 || outW <= 0) {
-    throw new Error(`conv2d: a ${kernelH}×${kernelW} kernel does not fit a ${inH}×${inW} input`);
-  }
-  return {
-    images,
-    cin,
-    cout,
-    groups,
-    inH,
-    inW,
-    outH,
-    outW,
-    kernelH,
-    kernelW,
-    strideH,
-    strideW,
-    padH,
-    padW,
-    dilationH,
-    dilationW,
-  };
 }
 
 /** What a product adds around the bare convolution: see {@link GemmSpec}. */
@@ -282,12 +200,6 @@ function weightGradProduct(
   });
 }
 
-function checkBias(bias: Tensor | undefined, channels: number): void {
-  if (bias && bias.size !== channels) {
-    throw new Error(`Bias of shape [${bias.shape}] does not match ${channels} output channels`);
-  }
-}
-
 /**
  * The backward pass of a layer's bias and activation, shared by both ops: the gradient `grad`
  * of the activated output `y` is read through the activation's derivative by the products
@@ -312,6 +224,8 @@ function epilogueBackward(
  * then `+ bias` and `options.activation`, all in one op.
  */
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, options: Conv2dOptions = {}): Tensor {
+  // Discrete GPUs get the storage-buffer tiled kernels; CPU drivers the texture-fed ones.
+  if (kernelPath(x.gpu) === "tiled") return conv2dTiled(x, w, bias, options);
   checkNCHW(x, "conv2d");
   if (w.shape.length !== 4) throw new Error(`conv2d weight must be 4-D, got [${w.shape}]`);
   const g = conv2dGeometry(x.shape, w.shape, options);
@@ -346,52 +260,11 @@ export function convTranspose2d(
   bias?: Tensor,
   options: ConvTranspose2dOptions = {},
 ): Tensor {
+  if (kernelPath(x.gpu) === "tiled") return convTranspose2dTiled(x, w, bias, options);
   checkNCHW(x, "convTranspose2d");
   if (w.shape.length !== 4) throw new Error(`convTranspose2d weight must be 4-D, got [${w.shape}]`);
-  const [images, cin, inH, inW] = x.shape;
-  const [wIn, coutPerGroup, kernelH, kernelW] = w.shape;
-  const groups = options.groups ?? 1;
-  if (wIn !== cin || cin % groups !== 0) {
-    throw new Error(
-      `convTranspose2d: input has ${cin} channels, weight [${w.shape}] expects ${wIn} (groups=${groups})`,
-    );
-  }
-  const [strideH, strideW] = pair(options.stride, 1);
-  const [dilationH, dilationW] = pair(options.dilation, 1);
-  let padH: number, padW: number, outH: number, outW: number;
-  if (options.padding === "same") {
-    // The adjoint of a "same" convolution: output = input · stride.
-    outH = inH * strideH;
-    outW = inW * strideW;
-    padH = Math.floor(samePadding(outH, kernelH, strideH, dilationH) / 2);
-    padW = Math.floor(samePadding(outW, kernelW, strideW, dilationW) / 2);
-  } else {
-    [padH, padW] = options.padding === "valid" ? [0, 0] : pair(options.padding, 0);
-    const [extraH, extraW] = pair(options.outputPadding, 0);
-    outH = (inH - 1) * strideH - 2 * padH + dilationH * (kernelH - 1) + extraH + 1;
-    outW = (inW - 1) * strideW - 2 * padW + dilationW * (kernelW - 1) + extraW + 1;
-  }
-  if (outH <= 0 || outW <= 0) throw new Error(`convTranspose2d: output would be ${outH}×${outW}`);
-  const cout = coutPerGroup * groups;
-  // The convolution whose input gradient this op is: its input is our output and vice versa.
-  const g: ConvGeometry = {
-    images,
-    cin: cout,
-    cout: cin,
-    groups,
-    inH: outH,
-    inW: outW,
-    outH: inH,
-    outW: inW,
-    kernelH,
-    kernelW,
-    strideH,
-    strideW,
-    padH,
-    padW,
-    dilationH,
-    dilationW,
-  };
+  const g = transposedConvGeometry(x.shape, w.shape, options);
+  const [images, cout, outH, outW] = [g.images, g.cin, g.inH, g.inW];
   checkBias(bias, cout);
   const activation = options.activation;
   const inputs = bias ? [x, w, bias] : [x, w];

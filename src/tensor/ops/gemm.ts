@@ -153,28 +153,34 @@ export interface GemmSpec {
   throughB?: ThroughActivation;
 }
 
+/** Threads a product should keep at least, for the cores of a CPU driver to share. */
+const minThreads = 256;
+
 /**
  * Rows of C per thread: more rows reuse each loaded texel of B more often (on lavapipe 8 rows
- * instead of 4 made the AE's 32-channel layers 15–30% faster), but rows past M are wasted work,
- * and convolutions often have few output channels. Products with few columns (the weight
- * gradient of a one-channel layer has 16) keep 4 rows so that more threads share the long k loop.
+ * instead of 4 made the AE's 32-channel layers 15–30% faster, and 16 instead of 8 another
+ * 10–15%), but rows past M are wasted work, and convolutions often have few output channels.
+ * Products with few columns (the weight gradient of a one-channel layer has 16) keep 4 rows so
+ * that more threads share the long k loop.
  */
-function rowsPerThread(M: number, N: number): number {
-  const threadsWithEightRows = Math.ceil(N / 4) * Math.ceil(M / 8);
-  if ((M >= 32 || M % 8 === 0) && threadsWithEightRows >= 256) return 8;
+function rowsPerThread(spec: GemmSpec): number {
+  const { M, N } = spec;
+  const threads = (rows: number) => Math.ceil(N / 4) * Math.ceil(M / rows) * spec.batch;
+  if (M % 16 === 0 && threads(16) >= minThreads) return 16;
+  if ((M >= 32 || M % 8 === 0) && threads(8) >= minThreads) return 8;
   if (M >= 4) return 4;
   return M >= 2 ? 2 : 1;
 }
 
 /**
- * Columns of C per thread: 8 for implicit convolutions, where each texel of A then serves twice
- * the columns (on lavapipe the AE's layers ran 1.1–1.15× faster), unless that leaves too few threads.
- * The other products keep 4: their loops address B by texel column.
+ * Columns of C per thread: 8, so that each texel of A serves twice the columns (on lavapipe the
+ * AE's layers ran 1.1–1.15× faster), unless that leaves too few threads. The implicit weight
+ * gradient keeps 4: its columns are one kernel tap's four channels.
  */
 function columnsPerThread(spec: GemmSpec, rows: number): number {
-  const wide = spec.implicit && spec.mode === GemmMode.convForward;
+  const wide = !(spec.implicit && spec.mode === GemmMode.convWeightGrad);
   const threads = Math.ceil(spec.N / 8) * Math.ceil(spec.M / rows) * spec.batch;
-  return wide && threads >= 256 ? 8 : 4;
+  return wide && threads >= minThreads ? 8 : 4;
 }
 
 /** Texels of one packed right-operand chunk at most (64 MiB). */
@@ -331,7 +337,7 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
     buffers: [bind(a), { view: packedA.view }, bindActivated(a, spec.throughA)],
     workgroups: elementGrid(aTexels),
   });
-  const rows = rowsPerThread(spec.M, spec.N);
+  const rows = rowsPerThread(spec);
   const columns = columnsPerThread(spec, rows);
   // Four consecutive columns are consecutive floats when rows (or images) start 4-aligned.
   const rowLength = spec.mode === GemmMode.convForward ? spec.conv!.outH * spec.conv!.outW : spec.N;
