@@ -19,6 +19,7 @@ import { declareShader } from "../../gpu/shaders.ts";
 import { type OperandTexture, operandTextureWidth } from "../../gpu/textures.ts";
 import { bind, elementGrid, run } from "./launch.ts";
 import type { StorageBinding } from "../../gpu/kernel.ts";
+import { convolutionFields } from "./geometry.ts";
 
 /** How the operands are gathered and the result scattered (see shaders/gemm.wgsl). */
 export const GemmMode = { matmul: 0, convForward: 1, convInputGrad: 2, convWeightGrad: 3 } as const;
@@ -212,22 +213,7 @@ function productParams(
     b_batch_stride: spec.bBatchStride ?? 0,
     n_offset: nOffset,
     n_count: nCount,
-    images: g?.images ?? 0,
-    cin: g?.cin ?? 0,
-    cout: g?.cout ?? 0,
-    groups: g?.groups ?? 1,
-    in_h: g?.inH ?? 0,
-    in_w: g?.inW ?? 0,
-    out_h: g?.outH ?? 0,
-    out_w: g?.outW ?? 0,
-    kernel_h: g?.kernelH ?? 1,
-    kernel_w: g?.kernelW ?? 1,
-    stride_h: g?.strideH ?? 1,
-    stride_w: g?.strideW ?? 1,
-    pad_h: g?.padH ?? 0,
-    pad_w: g?.padW ?? 0,
-    dilation_h: g?.dilationH ?? 1,
-    dilation_w: g?.dilationW ?? 1,
+    ...convolutionFields(g),
     image_c4: image?.c4 ?? 0,
     image_h: image?.height ?? 0,
     image_w: image?.width ?? 0,

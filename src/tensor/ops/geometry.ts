@@ -215,3 +215,45 @@ export function planMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolea
     bBatchStride: batchB === 1 ? 0 : Ka * N,
   };
 }
+
+/**
+ * A convolution's geometry as the GEMM kernels' uniform fields (snake_case, as in WGSL); the
+ * neutral values when the product is a plain matrix product.
+ */
+export function convolutionFields(g: ConvGeometry | undefined): {
+  images: number;
+  cin: number;
+  cout: number;
+  groups: number;
+  in_h: number;
+  in_w: number;
+  out_h: number;
+  out_w: number;
+  kernel_h: number;
+  kernel_w: number;
+  stride_h: number;
+  stride_w: number;
+  pad_h: number;
+  pad_w: number;
+  dilation_h: number;
+  dilation_w: number;
+} {
+  return {
+    images: g?.images ?? 0,
+    cin: g?.cin ?? 0,
+    cout: g?.cout ?? 0,
+    groups: g?.groups ?? 1,
+    in_h: g?.inH ?? 0,
+    in_w: g?.inW ?? 0,
+    out_h: g?.outH ?? 0,
+    out_w: g?.outW ?? 0,
+    kernel_h: g?.kernelH ?? 1,
+    kernel_w: g?.kernelW ?? 1,
+    stride_h: g?.strideH ?? 1,
+    stride_w: g?.strideW ?? 1,
+    pad_h: g?.padH ?? 0,
+    pad_w: g?.padW ?? 0,
+    dilation_h: g?.dilationH ?? 1,
+    dilation_w: g?.dilationW ?? 1,
+  };
+}
