@@ -2,7 +2,7 @@
 // A packed by pack.wgsl as vec4 along k, B either packed as vec4 along n (pack_b) or, for an
 // implicit convolution (IMPLICIT, forward or weight gradient), the convolution's zero-padded
 // input itself, stored by pack_image as vec4 along the channels. Each thread computes an RM×CN
-// block of C (RM ≤ 16 rows, CN = 4 or 8 columns), reading RM + CN texels per 4 steps of k: no
+// block of C (RM ≤ 16 rows, CN = 4, 8 or 16 columns), reading RM + CN texels per 4 steps of k: no
 // shared memory and no barriers, which suits both GPUs and CPU drivers, where texture loads are
 // several times cheaper than buffer loads.
 // MODE decides where C goes (the output layout of the product):
@@ -72,6 +72,39 @@ var<private> wide12: vec4f;
 var<private> wide13: vec4f;
 var<private> wide14: vec4f;
 var<private> wide15: vec4f;
+// Columns 8–11 (wa*) and 12–15 (wb*) of a thread that computes 16 (CN = 16).
+var<private> wa0: vec4f;
+var<private> wb0: vec4f;
+var<private> wa1: vec4f;
+var<private> wb1: vec4f;
+var<private> wa2: vec4f;
+var<private> wb2: vec4f;
+var<private> wa3: vec4f;
+var<private> wb3: vec4f;
+var<private> wa4: vec4f;
+var<private> wb4: vec4f;
+var<private> wa5: vec4f;
+var<private> wb5: vec4f;
+var<private> wa6: vec4f;
+var<private> wb6: vec4f;
+var<private> wa7: vec4f;
+var<private> wb7: vec4f;
+var<private> wa8: vec4f;
+var<private> wb8: vec4f;
+var<private> wa9: vec4f;
+var<private> wb9: vec4f;
+var<private> wa10: vec4f;
+var<private> wb10: vec4f;
+var<private> wa11: vec4f;
+var<private> wb11: vec4f;
+var<private> wa12: vec4f;
+var<private> wb12: vec4f;
+var<private> wa13: vec4f;
+var<private> wb13: vec4f;
+var<private> wa14: vec4f;
+var<private> wb14: vec4f;
+var<private> wa15: vec4f;
+var<private> wb15: vec4f;
 var<private> a0: u32;
 var<private> a1: u32;
 var<private> a2: u32;
@@ -232,6 +265,128 @@ fn accumulate_wide(
   }
 }
 
+// `accumulate` for sixteen columns: c*, d*, e* are rows of columns 4–7, 8–11 and 12–15. On lavapipe
+// the accumulators live in memory either way (one ymm register per f32 of a thread, 16 registers),
+// and texel loads bound the loop, so serving 16 columns per texel of A pays again.
+fn accumulate16(
+  k4: u32,
+  b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f,
+  c0: vec4f, c1: vec4f, c2: vec4f, c3: vec4f,
+  d0: vec4f, d1: vec4f, d2: vec4f, d3: vec4f,
+  e0: vec4f, e1: vec4f, e2: vec4f, e3: vec4f,
+) {
+  let x0 = textureLoad(a, texel(a0 + k4), 0);
+  acc0 = row_step(x0, b0, b1, b2, b3, acc0);
+  wide0 = row_step(x0, c0, c1, c2, c3, wide0);
+  wa0 = row_step(x0, d0, d1, d2, d3, wa0);
+  wb0 = row_step(x0, e0, e1, e2, e3, wb0);
+  if (RM > 1u) {
+    let x1 = textureLoad(a, texel(a1 + k4), 0);
+    acc1 = row_step(x1, b0, b1, b2, b3, acc1);
+    wide1 = row_step(x1, c0, c1, c2, c3, wide1);
+    wa1 = row_step(x1, d0, d1, d2, d3, wa1);
+    wb1 = row_step(x1, e0, e1, e2, e3, wb1);
+  }
+  if (RM > 2u) {
+    let x2 = textureLoad(a, texel(a2 + k4), 0);
+    acc2 = row_step(x2, b0, b1, b2, b3, acc2);
+    wide2 = row_step(x2, c0, c1, c2, c3, wide2);
+    wa2 = row_step(x2, d0, d1, d2, d3, wa2);
+    wb2 = row_step(x2, e0, e1, e2, e3, wb2);
+  }
+  if (RM > 3u) {
+    let x3 = textureLoad(a, texel(a3 + k4), 0);
+    acc3 = row_step(x3, b0, b1, b2, b3, acc3);
+    wide3 = row_step(x3, c0, c1, c2, c3, wide3);
+    wa3 = row_step(x3, d0, d1, d2, d3, wa3);
+    wb3 = row_step(x3, e0, e1, e2, e3, wb3);
+  }
+  if (RM > 4u) {
+    let x4 = textureLoad(a, texel(a4 + k4), 0);
+    acc4 = row_step(x4, b0, b1, b2, b3, acc4);
+    wide4 = row_step(x4, c0, c1, c2, c3, wide4);
+    wa4 = row_step(x4, d0, d1, d2, d3, wa4);
+    wb4 = row_step(x4, e0, e1, e2, e3, wb4);
+  }
+  if (RM > 5u) {
+    let x5 = textureLoad(a, texel(a5 + k4), 0);
+    acc5 = row_step(x5, b0, b1, b2, b3, acc5);
+    wide5 = row_step(x5, c0, c1, c2, c3, wide5);
+    wa5 = row_step(x5, d0, d1, d2, d3, wa5);
+    wb5 = row_step(x5, e0, e1, e2, e3, wb5);
+  }
+  if (RM > 6u) {
+    let x6 = textureLoad(a, texel(a6 + k4), 0);
+    acc6 = row_step(x6, b0, b1, b2, b3, acc6);
+    wide6 = row_step(x6, c0, c1, c2, c3, wide6);
+    wa6 = row_step(x6, d0, d1, d2, d3, wa6);
+    wb6 = row_step(x6, e0, e1, e2, e3, wb6);
+  }
+  if (RM > 7u) {
+    let x7 = textureLoad(a, texel(a7 + k4), 0);
+    acc7 = row_step(x7, b0, b1, b2, b3, acc7);
+    wide7 = row_step(x7, c0, c1, c2, c3, wide7);
+    wa7 = row_step(x7, d0, d1, d2, d3, wa7);
+    wb7 = row_step(x7, e0, e1, e2, e3, wb7);
+  }
+  if (RM > 8u) {
+    let x8 = textureLoad(a, texel(a8 + k4), 0);
+    acc8 = row_step(x8, b0, b1, b2, b3, acc8);
+    wide8 = row_step(x8, c0, c1, c2, c3, wide8);
+    wa8 = row_step(x8, d0, d1, d2, d3, wa8);
+    wb8 = row_step(x8, e0, e1, e2, e3, wb8);
+  }
+  if (RM > 9u) {
+    let x9 = textureLoad(a, texel(a9 + k4), 0);
+    acc9 = row_step(x9, b0, b1, b2, b3, acc9);
+    wide9 = row_step(x9, c0, c1, c2, c3, wide9);
+    wa9 = row_step(x9, d0, d1, d2, d3, wa9);
+    wb9 = row_step(x9, e0, e1, e2, e3, wb9);
+  }
+  if (RM > 10u) {
+    let x10 = textureLoad(a, texel(a10 + k4), 0);
+    acc10 = row_step(x10, b0, b1, b2, b3, acc10);
+    wide10 = row_step(x10, c0, c1, c2, c3, wide10);
+    wa10 = row_step(x10, d0, d1, d2, d3, wa10);
+    wb10 = row_step(x10, e0, e1, e2, e3, wb10);
+  }
+  if (RM > 11u) {
+    let x11 = textureLoad(a, texel(a11 + k4), 0);
+    acc11 = row_step(x11, b0, b1, b2, b3, acc11);
+    wide11 = row_step(x11, c0, c1, c2, c3, wide11);
+    wa11 = row_step(x11, d0, d1, d2, d3, wa11);
+    wb11 = row_step(x11, e0, e1, e2, e3, wb11);
+  }
+  if (RM > 12u) {
+    let x12 = textureLoad(a, texel(a12 + k4), 0);
+    acc12 = row_step(x12, b0, b1, b2, b3, acc12);
+    wide12 = row_step(x12, c0, c1, c2, c3, wide12);
+    wa12 = row_step(x12, d0, d1, d2, d3, wa12);
+    wb12 = row_step(x12, e0, e1, e2, e3, wb12);
+  }
+  if (RM > 13u) {
+    let x13 = textureLoad(a, texel(a13 + k4), 0);
+    acc13 = row_step(x13, b0, b1, b2, b3, acc13);
+    wide13 = row_step(x13, c0, c1, c2, c3, wide13);
+    wa13 = row_step(x13, d0, d1, d2, d3, wa13);
+    wb13 = row_step(x13, e0, e1, e2, e3, wb13);
+  }
+  if (RM > 14u) {
+    let x14 = textureLoad(a, texel(a14 + k4), 0);
+    acc14 = row_step(x14, b0, b1, b2, b3, acc14);
+    wide14 = row_step(x14, c0, c1, c2, c3, wide14);
+    wa14 = row_step(x14, d0, d1, d2, d3, wa14);
+    wb14 = row_step(x14, e0, e1, e2, e3, wb14);
+  }
+  if (RM > 15u) {
+    let x15 = textureLoad(a, texel(a15 + k4), 0);
+    acc15 = row_step(x15, b0, b1, b2, b3, acc15);
+    wide15 = row_step(x15, c0, c1, c2, c3, wide15);
+    wa15 = row_step(x15, d0, d1, d2, d3, wa15);
+    wb15 = row_step(x15, e0, e1, e2, e3, wb15);
+  }
+}
+
 // The packed right operand: row k of B holds this chunk's columns as vec4 texels, and the thread's
 // CN columns are CN / 4 texels side by side. A second texel past the end of a row reads the next
 // row (or nothing); those columns are never stored.
@@ -244,7 +399,21 @@ fn multiply_packed(g: u32, column: u32) {
     let b1 = textureLoad(b, texel(b_row + b_step), 0);
     let b2 = textureLoad(b, texel(b_row + 2u * b_step), 0);
     let b3 = textureLoad(b, texel(b_row + 3u * b_step), 0);
-    if (CN > 4u) {
+    if (CN > 8u) {
+      let c0 = textureLoad(b, texel(b_row + 1u), 0);
+      let c1 = textureLoad(b, texel(b_row + 1u + b_step), 0);
+      let c2 = textureLoad(b, texel(b_row + 1u + 2u * b_step), 0);
+      let c3 = textureLoad(b, texel(b_row + 1u + 3u * b_step), 0);
+      let d0 = textureLoad(b, texel(b_row + 2u), 0);
+      let d1 = textureLoad(b, texel(b_row + 2u + b_step), 0);
+      let d2 = textureLoad(b, texel(b_row + 2u + 2u * b_step), 0);
+      let d3 = textureLoad(b, texel(b_row + 2u + 3u * b_step), 0);
+      let e0 = textureLoad(b, texel(b_row + 3u), 0);
+      let e1 = textureLoad(b, texel(b_row + 3u + b_step), 0);
+      let e2 = textureLoad(b, texel(b_row + 3u + 2u * b_step), 0);
+      let e3 = textureLoad(b, texel(b_row + 3u + 3u * b_step), 0);
+      accumulate16(k4, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3, e0, e1, e2, e3);
+    } else if (CN > 4u) {
       let c0 = textureLoad(b, texel(b_row + 1u), 0);
       let c1 = textureLoad(b, texel(b_row + 1u + b_step), 0);
       let c2 = textureLoad(b, texel(b_row + 1u + 2u * b_step), 0);
@@ -317,6 +486,14 @@ fn multiply_implicit(g: u32, n0: u32) {
   var o5 = o0 + 5u * step;
   var o6 = o0 + 6u * step;
   var o7 = o0 + 7u * step;
+  var o8 = o0 + 8u * step;
+  var o9 = o0 + 9u * step;
+  var o10 = o0 + 10u * step;
+  var o11 = o0 + 11u * step;
+  var o12 = o0 + 12u * step;
+  var o13 = o0 + 13u * step;
+  var o14 = o0 + 14u * step;
+  var o15 = o0 + 15u * step;
   if (!ALIGNED_PIXEL_ROWS) {
     o1 = window_origin(g, n0 + 1u);
     o2 = window_origin(g, n0 + 2u);
@@ -326,6 +503,16 @@ fn multiply_implicit(g: u32, n0: u32) {
       o5 = window_origin(g, n0 + 5u);
       o6 = window_origin(g, n0 + 6u);
       o7 = window_origin(g, n0 + 7u);
+    }
+    if (CN > 8u) {
+      o8 = window_origin(g, n0 + 8u);
+      o9 = window_origin(g, n0 + 9u);
+      o10 = window_origin(g, n0 + 10u);
+      o11 = window_origin(g, n0 + 11u);
+      o12 = window_origin(g, n0 + 12u);
+      o13 = window_origin(g, n0 + 13u);
+      o14 = window_origin(g, n0 + 14u);
+      o15 = window_origin(g, n0 + 15u);
     }
   }
   let plane = p.image_h * p.image_w;
@@ -343,7 +530,36 @@ fn multiply_implicit(g: u32, n0: u32) {
         let b1 = vec4f(t0.y, t1.y, t2.y, t3.y);
         let b2 = vec4f(t0.z, t1.z, t2.z, t3.z);
         let b3 = vec4f(t0.w, t1.w, t2.w, t3.w);
-        if (CN > 4u) {
+        if (CN > 8u) {
+          let t4 = textureLoad(b, texel(o4 + offset), 0);
+          let t5 = textureLoad(b, texel(o5 + offset), 0);
+          let t6 = textureLoad(b, texel(o6 + offset), 0);
+          let t7 = textureLoad(b, texel(o7 + offset), 0);
+          let t8 = textureLoad(b, texel(o8 + offset), 0);
+          let t9 = textureLoad(b, texel(o9 + offset), 0);
+          let t10 = textureLoad(b, texel(o10 + offset), 0);
+          let t11 = textureLoad(b, texel(o11 + offset), 0);
+          let t12 = textureLoad(b, texel(o12 + offset), 0);
+          let t13 = textureLoad(b, texel(o13 + offset), 0);
+          let t14 = textureLoad(b, texel(o14 + offset), 0);
+          let t15 = textureLoad(b, texel(o15 + offset), 0);
+          accumulate16(
+            k4,
+            b0, b1, b2, b3,
+            vec4f(t4.x, t5.x, t6.x, t7.x),
+            vec4f(t4.y, t5.y, t6.y, t7.y),
+            vec4f(t4.z, t5.z, t6.z, t7.z),
+            vec4f(t4.w, t5.w, t6.w, t7.w),
+            vec4f(t8.x, t9.x, t10.x, t11.x),
+            vec4f(t8.y, t9.y, t10.y, t11.y),
+            vec4f(t8.z, t9.z, t10.z, t11.z),
+            vec4f(t8.w, t9.w, t10.w, t11.w),
+            vec4f(t12.x, t13.x, t14.x, t15.x),
+            vec4f(t12.y, t13.y, t14.y, t15.y),
+            vec4f(t12.z, t13.z, t14.z, t15.z),
+            vec4f(t12.w, t13.w, t14.w, t15.w),
+          );
+        } else if (CN > 4u) {
           let t4 = textureLoad(b, texel(o4 + offset), 0);
           let t5 = textureLoad(b, texel(o5 + offset), 0);
           let t6 = textureLoad(b, texel(o6 + offset), 0);
@@ -481,11 +697,11 @@ fn store_row(g: u32, m: u32, n0: u32, n_end: u32, bases: vec4u, values: vec4f) {
   }
 }
 
-// Stores an RM×4 block, columns n0 … n0+3: the accumulators acc*, or wide* when `wide`. With
-// CONTIGUOUS_ROWS four consecutive columns are four consecutive floats of the output (the host
+// Stores an RM×4 block, columns n0 … n0+3: the accumulators acc*, wide*, wa* or wb* (`which`).
+// With CONTIGUOUS_ROWS four consecutive columns are four consecutive floats of the output (the host
 // checks the layout), so one base serves all. Rows are unrolled, like `accumulate`: indexing an
 // array of the accumulators by a loop variable would copy them all to memory first.
-fn store_block(g: u32, m0: u32, n0: u32, n_end: u32, wide: bool) {
+fn store_block(g: u32, m0: u32, n0: u32, n_end: u32, which: u32) {
   let base0 = column_base(g, n0);
   var bases = vec4u(base0, base0 + 1u, base0 + 2u, base0 + 3u);
   if (!CONTIGUOUS_ROWS) {
@@ -493,52 +709,66 @@ fn store_block(g: u32, m0: u32, n0: u32, n_end: u32, wide: bool) {
     bases.z = column_base(g, min(n0 + 2u, n_end - 1u));
     bases.w = column_base(g, min(n0 + 3u, n_end - 1u));
   }
-  store_row(g, m0, n0, n_end, bases, select(acc0, wide0, wide));
+  store_row(g, m0, n0, n_end, bases, pick(which, acc0, wide0, wa0, wb0));
   if (RM > 1u) {
-    store_row(g, m0 + 1u, n0, n_end, bases, select(acc1, wide1, wide));
+    store_row(g, m0 + 1u, n0, n_end, bases, pick(which, acc1, wide1, wa1, wb1));
   }
   if (RM > 2u) {
-    store_row(g, m0 + 2u, n0, n_end, bases, select(acc2, wide2, wide));
+    store_row(g, m0 + 2u, n0, n_end, bases, pick(which, acc2, wide2, wa2, wb2));
   }
   if (RM > 3u) {
-    store_row(g, m0 + 3u, n0, n_end, bases, select(acc3, wide3, wide));
+    store_row(g, m0 + 3u, n0, n_end, bases, pick(which, acc3, wide3, wa3, wb3));
   }
   if (RM > 4u) {
-    store_row(g, m0 + 4u, n0, n_end, bases, select(acc4, wide4, wide));
+    store_row(g, m0 + 4u, n0, n_end, bases, pick(which, acc4, wide4, wa4, wb4));
   }
   if (RM > 5u) {
-    store_row(g, m0 + 5u, n0, n_end, bases, select(acc5, wide5, wide));
+    store_row(g, m0 + 5u, n0, n_end, bases, pick(which, acc5, wide5, wa5, wb5));
   }
   if (RM > 6u) {
-    store_row(g, m0 + 6u, n0, n_end, bases, select(acc6, wide6, wide));
+    store_row(g, m0 + 6u, n0, n_end, bases, pick(which, acc6, wide6, wa6, wb6));
   }
   if (RM > 7u) {
-    store_row(g, m0 + 7u, n0, n_end, bases, select(acc7, wide7, wide));
+    store_row(g, m0 + 7u, n0, n_end, bases, pick(which, acc7, wide7, wa7, wb7));
   }
   if (RM > 8u) {
-    store_row(g, m0 + 8u, n0, n_end, bases, select(acc8, wide8, wide));
+    store_row(g, m0 + 8u, n0, n_end, bases, pick(which, acc8, wide8, wa8, wb8));
   }
   if (RM > 9u) {
-    store_row(g, m0 + 9u, n0, n_end, bases, select(acc9, wide9, wide));
+    store_row(g, m0 + 9u, n0, n_end, bases, pick(which, acc9, wide9, wa9, wb9));
   }
   if (RM > 10u) {
-    store_row(g, m0 + 10u, n0, n_end, bases, select(acc10, wide10, wide));
+    store_row(g, m0 + 10u, n0, n_end, bases, pick(which, acc10, wide10, wa10, wb10));
   }
   if (RM > 11u) {
-    store_row(g, m0 + 11u, n0, n_end, bases, select(acc11, wide11, wide));
+    store_row(g, m0 + 11u, n0, n_end, bases, pick(which, acc11, wide11, wa11, wb11));
   }
   if (RM > 12u) {
-    store_row(g, m0 + 12u, n0, n_end, bases, select(acc12, wide12, wide));
+    store_row(g, m0 + 12u, n0, n_end, bases, pick(which, acc12, wide12, wa12, wb12));
   }
   if (RM > 13u) {
-    store_row(g, m0 + 13u, n0, n_end, bases, select(acc13, wide13, wide));
+    store_row(g, m0 + 13u, n0, n_end, bases, pick(which, acc13, wide13, wa13, wb13));
   }
   if (RM > 14u) {
-    store_row(g, m0 + 14u, n0, n_end, bases, select(acc14, wide14, wide));
+    store_row(g, m0 + 14u, n0, n_end, bases, pick(which, acc14, wide14, wa14, wb14));
   }
   if (RM > 15u) {
-    store_row(g, m0 + 15u, n0, n_end, bases, select(acc15, wide15, wide));
+    store_row(g, m0 + 15u, n0, n_end, bases, pick(which, acc15, wide15, wa15, wb15));
   }
+}
+
+// The accumulator of set `which` (0–3: acc, wide, wa, wb).
+fn pick(which: u32, x: vec4f, y: vec4f, z: vec4f, w: vec4f) -> vec4f {
+  if (which == 1u) {
+    return y;
+  }
+  if (which == 2u) {
+    return z;
+  }
+  if (which == 3u) {
+    return w;
+  }
+  return x;
 }
 
 @compute @workgroup_size(8, 8)
@@ -581,8 +811,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   } else {
     multiply_packed(g, column);
   }
-  store_block(g, m0, n0, n_end, false);
+  store_block(g, m0, n0, n_end, 0u);
   if (CN > 4u && n0 + 4u < n_end) {
-    store_block(g, m0, n0 + 4u, n_end, true);
+    store_block(g, m0, n0 + 4u, n_end, 1u);
+  }
+  if (CN > 8u && n0 + 8u < n_end) {
+    store_block(g, m0, n0 + 8u, n_end, 2u);
+  }
+  if (CN > 8u && n0 + 12u < n_end) {
+    store_block(g, m0, n0 + 12u, n_end, 3u);
   }
 }

@@ -297,7 +297,7 @@ for (const [name, c] of wideCases) {
 // stay as they were.
 const blockCases: [string, () => OpCase][] = [
   [
-    "conv2d 3×3 pad 1, 32 output channels (implicit, 16 rows × 8 columns per thread)",
+    "conv2d 3×3 pad 1, 32 output channels (implicit, 16 rows × 16 columns per thread)",
     () =>
       conv2dCase({
         name: "",
@@ -314,6 +314,17 @@ const blockCases: [string, () => OpCase][] = [
         name: "",
         x: [[3, 3, 31, 29], [3, 3, 31, 29]],
         w: [32, 3, 3, 3],
+        options: { padding: 1 },
+        activation: leaky,
+      }, 0),
+  ],
+  [
+    "conv2d 3×3 pad 1, 9 channels to 32 (packed, k = 81: 16 rows × 16 columns, odd column count)",
+    () =>
+      conv2dCase({
+        name: "",
+        x: [[3, 9, 31, 29], [3, 9, 31, 29]],
+        w: [32, 9, 3, 3],
         options: { padding: 1 },
         activation: leaky,
       }, 0),
