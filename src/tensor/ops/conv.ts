@@ -40,10 +40,6 @@ export {
   transposedConvGeometry,
 } from "./geometry.ts";
 
-function checkNCHW(x: Tensor, what: string): void {
-  if (x.shape.length !== 4) throw new Error(`${what} expects NCHW input, got shape [${x.shape}]`);
-}
-
 /** What a product adds around the bare convolution: see {@link GemmSpec}. */
 type Fusion = Pick<GemmSpec, "bias" | "activation" | "throughA" | "throughB">;
 
@@ -226,8 +222,6 @@ function epilogueBackward(
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, options: Conv2dOptions = {}): Tensor {
   // Discrete GPUs get the storage-buffer tiled kernels; CPU drivers the texture-fed ones.
   if (kernelPath(x.gpu) === "tiled") return conv2dTiled(x, w, bias, options);
-  checkNCHW(x, "conv2d");
-  if (w.shape.length !== 4) throw new Error(`conv2d weight must be 4-D, got [${w.shape}]`);
   const g = conv2dGeometry(x.shape, w.shape, options);
   checkBias(bias, g.cout);
   const activation = options.activation;
@@ -261,8 +255,6 @@ export function convTranspose2d(
   options: ConvTranspose2dOptions = {},
 ): Tensor {
   if (kernelPath(x.gpu) === "tiled") return convTranspose2dTiled(x, w, bias, options);
-  checkNCHW(x, "convTranspose2d");
-  if (w.shape.length !== 4) throw new Error(`convTranspose2d weight must be 4-D, got [${w.shape}]`);
   const g = transposedConvGeometry(x.shape, w.shape, options);
   const [images, cout, outH, outW] = [g.images, g.cin, g.inH, g.inW];
   checkBias(bias, cout);

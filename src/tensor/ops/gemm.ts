@@ -19,7 +19,7 @@ import { declareShader } from "../../gpu/shaders.ts";
 import { type OperandTexture, operandTextureWidth } from "../../gpu/textures.ts";
 import { bind, elementGrid, run } from "./launch.ts";
 import type { StorageBinding } from "../../gpu/kernel.ts";
-import { convolutionFields } from "./geometry.ts";
+import { CONVOLUTION_FIELD_TYPES, convolutionFields } from "./geometry.ts";
 
 /** How the operands are gathered and the result scattered (see shaders/gemm.wgsl). */
 export const GemmMode = { matmul: 0, convForward: 1, convInputGrad: 2, convWeightGrad: 3 } as const;
@@ -55,22 +55,7 @@ const GemmParams = uniformStruct("GemmParams", {
   b_batch_stride: "u32",
   n_offset: "u32", // first column of B in this chunk
   n_count: "u32", // columns in this chunk
-  images: "u32",
-  cin: "u32",
-  cout: "u32",
-  groups: "u32",
-  in_h: "u32",
-  in_w: "u32",
-  out_h: "u32",
-  out_w: "u32",
-  kernel_h: "u32",
-  kernel_w: "u32",
-  stride_h: "u32",
-  stride_w: "u32",
-  pad_h: "i32",
-  pad_w: "i32",
-  dilation_h: "u32",
-  dilation_w: "u32",
+  ...CONVOLUTION_FIELD_TYPES,
   image_c4: "u32", // texels per pixel of an implicit convolution's input image (channels / 4)
   image_h: "u32", // rows of that image, padding included
   image_w: "u32", // columns of that image, padding included

@@ -21,6 +21,7 @@ import {
   checkBias,
   conv2dGeometry,
   type Conv2dOptions,
+  CONVOLUTION_FIELD_TYPES,
   convolutionFields,
   type ConvTranspose2dOptions,
   planMatmul,
@@ -46,22 +47,7 @@ const TiledParams = uniformStruct("TiledParams", {
   batch: "u32", // batch entries of a matmul, or groups of a convolution
   a_batch_stride: "u32", // 0 for an operand shared by the batch
   b_batch_stride: "u32",
-  images: "u32",
-  cin: "u32", // the convolution's input side, all groups
-  cout: "u32",
-  groups: "u32",
-  in_h: "u32",
-  in_w: "u32",
-  out_h: "u32",
-  out_w: "u32",
-  kernel_h: "u32",
-  kernel_w: "u32",
-  stride_h: "u32",
-  stride_w: "u32",
-  pad_h: "i32",
-  pad_w: "i32",
-  dilation_h: "u32",
-  dilation_w: "u32",
+  ...CONVOLUTION_FIELD_TYPES,
   slope: "f32", // of a leaky ReLU
   n_split: "u32", // dispatches along z per batch entry, when the column tiles overflow x
 });
@@ -424,8 +410,6 @@ export function conv2dTiled(
   bias?: Tensor,
   options: Conv2dOptions = {},
 ): Tensor {
-  if (x.shape.length !== 4) throw new Error(`conv2d expects NCHW input, got shape [${x.shape}]`);
-  if (w.shape.length !== 4) throw new Error(`conv2d weight must be 4-D, got [${w.shape}]`);
   const g = conv2dGeometry(x.shape, w.shape, options);
   checkBias(bias, g.cout);
   const activation = options.activation;
@@ -460,10 +444,6 @@ export function convTranspose2dTiled(
   bias?: Tensor,
   options: ConvTranspose2dOptions = {},
 ): Tensor {
-  if (x.shape.length !== 4) {
-    throw new Error(`convTranspose2d expects NCHW input, got shape [${x.shape}]`);
-  }
-  if (w.shape.length !== 4) throw new Error(`convTranspose2d weight must be 4-D, got [${w.shape}]`);
   const g = transposedConvGeometry(x.shape, w.shape, options);
   checkBias(bias, g.cin);
   const activation = options.activation;

@@ -54,12 +54,19 @@ function samePadding(size: number, kernel: number, stride: number, dilation: num
   return Math.max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0);
 }
 
+/** Both convolutions take an NCHW input and a 4-D weight. */
+function checkRanks(what: string, xShape: readonly number[], wShape: readonly number[]): void {
+  if (xShape.length !== 4) throw new Error(`${what} expects NCHW input, got shape [${xShape}]`);
+  if (wShape.length !== 4) throw new Error(`${what} weight must be 4-D, got [${wShape}]`);
+}
+
 /** Geometry of conv2d(x, w) with w of shape [cout, cin/groups, kh, kw]. */
 export function conv2dGeometry(
   xShape: readonly number[],
   wShape: readonly number[],
   options: Conv2dOptions = {},
 ): ConvGeometry {
+  checkRanks("conv2d", xShape, wShape);
   const [images, cin, inH, inW] = xShape;
   const [cout, cinPerGroup, kernelH, kernelW] = wShape;
   const groups = options.groups ?? 1;
@@ -115,6 +122,7 @@ export function transposedConvGeometry(
   wShape: readonly number[],
   options: ConvTranspose2dOptions = {},
 ): ConvGeometry {
+  checkRanks("convTranspose2d", xShape, wShape);
   const [images, cin, inH, inW] = xShape;
   const [wIn, coutPerGroup, kernelH, kernelW] = wShape;
   const groups = options.groups ?? 1;
@@ -217,27 +225,36 @@ export function planMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolea
 }
 
 /**
- * A convolution's geometry as the GEMM kernels' uniform fields (snake_case, as in WGSL); the
- * neutral values when the product is a plain matrix product.
+ * The uniform fields of a convolution's geometry in both GEMM engines' structs (snake_case, as in
+ * WGSL): declared once here and spread into each `uniformStruct`, filled by
+ * {@link convolutionFields}.
  */
-export function convolutionFields(g: ConvGeometry | undefined): {
-  images: number;
-  cin: number;
-  cout: number;
-  groups: number;
-  in_h: number;
-  in_w: number;
-  out_h: number;
-  out_w: number;
-  kernel_h: number;
-  kernel_w: number;
-  stride_h: number;
-  stride_w: number;
-  pad_h: number;
-  pad_w: number;
-  dilation_h: number;
-  dilation_w: number;
-} {
+export const CONVOLUTION_FIELD_TYPES = {
+  images: "u32",
+  cin: "u32", // the convolution's input side, all groups
+  cout: "u32",
+  groups: "u32",
+  in_h: "u32",
+  in_w: "u32",
+  out_h: "u32",
+  out_w: "u32",
+  kernel_h: "u32",
+  kernel_w: "u32",
+  stride_h: "u32",
+  stride_w: "u32",
+  pad_h: "i32",
+  pad_w: "i32",
+  dilation_h: "u32",
+  dilation_w: "u32",
+} as const;
+
+/**
+ * A convolution's geometry as the GEMM kernels' uniform fields; the neutral values when the
+ * product is a plain matrix product.
+ */
+export function convolutionFields(
+  g: ConvGeometry | undefined,
+): { [Field in keyof typeof CONVOLUTION_FIELD_TYPES]: number } {
   return {
     images: g?.images ?? 0,
     cin: g?.cin ?? 0,
