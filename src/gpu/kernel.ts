@@ -11,6 +11,7 @@
 import type { Gpu } from "./device.ts";
 import type { PipelineVariant, ShaderConstants } from "./pipelines.ts";
 import type { ShaderName } from "./shaders.ts";
+import { hashNumbers, sameNumbers } from "./hash.ts";
 
 /** A storage binding: a buffer and the bytes of it that the kernel may touch. */
 export interface StorageBinding {
@@ -142,9 +143,9 @@ export class BindGroupCache {
         key.push(idOf(resource.buffer), boundSize(resource.bytes));
       }
     }
-    const hash = hashOf(key);
+    const hash = hashNumbers(key);
     const cached = this.entries.get(hash);
-    if (cached && sameKey(cached.key, key)) {
+    if (cached && sameNumbers(cached.key, key)) {
       // Re-inserting keeps the Map's order least recently used first.
       this.entries.delete(hash);
       this.entries.set(hash, cached);
@@ -182,23 +183,6 @@ export class BindGroupCache {
     });
     return this.device.createBindGroup({ label: variant.label, layout: variant.layout, entries });
   }
-}
-
-/** FNV-1a over the key's numbers (sizes above 2³² fold their high word in). */
-function hashOf(key: readonly number[]): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    const value = key[i];
-    hash = Math.imul(hash ^ (value | 0), 0x01000193);
-    if (value > 0xffffffff) hash = Math.imul(hash ^ Math.floor(value / 0x100000000), 0x01000193);
-  }
-  return hash >>> 0;
-}
-
-function sameKey(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /**

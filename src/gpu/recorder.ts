@@ -8,6 +8,8 @@
  * {@link Recorder.checkErrors}: an exception where the caller is, not a line on the console.
  */
 
+import { hashNumbers, sameNumbers } from "./hash.ts";
+
 /** Kernels named in an error message at most (a batch may run thousands). */
 const maxNamedKernels = 20;
 
@@ -258,9 +260,9 @@ export class Recorder {
    */
   uniform(data: ArrayBuffer): GPUBuffer {
     const words = new Uint32Array(data, 0, data.byteLength >> 2);
-    const hash = hashWords(words);
+    const hash = hashNumbers(words);
     for (let entry = this.uniforms.get(hash) ?? null; entry; entry = entry.next) {
-      if (sameWords(entry.words, words)) return entry.buffer;
+      if (sameNumbers(entry.words, words)) return entry.buffer;
     }
     if (this.uniformCount >= Recorder.maxCachedUniforms) {
       // Retire the whole cache; buffers still referenced by recorded work die after the submit.
@@ -302,19 +304,6 @@ interface CachedUniform {
   readonly words: Uint32Array;
   readonly buffer: GPUBuffer;
   readonly next: CachedUniform | null;
-}
-
-/** FNV-1a over 32-bit words: a number to look uniform contents up by, without a key string. */
-function hashWords(words: Uint32Array): number {
-  let hash = 0x811c9dc5 ^ words.length;
-  for (let i = 0; i < words.length; i++) hash = Math.imul(hash ^ words[i], 0x01000193);
-  return hash >>> 0;
-}
-
-function sameWords(a: Uint32Array, b: Uint32Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 function describeBatchError(error: GPUError, kernels: ReadonlySet<string>): string {
