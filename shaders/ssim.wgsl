@@ -184,6 +184,18 @@ fn normalizer(pixel: vec2i) -> f32 {
   return 1.0 / (inside_weight(pixel.x, p.width) * inside_weight(pixel.y, p.height));
 }
 
+// The x passes, once their tile of inputs is in shared_tile: filter it and write quad_out.
+fn store_filtered_along_x(tile: Tile, lid: vec3u) {
+  workgroupBarrier();
+  let sums = filtered(lid);
+  for (var k = 0u; k < OUTPUTS_PER_THREAD; k++) {
+    let pixel = output_pixel(tile, lid, k, true);
+    if (inside(pixel)) {
+      quad_out[pixel_index(tile.plane, pixel)] = sums[k];
+    }
+  }
+}
+
 @compute @workgroup_size(TILE_LENGTH / OUTPUTS_PER_THREAD, TILE_BREADTH)
 fn moments_x(
   @builtin(local_invocation_id) lid: vec3u,
@@ -206,14 +218,7 @@ fn moments_x(
     }
     shared_tile[slot] = value;
   }
-  workgroupBarrier();
-  let sums = filtered(lid);
-  for (var k = 0u; k < OUTPUTS_PER_THREAD; k++) {
-    let pixel = output_pixel(tile, lid, k, true);
-    if (inside(pixel)) {
-      quad_out[pixel_index(tile.plane, pixel)] = sums[k];
-    }
-  }
+  store_filtered_along_x(tile, lid);
 }
 
 @compute @workgroup_size(TILE_LENGTH / OUTPUTS_PER_THREAD, TILE_BREADTH)
@@ -282,14 +287,7 @@ fn grad_x(
     }
     shared_tile[slot] = value;
   }
-  workgroupBarrier();
-  let sums = filtered(lid);
-  for (var k = 0u; k < OUTPUTS_PER_THREAD; k++) {
-    let pixel = output_pixel(tile, lid, k, true);
-    if (inside(pixel)) {
-      quad_out[pixel_index(tile.plane, pixel)] = sums[k];
-    }
-  }
+  store_filtered_along_x(tile, lid);
 }
 
 // The adjoint along y, then the chain rule through the filtered quantities (a, b, a² + b², ab):
