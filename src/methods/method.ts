@@ -172,6 +172,11 @@ export interface MethodDefinition {
    * {@link MethodDefinition.train}).
    */
   resolveOptions(given: Record<string, unknown>, preset?: string): Record<string, OptionValue>;
+  /**
+   * The preset a run uses: the one asked for (checked), else the software default for methods
+   * with presets, else none.
+   */
+  presetFor(preset?: string): string | undefined;
 }
 
 /**
@@ -317,6 +322,7 @@ export function defineMethod<
     defaultPreset: declaration.defaultPreset,
     checkpoints: declaration.checkpoints ?? false,
     resolveOptions,
+    presetFor: checkPreset,
     advice: (context) => declaration.advice?.(context) ?? null,
     async train(category, options = {}) {
       if (options.resume && !declaration.checkpoints) {

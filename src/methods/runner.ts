@@ -106,9 +106,7 @@ export async function trainRun(options: RunOptions): Promise<RunResult> {
     settings: {
       ...method.resolveOptions(options.trainOptions, options.trainOptions.preset),
       seed: options.trainOptions.seed,
-      preset: method.presets
-        ? options.trainOptions.preset ?? method.defaultPreset?.software
-        : undefined,
+      preset: method.presetFor(options.trainOptions.preset),
     },
     minArea: options.minArea,
     onMapProgress: options.onMapProgress,
