@@ -7,7 +7,7 @@
 
 import { parseCommandLine, UsageError } from "../src/util/cli.ts";
 import { basename, extname, join } from "node:path";
-import { errorMessage, readImage, writePng } from "../src/data/image.ts";
+import { errorMessage, IMAGE_EXTENSIONS, readImage, writePng } from "../src/data/image.ts";
 import { largestComponentAbove } from "../src/eval/components.ts";
 import { renderHeatmap } from "../src/eval/plot.ts";
 import { writeTiffFile } from "../src/eval/tiff.ts";
@@ -24,8 +24,6 @@ defective (a region above the run's threshold at least as large as its minimum d
 Options:
   --out DIR   where maps, heat maps and verdicts.json go (default: <run>/predictions)
   --help      this text`;
-
-const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg"];
 
 /** The run, with its threshold; a folder that is not a finished run is the user's mistake. */
 async function readRunForPrediction(dir: string): Promise<FoundRun & { threshold: RunThreshold }> {

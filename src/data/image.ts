@@ -19,6 +19,9 @@ import { deflateSync } from "node:zlib";
 /** Number of colour channels: 1 (grayscale) or 3 (RGB). Alpha is always dropped. */
 export type Channels = 1 | 3;
 
+/** File extensions of the images this module decodes (PNG and JPEG), lower case. */
+export const IMAGE_EXTENSIONS: readonly string[] = [".png", ".jpg", ".jpeg"];
+
 /** A float image in channel-planar (CHW) layout with values in [0, 1]. */
 export interface FloatImage {
   /** Width in pixels. */

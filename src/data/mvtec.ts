@@ -29,6 +29,7 @@ import {
   type Channels,
   createImage,
   type FloatImage,
+  IMAGE_EXTENSIONS,
   type ImageHeader,
   readImage,
   readImageHeader,
@@ -500,8 +501,6 @@ export function splitValidation<T>(
     validation: items.filter((_, i) => held.has(i)),
   };
 }
-
-const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg"];
 
 /** Image files of a folder, in numeric-aware order ("2.png" before "10.png"). */
 function listImageFiles(folder: string): Promise<string[]> {
