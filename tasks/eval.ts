@@ -13,7 +13,7 @@ import {
 } from "../src/eval/maps_folder.ts";
 import { evaluateRuns, type MethodEvaluation } from "../src/eval/runs.ts";
 import { writeEvaluationOutputs } from "../src/eval/outputs.ts";
-import { displayPath } from "../src/util/fs.ts";
+import { displayPath, isDirectory } from "../src/util/fs.ts";
 import { ProgressBar } from "../src/util/progress.ts";
 import { findRuns, type FoundRun, readRun } from "../src/run/folder.ts";
 
@@ -189,9 +189,7 @@ async function selectRuns(command: Extract<EvalCommand, { mode: "runs" }>): Prom
     runs = [];
     for (const dir of command.runDirs) runs.push(await readRun(dir));
   } else {
-    try {
-      if (!(await Deno.stat(command.runsRoot)).isDirectory) throw new Error();
-    } catch {
+    if (!(await isDirectory(command.runsRoot))) {
       throw new Error(`No runs folder "${command.runsRoot}". ${HOW_TO_TRAIN}`);
     }
     runs = await findRuns(command.runsRoot);

@@ -36,7 +36,7 @@ import {
   resize,
 } from "./image.ts";
 import { Random } from "./random.ts";
-import { listDirectory, readJsonFile } from "../util/fs.ts";
+import { isDirectory, listDirectory, readJsonFile } from "../util/fs.ts";
 
 /** The five texture categories of MVTec AD. */
 export const TEXTURE_CATEGORIES: readonly string[] = ["carpet", "grid", "leather", "tile", "wood"];
@@ -509,14 +509,6 @@ function listImageFiles(folder: string): Promise<string[]> {
 
 function listFolders(folder: string): Promise<string[]> {
   return listDirectory(folder, { kind: "directory" });
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
 }
 
 function stem(fileName: string): string {

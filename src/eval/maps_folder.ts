@@ -26,7 +26,7 @@ import { basename, join, resolve } from "node:path";
 import type { FloatImage } from "../data/image.ts";
 import { type MvtecCategory, openCategory, type Sample } from "../data/mvtec.ts";
 import { validationMapPath } from "../run/folder.ts";
-import { listDirectory } from "../util/fs.ts";
+import { isDirectory, listDirectory } from "../util/fs.ts";
 import {
   type CategoryMetrics,
   evaluateCategoryDetailed,
@@ -100,14 +100,6 @@ export interface CategoryEvaluation {
   pro: ProCurve | null;
   /** Best and worst test images. */
   examples: EvaluationExample[];
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
 }
 
 async function requireDirectory(path: string, what: string): Promise<void> {

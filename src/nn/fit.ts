@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { type Tensor, toArrays } from "../tensor/tensor.ts";
 import type { Module } from "./module.ts";
 import type { Optimizer } from "./optim.ts";
+import { isFile } from "../util/fs.ts";
 import {
   CheckpointError,
   loadSafetensors,
@@ -228,10 +229,6 @@ async function restoreCheckpoint<Batch>(options: FitOptions<Batch>): Promise<Pro
 }
 
 /** Whether `dir` holds a checkpoint of {@link fit}, i.e. a run that `resume` can continue. */
-export async function hasCheckpoint(dir: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(join(dir, CHECKPOINT_FILE))).isFile;
-  } catch {
-    return false;
-  }
+export function hasCheckpoint(dir: string): Promise<boolean> {
+  return isFile(join(dir, CHECKPOINT_FILE));
 }

@@ -21,7 +21,7 @@
  */
 
 import { join } from "node:path";
-import { listDirectory, readJsonFile, writeJsonAtomic } from "../util/fs.ts";
+import { isDirectory, isFile, listDirectory, readJsonFile, writeJsonAtomic } from "../util/fs.ts";
 
 /** `config.json` of a run folder. */
 export interface RunConfig {
@@ -123,22 +123,6 @@ export function writeRunConfig(dir: string, config: RunConfig): Promise<void> {
  */
 export function writeRunThreshold(dir: string, threshold: RunThreshold): Promise<void> {
   return writeJsonAtomic(join(dir, RUN_FILES.threshold), threshold);
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
 }
 
 function readRunJson<T>(path: string): Promise<T> {

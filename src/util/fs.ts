@@ -127,3 +127,21 @@ export function displayPath(path: string): string {
   const fromHere = relative(Deno.cwd(), path);
   return fromHere !== "" && !fromHere.startsWith("..") ? fromHere : path;
 }
+
+/** Whether `path` is a folder (false when it does not exist or cannot be read). */
+export async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `path` is a file (false when it does not exist or cannot be read). */
+export async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}

@@ -3,6 +3,8 @@ import { join } from "node:path";
 import {
   compareNames,
   displayPath,
+  isDirectory,
+  isFile,
   listDirectory,
   readJsonFile,
   writeFileAtomic,
@@ -68,4 +70,17 @@ Deno.test("displayPath shortens paths below the working folder only", () => {
   assert.equal(displayPath(join(Deno.cwd(), "out", "eval")), join("out", "eval"));
   assert.equal(displayPath("/somewhere/else"), "/somewhere/else");
   assert.equal(displayPath(Deno.cwd()), Deno.cwd());
+});
+
+Deno.test("isDirectory and isFile tell folders, files and missing paths apart", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = join(dir, "a.txt");
+  await Deno.writeTextFile(file, "x");
+  assert.equal(await isDirectory(dir), true);
+  assert.equal(await isFile(dir), false);
+  assert.equal(await isFile(file), true);
+  assert.equal(await isDirectory(file), false);
+  assert.equal(await isFile(join(dir, "missing")), false);
+  assert.equal(await isDirectory(join(dir, "missing")), false);
+  await Deno.remove(dir, { recursive: true });
 });
