@@ -49,6 +49,7 @@ export {
   div,
   exp,
   expand,
+  fakeQuantize,
   fill,
   flatten,
   gaussianBlur,
@@ -124,6 +125,30 @@ export {
   type FitResult,
   type TrainProgress,
 } from "./src/nn/fit.ts";
+export {
+  BACKBONE_NAMES,
+  type BackboneName,
+  type BackboneSource,
+  loadBackbone,
+} from "./src/nn/backbones/backbones.ts";
+export { Backbone, foldBatchNorms, type Prediction } from "./src/nn/backbones/runner.ts";
+export {
+  type BackboneGraph,
+  GRAPH_INPUT,
+  type GraphNode,
+  type GraphOp,
+  type GraphWeight,
+  ModelFormatError,
+  type Preprocessing,
+} from "./src/nn/backbones/graph.ts";
+export { loadTflite, readLabels, readTflite } from "./src/nn/backbones/tflite.ts";
+export { convertTfjsLayersModel, readTfjsLayersModel } from "./src/nn/backbones/tfjs.ts";
+export { loadGraph, saveGraph, type StoredGraph } from "./src/nn/backbones/graph_file.ts";
+export {
+  backboneCacheDir,
+  RESNET50_PACKAGE,
+  resolveResnet50,
+} from "./src/nn/backbones/resnet50.ts";
 
 // ---- data ---------------------------------------------------------------------------------------
 export {
@@ -210,6 +235,14 @@ export {
   VariationModel,
   type VariationSettings,
 } from "./src/methods/variation/model.ts";
+export {
+  loadPadim,
+  PADIM_DEFAULTS,
+  padimMethod,
+  PadimModel,
+  type PadimSettings,
+  trainPadim,
+} from "./src/methods/padim/padim.ts";
 export {
   findRuns,
   type FoundRun,

@@ -33,6 +33,11 @@ fn apply(x: vec4f) -> vec4f {
     case OP_SIGN: { return sign(x); }
     case OP_FILL: { return vec4f(p.beta); }
     case OP_CLAMP: { return clamp(x, vec4f(p.alpha), vec4f(p.beta)); }
+    // The 8-bit grid real = alpha·(q − beta), q ∈ [0, 255], of quantized models.
+    case OP_QUANTIZE: {
+      let q = clamp(round(x / p.alpha) + p.beta, vec4f(0.0), vec4f(255.0));
+      return (q - p.beta) * p.alpha;
+    }
     default: { return x; }
   }
 }

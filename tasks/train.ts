@@ -68,6 +68,8 @@ function optionLine(name: string, spec: OptionSpec, method: MethodDefinition): s
     ? ""
     : spec.type === "choice"
     ? ` ${spec.choices.length <= 3 ? spec.choices.join("|") : "X"}`
+    : spec.type === "path"
+    ? " PATH"
     : " N";
   const flag = `  ${flagOf(name)}${placeholder}`;
   const helpColumn = 22;

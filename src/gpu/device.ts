@@ -153,6 +153,11 @@ export function getGpu(): Promise<Gpu> {
   if (!pending) {
     pending = createGpu().then((gpu) => {
       current = gpu;
+      // A device still alive when the process exits can crash it ("double free or corruption"
+      // from lavapipe's threads racing the exit), after all the work was done: end it first.
+      globalThis.addEventListener("unload", () => {
+        if (current === gpu) gpu.destroy();
+      });
       return gpu;
     }).finally(() => {
       pending = null;

@@ -96,7 +96,9 @@ export type OptionSpec =
     readonly help: string;
     readonly choices: readonly (string | number)[];
     readonly default?: string | number;
-  };
+  }
+  /** A file or folder path, checked by the method when it opens it. */
+  | { readonly type: "path"; readonly help: string; readonly default?: string };
 
 /** A method's options by name (camelCase; the flag is the kebab-case name: `--image-size`). */
 export type OptionSpecs = Readonly<Record<string, OptionSpec>>;
@@ -105,6 +107,7 @@ export type OptionSpecs = Readonly<Record<string, OptionSpec>>;
 export type OptionValueOf<Spec extends OptionSpec> = Spec extends { type: "integer" | "number" }
   ? number
   : Spec extends { type: "boolean" } ? boolean
+  : Spec extends { type: "path" } ? string
   : Spec extends { choices: readonly (infer Choice)[] } ? Choice
   : never;
 
@@ -210,6 +213,8 @@ export function describeRange(spec: OptionSpec): string {
   switch (spec.type) {
     case "boolean":
       return "true or false";
+    case "path":
+      return "a path";
     case "choice":
       return spec.choices.join(" or ");
     default: {
@@ -244,6 +249,9 @@ export function checkOptionValue(
     );
   };
   switch (spec.type) {
+    case "path":
+      if (typeof value === "string" && value.trim() !== "") return value;
+      return fail();
     case "boolean":
       if (typeof value === "boolean") return value;
       if (value === "true" || value === "false") return value === "true";

@@ -28,13 +28,13 @@ export interface ScoredSample {
  */
 export async function pixelRocAucOn(
   category: MvtecCategory,
-  detector: Pick<AnomalyDetector, "anomalyMap">,
+  detector: Pick<AnomalyDetector, "anomalyMap"> & { channels?: 1 | 3 },
   samples: readonly Sample[],
 ): Promise<{ auc: number; scored: ScoredSample[] }> {
   const scored: ScoredSample[] = [];
   const labels: Uint8Array[] = [];
   for (const sample of samples) {
-    const image = await category.loadImage(sample, { channels: 1 });
+    const image = await category.loadImage(sample, { channels: detector.channels ?? 1 });
     const map = await detector.anomalyMap(image);
     assert.equal(map.length, image.width * image.height);
     assert.ok(map.every(Number.isFinite), `${sample.imagePath}: non-finite map values`);

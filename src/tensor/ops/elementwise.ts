@@ -25,6 +25,7 @@ const Unary = {
   sign: 14,
   fill: 15, // beta, whatever x is
   clamp: 16, // clamp(x, alpha, beta)
+  quantize: 17, // to the 8-bit grid of scale alpha and zero point beta
 } as const;
 
 /** Functions of shaders/binary.wgsl, emitted there as OP_ADD, OP_SUB, …. */
@@ -345,6 +346,15 @@ export function clamp(x: Tensor, low: number, high: number): Tensor {
     low,
     high,
   );
+}
+
+/**
+ * x rounded to the 8-bit grid of a quantized model, real = scale·(q − zeroPoint) with integer
+ * q ∈ [0, 255]: what a uint8 TFLite model stores between its layers. Inference only.
+ */
+export function fakeQuantize(x: Tensor, scale: number, zeroPoint: number): Tensor {
+  if (!(scale > 0)) throw new Error(`fakeQuantize: scale must be positive, got ${scale}`);
+  return unaryOp(x, Unary.quantize, null, scale, zeroPoint);
 }
 
 function clampMask(x: Tensor, low: number, high: number): Tensor {

@@ -49,7 +49,12 @@ function pair(value: Pair | undefined, fallback: number): [number, number] {
 }
 
 /** Total padding that makes a stride-s convolution output ceil(size / s). */
-function samePadding(size: number, kernel: number, stride: number, dilation: number): number {
+export function samePadding(
+  size: number,
+  kernel: number,
+  stride: number,
+  dilation: number,
+): number {
   const out = Math.ceil(size / stride);
   return Math.max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0);
 }

