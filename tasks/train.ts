@@ -23,12 +23,13 @@ import {
 import { getMethod, listMethods } from "../src/methods/registry.ts";
 import { trainRun } from "../src/methods/runner.ts";
 import { hasCheckpoint } from "../src/nn/fit.ts";
-import { runDirectory } from "../src/run/folder.ts";
+import { readFinishedRun, runDirectory } from "../src/run/folder.ts";
+import { evaluateRuns } from "../src/eval/runs.ts";
 import { ProgressBar } from "../src/util/progress.ts";
 
 /** Flags every method takes. */
 const COMMON_FLAGS = {
-  method: { type: "string", default: "ae-ssim" },
+  method: { type: "string", default: "patchcore" },
   data: { type: "string" },
   kind: { type: "string" },
   preset: { type: "string" },
@@ -45,7 +46,7 @@ Trains an anomaly-detection method on one category of an MVTec AD-style dataset 
 folder <out>/<method>/<category>/ (model, config, log, maps, threshold); then: deno task eval.
 
 Options for every method:
-  --method NAME     method (default ae-ssim); see below
+  --method NAME     method (default patchcore); see below
   --data ROOT       dataset root (default: $MVTEC_AD, else the built-in synthetic dataset)
   --kind KIND       texture or object, for a category of your own (default: its category.json,
                     else MVTec's kind for MVTec's names, else object)
@@ -208,6 +209,20 @@ export function parseTrainArgs(args: string[]): TrainCommand | { help: string } 
   }
 }
 
+/** The run's test metrics in one line, e.g. "Test: pixel ROC AUC 0.971 · image ROC AUC 0.99 …". */
+export async function testMetricsLine(runDir: string): Promise<string> {
+  const [{ categories: [result] }] = await evaluateRuns([await readFinishedRun(runDir)], {
+    examples: 0,
+    onWarning: () => {},
+  });
+  const m = result.metrics;
+  const value = (v: number | null) => (v === null ? "n/a" : v.toFixed(3));
+  return `Test (${m.n_test_images} images): pixel ROC AUC ${value(m.pixel_auroc)} · ` +
+    `image ROC AUC ${value(m.image_auroc)} · AU-PRO ${value(m.au_pro)} · ` +
+    `pixel AP ${value(m.pixel_ap)} · accuracy good ${value(m.accuracy_good)}, ` +
+    `defective ${value(m.accuracy_defective)}`;
+}
+
 async function main(args: string[]): Promise<void> {
   const command = parseTrainArgs(args);
   if ("help" in command) {
@@ -259,6 +274,7 @@ async function main(args: string[]): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
   let bar: ProgressBar | null = null;
+  let stage: string | undefined;
   const started = performance.now();
   try {
     const result = await trainRun({
@@ -272,13 +288,18 @@ async function main(args: string[]): Promise<void> {
         resume: command.resume,
         signal: controller.signal,
         onProgress: (p) => {
+          if (p.stage !== stage) {
+            (bar as ProgressBar | null)?.done();
+            bar = null;
+            stage = p.stage;
+          }
           bar ??= new ProgressBar({
-            label: `${method.name} ${category.name}`,
+            label: `${method.name} ${category.name}${p.stage ? `: ${p.stage}` : ""}`,
             total: p.totalSteps,
             unit: "steps",
           });
           bar.update(p.step, {
-            epoch: `${p.epoch}/${p.epochs}`,
+            ...(p.epochs > 1 ? { epoch: `${p.epoch}/${p.epochs}` } : {}),
             ...(p.loss !== undefined ? { loss: p.loss.toFixed(4) } : {}),
             ...(p.samplesPerSecond !== undefined
               ? { "samples/s": p.samplesPerSecond.toFixed(1) }
@@ -311,6 +332,9 @@ async function main(args: string[]): Promise<void> {
           result.threshold!.source
         }). Next: deno task eval`,
       );
+      if (category.test.some((sample) => sample.maskPath !== null)) {
+        console.log(await testMetricsLine(runDir));
+      }
     }
     result.detector?.dispose();
   } finally {

@@ -523,6 +523,26 @@ function checkPathPart(kind: string, value: string): void {
   }
 }
 
+/** Path of a category's {@link IMAGE_SCORES_FILE} under a maps root. */
+export function imageScoresPath(mapsRoot: string, category: string): string {
+  checkPathPart("category", category);
+  return join(mapsRoot, category, IMAGE_SCORES_FILE);
+}
+
+/**
+ * The key of a test image in `image_scores.json`: `<defect>/<id>`, as its map's path under
+ * `test/`.
+ */
+export function imageScoreKey(image: TestImageId): string {
+  return `${image.defect}/${image.id}`;
+}
+
+/**
+ * The optional file of a category's maps that gives each test image's score, for methods whose
+ * image score is not the map's maximum: `{"<defect>/<id>": score, …}`.
+ */
+export const IMAGE_SCORES_FILE = "image_scores.json";
+
 /**
  * Path of a map in the official layout: `<mapsRoot>/<category>/test/<defect>/<id>.tiff`.
  *

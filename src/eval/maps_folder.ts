@@ -15,6 +15,10 @@
  * `DEFAULT_MIN_AREA_FRACTION` of the ground-truth image area, rounded, at least 1 pixel
  * (`defaultMinArea` of protocol.ts); `minArea` overrides it for every category.
  *
+ * - `MAPS/<cat>/image_scores.json` (optional): each test image's score, `{"<defect>/<id>": score}`,
+ *   for methods whose image score is not the map's maximum. When the file is there it must
+ *   score every test image with a finite number.
+ *
  * A map must show the whole image: one whose aspect ratio differs from its ground truth's (more
  * than a pixel of rounding) is an error naming the file, because stretching it would misalign
  * it. Maps of another size with the same aspect ratio are resized bilinearly.
@@ -26,11 +30,13 @@ import { basename, join, resolve } from "node:path";
 import type { FloatImage } from "../data/image.ts";
 import { type MvtecCategory, openCategory, type Sample } from "../data/mvtec.ts";
 import { validationMapPath } from "../run/folder.ts";
-import { isDirectory, listDirectory } from "../util/fs.ts";
+import { isDirectory, isFile, listDirectory, readJsonFile } from "../util/fs.ts";
 import {
   type CategoryMetrics,
   evaluateCategoryDetailed,
   EvaluationInputError,
+  imageScoreKey,
+  imageScoresPath,
   MapFileError,
   mapPath,
   readMapsFromDisk,
@@ -182,6 +188,49 @@ async function readValidationChunk(
   }));
 }
 
+/**
+ * The scores of `image_scores.json`, when the category's maps have one.
+ *
+ * @throws EvaluationInputError naming the file when it is not an object of finite numbers that
+ *   scores every test image
+ */
+async function readImageScores(
+  mapsRoot: string,
+  category: string,
+  samples: readonly Sample[],
+): Promise<Map<Sample, number> | null> {
+  const path = imageScoresPath(mapsRoot, category);
+  if (!(await isFile(path))) return null;
+  const scores = await readJsonFile<Record<string, unknown>>(
+    path,
+    (reason) => new EvaluationInputError(`Cannot read image scores "${path}": ${reason}`),
+  );
+  if (typeof scores !== "object" || scores === null || Array.isArray(scores)) {
+    throw new EvaluationInputError(
+      `${path}: expected an object {"<defect>/<id>": score}, got ${JSON.stringify(scores)}`,
+    );
+  }
+  const result = new Map<Sample, number>();
+  const missing: string[] = [];
+  for (const sample of samples) {
+    const key = imageScoreKey(sample);
+    const score = scores[key];
+    if (score === undefined) missing.push(key);
+    else if (typeof score !== "number" || !Number.isFinite(score)) {
+      throw new EvaluationInputError(`${path}: the score of "${key}" is ${score}, not a number`);
+    } else result.set(sample, score);
+  }
+  if (missing.length > 0) {
+    throw new EvaluationInputError(
+      `${path} lacks the scores of ${missing.length} test image(s): ${
+        missing.slice(0, 5).join(", ")
+      }` +
+        (missing.length > 5 ? ", …" : ""),
+    );
+  }
+  return result;
+}
+
 /** Copies a binary mask (values 0/1) into bytes. */
 function maskBytes(mask: FloatImage): Uint8Array {
   return Uint8Array.from(mask.data, (value) => (value >= 0.5 ? 1 : 0));
@@ -269,6 +318,7 @@ async function evaluateOneCategory(
     );
   }
 
+  const imageScores = await readImageScores(mapsRoot, name, category.test);
   const testImages: TestImageInput[] = [];
   for (const [i, sample] of category.test.entries()) {
     const stored = testRead.maps[i];
@@ -287,6 +337,7 @@ async function evaluateOneCategory(
       gtMask: mask,
       gtWidth: sample.width,
       gtHeight: sample.height,
+      imageScore: imageScores?.get(sample),
     });
   }
   const validationMaps: ValidationMapInput[] = validationRead.maps.map((stored, i) => {

@@ -10,6 +10,8 @@ import type { MvtecCategory, Sample } from "../data/mvtec.ts";
 import { BACKBONE_NAMES, type BackboneName, loadBackbone } from "../nn/backbones/backbones.ts";
 import type { Backbone } from "../nn/backbones/runner.ts";
 import { type Tensor, tensor, toArrays } from "../tensor/tensor.ts";
+import { Random } from "../data/random.ts";
+import type { TrainOptions } from "./method.ts";
 
 /** The options every feature method declares. */
 export const BACKBONE_OPTIONS = {
@@ -25,6 +27,32 @@ export const BACKBONE_OPTIONS = {
       ".tgz or model.json; MobileNets: the .tflite file)",
   },
 } as const;
+
+/** The options of the feature methods: the backbone, the working size and the images used. */
+export const FEATURE_METHOD_OPTIONS = {
+  ...BACKBONE_OPTIONS,
+  imageSize: {
+    type: "integer",
+    min: 32,
+    default: 224,
+    help: "side of the square the images are resized to (never cropped)",
+  },
+  trainImages: {
+    type: "integer",
+    min: 0,
+    default: 0,
+    help: "training images used (0: all)",
+  },
+} as const;
+
+/** What a feature method's training takes besides its settings. */
+export type FeatureTrainOptions = Pick<TrainOptions, "seed" | "log" | "onProgress" | "signal">;
+
+/** The training images a feature method uses: all, or `count` (> 0) drawn with the seed. */
+export function trainingSamples(category: MvtecCategory, count: number, seed = 0): Sample[] {
+  if (count <= 0) return [...category.train];
+  return new Random(seed).shuffle([...category.train]).slice(0, count);
+}
 
 /** Which backbone a model uses; saved with it so that loading opens the same one. */
 export interface BackboneChoice {

@@ -52,6 +52,11 @@ export interface AnomalyDetector {
    * per pixel in row-major order.
    */
   anomalyMap(image: FloatImage): Promise<Float32Array>;
+  /**
+   * The map and the image's anomaly score together, for methods whose image score is not the
+   * map's maximum (PatchCore reweights it); without it, evaluation uses the map's maximum.
+   */
+  scoreImage?(image: FloatImage): Promise<{ map: Float32Array; imageScore: number }>;
   /** Its own threshold, for methods that bring one (the GMM texture model does). */
   methodThreshold?(): number | null;
   /** Writes the model files into a run folder (atomically). */

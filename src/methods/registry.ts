@@ -8,15 +8,17 @@ import { aeL2, aeSsim } from "./ae/ae.ts";
 import { gmmMethod } from "./gmm/model.ts";
 import type { MethodDefinition } from "./method.ts";
 import { padimMethod } from "./padim/padim.ts";
+import { patchcoreMethod } from "./patchcore/patchcore.ts";
 import { variationMethod } from "./variation/model.ts";
 
 /** The methods that ship with the package, in the order `--help` lists them. */
 export const BUILTIN_METHODS: readonly MethodDefinition[] = [
+  patchcoreMethod,
+  padimMethod,
   aeSsim,
   aeL2,
   gmmMethod,
   variationMethod,
-  padimMethod,
 ];
 
 const registry = new Map<string, MethodDefinition>(BUILTIN_METHODS.map((m) => [m.name, m]));

@@ -10,7 +10,7 @@ import type { MvtecCategory, Sample } from "../data/mvtec.ts";
 import { validationThreshold } from "../eval/metrics.ts";
 import { defaultMinArea } from "../eval/protocol.ts";
 import { writeTiffFile } from "../eval/tiff.ts";
-import { mapPath } from "../eval/evaluate.ts";
+import { imageScoreKey, imageScoresPath, mapPath } from "../eval/evaluate.ts";
 import { renderLossCurve } from "../eval/plot.ts";
 import { writePng } from "../data/image.ts";
 import {
@@ -21,7 +21,7 @@ import {
   writeRunConfig,
   writeRunThreshold,
 } from "../run/folder.ts";
-import { writeFileAtomic } from "../util/fs.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../util/fs.ts";
 import { VERSION } from "../version.ts";
 import type { AnomalyDetector, MethodDefinition, TrainOptions } from "./method.ts";
 
@@ -166,10 +166,19 @@ export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThr
   const mapsRoot = join(runDir, RUN_FILES.maps);
   const samples: Sample[] = [...category.validation, ...category.test];
   const validationMaps: { map: Float32Array; width: number; height: number }[] = [];
+  // Only methods whose image score is not the map's maximum give one.
+  const imageScores: Record<string, number> = {};
   let done = 0;
   for (const sample of samples) {
     const image = await category.loadImage(sample, { channels: detector.channels });
-    const map = await detector.anomalyMap(image);
+    let map: Float32Array;
+    if (detector.scoreImage) {
+      const scored = await detector.scoreImage(image);
+      map = scored.map;
+      if (sample.split === "test") imageScores[imageScoreKey(sample)] = scored.imageScore;
+    } else {
+      map = await detector.anomalyMap(image);
+    }
     if (sample.split === "validation") {
       validationMaps.push({ map, width: image.width, height: image.height });
       await writeTiffFile(
@@ -182,6 +191,9 @@ export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThr
       await writeTiffFile(mapPath(mapsRoot, category.name, sample), map, image.width, image.height);
     }
     options.onMapProgress?.(++done, samples.length);
+  }
+  if (detector.scoreImage) {
+    await writeJsonAtomic(imageScoresPath(mapsRoot, category.name), imageScores);
   }
   const minArea = options.minArea ?? defaultMinArea(category.width, category.height);
   const own = detector.methodThreshold?.() ?? null;

@@ -41,6 +41,11 @@ export interface TrainProgress {
   loss?: number;
   /** Training samples (patches or images) processed per second. */
   samplesPerSecond?: number;
+  /**
+   * The stage, for methods whose training has stages of their own sizes (PatchCore: "features",
+   * then "coreset"); `step` and `totalSteps` count within it.
+   */
+  stage?: string;
 }
 
 /** Options of {@link fit}. */

@@ -120,12 +120,18 @@ Deno.test("a stop before a method has a model is a stopped result, not an error"
 });
 
 Deno.test("the registry finds built-in and registered methods, and refuses a taken name", () => {
-  assert.deepEqual(BUILTIN_METHODS.map((m) => m.name), ["ae-ssim", "ae-l2", "gmm", "variation"]);
+  assert.deepEqual(
+    BUILTIN_METHODS.map((m) => m.name),
+    ["patchcore", "padim", "ae-ssim", "ae-l2", "gmm", "variation"],
+  );
   registerMethod(constant);
   assert.equal(getMethod("constant"), constant);
   assert.ok(listMethods().includes(constant));
   assert.throws(() => registerMethod(constant), /already registered/);
-  assert.throws(() => getMethod("nope"), /Unknown method "nope". Known methods: ae-ssim/);
+  assert.throws(
+    () => getMethod("nope"),
+    /Unknown method "nope". Known methods: patchcore, padim, ae-ssim/,
+  );
   assert.equal(flagOf("imageSize"), "--image-size");
 });
 

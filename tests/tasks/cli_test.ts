@@ -31,8 +31,15 @@ Deno.test("train refuses bad input with messages that name it", async () => {
   const cases: [string[], RegExp][] = [
     [["carpet", "--bogus"], /--bogus/],
     [[], /expected exactly one category/],
-    [["carpet", "--data", data, "--epochs", "zero"], /--epochs expects a positive integer/],
-    [["carpet", "--data", data, "--preset", "slow"], /--preset expects quick or paper/],
+    [
+      ["carpet", "--data", data, "--method", "ae-ssim", "--epochs", "zero"],
+      /--epochs expects a positive integer/,
+    ],
+    [
+      ["carpet", "--data", data, "--method", "ae-ssim", "--preset", "slow"],
+      /--preset expects quick or paper/,
+    ],
+    [["carpet", "--data", data, "--preset", "quick"], /patchcore has no presets/],
     [["carpet", "--data", data, "--method", "nope"], /Unknown method "nope".*ae-ssim/],
     [["velvet", "--data", data], /velvet.*carpet/s],
     [["bottle", "--data", data, "--method", "gmm"], /meant for texture categories.*--force/],
@@ -43,6 +50,23 @@ Deno.test("train refuses bad input with messages that name it", async () => {
     const { code, out } = await run("train", args);
     assert.notEqual(code, 0, args.join(" "));
     assert.match(out, pattern, `${args.join(" ")}: ${out}`);
+  }
+});
+
+Deno.test("train ends with the run's test metrics in one line", async () => {
+  const data = await ensureFixtures();
+  const out = await Deno.makeTempDir();
+  try {
+    const args = ["carpet", "--data", data, "--out", out, "--method", "padim"];
+    const small = ["--image-size", "64", "--train-images", "10", "--channels", "20"];
+    const result = await run("train", [...args, ...small]);
+    assert.equal(result.code, 0, result.out);
+    assert.match(
+      result.out,
+      /Test \(\d+ images\): pixel ROC AUC \d\.\d{3} · image ROC AUC \d\.\d{3} · AU-PRO \d\.\d{3}/,
+    );
+  } finally {
+    await Deno.remove(out, { recursive: true });
   }
 });
 

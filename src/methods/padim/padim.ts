@@ -17,12 +17,14 @@ import * as op from "../../tensor/ops.ts";
 import { noGrad, tensor, tidy } from "../../tensor/tensor.ts";
 import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import {
-  BACKBONE_OPTIONS,
   type BackboneChoice,
+  FEATURE_METHOD_OPTIONS,
   type FeatureBatch,
   featureBatches,
+  type FeatureTrainOptions,
   imageFeatures,
   openBackbone,
+  trainingSamples,
 } from "../backbone_features.ts";
 import {
   type AnomalyDetector,
@@ -264,18 +266,7 @@ export async function loadPadim(directory: string): Promise<PadimModel> {
 }
 
 /** Options of {@link trainPadim}. */
-export interface PadimTrainOptions extends Partial<PadimSettings> {
-  seed?: number;
-  log?: (line: string) => void;
-  onProgress?: (progress: {
-    epoch: number;
-    epochs: number;
-    step: number;
-    totalSteps: number;
-    samplesPerSecond: number;
-  }) => void;
-  signal?: AbortSignal;
-}
+export type PadimTrainOptions = Partial<PadimSettings> & FeatureTrainOptions;
 
 /** Defaults: the paper's ResNet features at 224² with d = 100, every training image. */
 export const PADIM_DEFAULTS: Readonly<PadimSettings> = Object.freeze({
@@ -303,10 +294,8 @@ export async function trainPadim(
     trainImages: options.trainImages ?? PADIM_DEFAULTS.trainImages,
   };
   const log = options.log ?? (() => {});
+  const samples = trainingSamples(category, settings.trainImages, options.seed);
   const random = new Random(options.seed ?? 0);
-  const samples = settings.trainImages > 0
-    ? random.shuffle([...category.train]).slice(0, settings.trainImages)
-    : category.train;
   if (samples.length < 2) {
     throw new Error(
       `padim: category "${category.name}" has ${samples.length} training image(s); a covariance ` +
@@ -412,24 +401,12 @@ export const padimMethod: MethodDefinition = defineMethod({
     "Mahalanobis distance as the map",
   appliesTo: "all",
   options: {
-    ...BACKBONE_OPTIONS,
-    imageSize: {
-      type: "integer",
-      min: 32,
-      default: PADIM_DEFAULTS.imageSize,
-      help: "side of the square the images are resized to",
-    },
+    ...FEATURE_METHOD_OPTIONS,
     channels: {
       type: "integer",
       min: 1,
       default: PADIM_DEFAULTS.channels,
       help: "random subset of the layer 1–3 feature channels kept (the paper's d)",
-    },
-    trainImages: {
-      type: "integer",
-      min: 0,
-      default: PADIM_DEFAULTS.trainImages,
-      help: "training images used (0: all)",
     },
   },
   train: async (category, options) => ({
