@@ -41,6 +41,8 @@ Options:
   --run DIR          evaluate this run folder only (repeatable)
   --maps MAPS        maps in MVTec's layout: MAPS/<category>/test/<defect>/<id>.tiff, plus
                      optionally MAPS/<category>/validation/good/<id>.tiff for the threshold
+                     and MAPS/<category>/image_scores.json ({"<defect>/<id>": score}) for
+                     image scores other than the map's maximum
   --data ROOT        dataset root in the MVTec AD layout (required with --maps)
   --categories a,b   only these categories (default: all with maps, or all runs)
   --out DIR          output folder (default: ${DEFAULT_OUT_DIR})

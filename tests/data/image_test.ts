@@ -80,6 +80,70 @@ Deno.test("area averaging handles non-integer factors with fractional coverage",
   assertClose(out.data, [(0 + 1 + 2 * 0.5) / 2.5, (2 * 0.5 + 3 + 4) / 2.5], 1e-6);
 });
 
+Deno.test("bicubic resizing is Pillow's antialiased cubic (a = −0.5), checked against a direct sum", () => {
+  const random = (seed: number) => () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+  const next = random(11);
+  const [inW, inH] = [23, 17];
+  const data = Float32Array.from({ length: inW * inH }, next);
+  const source: FloatImage = { width: inW, height: inH, channels: 1, data };
+  const cubic = (x: number) => {
+    const t = Math.abs(x);
+    return t < 1
+      ? 1.5 * t ** 3 - 2.5 * t ** 2 + 1
+      : t < 2
+      ? -0.5 * t ** 3 + 2.5 * t ** 2 - 4 * t + 2
+      : 0;
+  };
+  // Separable weights over every input pixel: the cubic stretched by the scale when shrinking.
+  const weights = (inSize: number, outSize: number, o: number) => {
+    const scale = inSize / outSize, stretch = Math.max(scale, 1);
+    const w = Array.from(
+      { length: inSize },
+      (_, i) => cubic((i + 0.5 - (o + 0.5) * scale) / stretch),
+    );
+    const total = w.reduce((a, b) => a + b, 0);
+    return w.map((v) => v / total);
+  };
+  for (const [outW, outH] of [[7, 5], [40, 31], [23, 9]]) {
+    const resized = resize(source, outW, outH, "bicubic");
+    let worst = 0;
+    for (let y = 0; y < outH; y++) {
+      const wy = weights(inH, outH, y);
+      for (let x = 0; x < outW; x++) {
+        const wx = weights(inW, outW, x);
+        let sum = 0;
+        for (let i = 0; i < inH; i++) {
+          for (let j = 0; j < inW; j++) sum += wy[i] * wx[j] * data[i * inW + j];
+        }
+        worst = Math.max(worst, Math.abs(resized.data[y * outW + x] - sum));
+      }
+    }
+    assert.ok(worst < 1e-6, `${outW}×${outH}: differs by ${worst}`);
+  }
+  // A constant stays constant; a linear ramp upsampled stays linear away from the borders.
+  const flat = resize(
+    { width: 9, height: 9, channels: 1, data: new Float32Array(81).fill(0.3) },
+    4,
+    13,
+    "bicubic",
+  );
+  assert.ok(flat.data.every((v) => Math.abs(v - 0.3) < 1e-6));
+  const ramp = resize(
+    {
+      width: 8,
+      height: 1,
+      channels: 1,
+      data: Float32Array.from({ length: 8 }, (_, i) => i),
+    },
+    16,
+    1,
+    "bicubic",
+  );
+  for (let x = 4; x < 12; x++) {
+    assert.ok(Math.abs(ramp.data[x] - ((x + 0.5) / 2 - 0.5)) < 1e-6, `ramp at ${x}`);
+  }
+});
+
 Deno.test("resize keeps channels planar and returns a copy at equal size", () => {
   const image = createImage(3, 2, 3);
   image.data.set([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]);

@@ -6,35 +6,55 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { init } from "../../src/tensor/tensor.ts";
+import { init, type Tensor, tensor } from "../../src/tensor/tensor.ts";
 import "../../src/tensor/ops.ts";
 import { ensureFixtures } from "../../fixtures/mod.ts";
 import { openCategory } from "../../src/data/mvtec.ts";
 import { rocAuc } from "../../src/eval/metrics.ts";
 import {
   loadPatchcore,
+  poolChannels,
   projectionMatrix,
   trainPatchcore,
 } from "../../src/methods/patchcore/patchcore.ts";
+import { randomRef, relativeError, seededRandom } from "../tensor/reference.ts";
 import { getMethod } from "../../src/methods/registry.ts";
 import { evaluationSubset, pixelRocAucOn } from "./helpers.ts";
 
 const SMALL = { imageSize: 128, trainImages: 24, coresetRatio: 0.1, seed: 5 } as const;
 
-Deno.test("the channel projection is adaptive average pooling per layer, averaged over layers", () => {
-  // Layer A: 2 channels → 4 (each repeated twice); layer B: 8 → 4 (pairs averaged).
-  const m = projectionMatrix([2, 8], 4);
-  const a = [1, 3];
-  const b = [2, 4, 6, 8, 10, 12, 14, 16];
-  const input = [...a, ...b];
-  const out = [0, 1, 2, 3].map((j) => input.reduce((s, v, c) => s + v * m[c * 4 + j], 0));
-  const expected = [0, 1, 2, 3].map((j) =>
-    (a[Math.floor(j / 2)] + (b[2 * j] + b[2 * j + 1]) / 2) / 2
-  );
-  assert.deepEqual(out, expected);
+Deno.test("channel pooling is adaptive average pooling, by repeat, group mean or product", async () => {
   // Uneven bins overlap as PyTorch's adaptive_avg_pool1d's do: 3 → 2 averages [0, 1] and [1, 2].
-  const uneven = projectionMatrix([3], 2);
-  assert.deepEqual(Array.from(uneven), [0.5, 0, 0.5, 0.5, 0, 0.5]);
+  assert.deepEqual(Array.from(projectionMatrix(3, 2)), [0.5, 0, 0.5, 0.5, 0, 0.5]);
+  await init();
+  const random = seededRandom(9);
+  const matrices = new Map<number, Tensor>();
+  // 2 → 6 repeats, 8 → 4 averages pairs, 6 → 4 takes the product: all equal the matrix's result.
+  for (const [channels, dim] of [[2, 6], [8, 4], [6, 4], [4, 4]]) {
+    const [n, h, w] = [2, 3, 2];
+    const x = randomRef([n, channels, h, w], random);
+    const matrix = projectionMatrix(channels, dim);
+    const expected = new Float64Array(n * dim * h * w);
+    for (let b = 0; b < n; b++) {
+      for (let j = 0; j < dim; j++) {
+        for (let p = 0; p < h * w; p++) {
+          let sum = 0;
+          for (let c = 0; c < channels; c++) {
+            sum += matrix[c * dim + j] * x.data[(b * channels + c) * h * w + p];
+          }
+          expected[(b * dim + j) * h * w + p] = sum;
+        }
+      }
+    }
+    const input = tensor(Float32Array.from(x.data), x.shape);
+    const pooled = poolChannels(input, dim, matrices);
+    assert.deepEqual(pooled.shape, [n, dim, h, w]);
+    const error = relativeError(await pooled.toArray(), expected);
+    assert.ok(error < 1e-6, `${channels} → ${dim}: relative error ${error}`);
+    for (const t of new Set([input, pooled])) t.dispose();
+  }
+  assert.deepEqual([...matrices.keys()], [6], "only the uneven case uploads a matrix");
+  matrices.forEach((m) => m.dispose());
 });
 
 for (const name of ["bottle", "carpet"]) {

@@ -73,30 +73,55 @@ export const PATCHCORE_DEFAULTS: Readonly<PatchcoreSettings> = Object.freeze({
 });
 
 /**
- * The [channels, embeddingDim] matrix of adaptive average pooling over channels (PyTorch's
- * adaptive_avg_pool1d bins: output j averages inputs ⌊j·C/D⌋ … ⌈(j+1)·C/D⌉ − 1), one block per
- * layer, divided by the number of layers so that the product averages the layers.
+ * The [channels, dim] matrix of adaptive average pooling over channels (PyTorch's
+ * adaptive_avg_pool1d bins: output j averages inputs ⌊j·C/D⌋ … ⌈(j+1)·C/D⌉ − 1).
  */
-export function projectionMatrix(channelsPerLayer: readonly number[], dim: number): Float32Array {
-  const total = channelsPerLayer.reduce((a, b) => a + b, 0);
-  const matrix = new Float32Array(total * dim);
-  let first = 0;
-  for (const channels of channelsPerLayer) {
-    for (let j = 0; j < dim; j++) {
-      const start = Math.floor((j * channels) / dim);
-      const end = Math.ceil(((j + 1) * channels) / dim);
-      for (let c = start; c < end; c++) {
-        matrix[(first + c) * dim + j] = 1 / ((end - start) * channelsPerLayer.length);
-      }
-    }
-    first += channels;
+export function projectionMatrix(channels: number, dim: number): Float32Array {
+  const matrix = new Float32Array(channels * dim);
+  for (let j = 0; j < dim; j++) {
+    const start = Math.floor((j * channels) / dim);
+    const end = Math.ceil(((j + 1) * channels) / dim);
+    for (let c = start; c < end; c++) matrix[c * dim + j] = 1 / (end - start);
   }
   return matrix;
 }
 
+/**
+ * Adaptive average pooling over the channels of an NCHW map, to `dim` channels: a repeat of each
+ * channel when `dim` is a multiple of the channel count, a mean over groups when the count is a
+ * multiple of `dim` (ResNet50's layers need only these, at no cost), else the product with
+ * {@link projectionMatrix}, whose uploads `matrices` keeps by channel count.
+ */
+export function poolChannels(x: Tensor, dim: number, matrices: Map<number, Tensor>): Tensor {
+  const [n, channels, height, width] = x.shape;
+  const plane = height * width;
+  if (channels === dim) return x;
+  if (dim % channels === 0) {
+    const repeated = op.expand(op.reshape(x, [n, channels, 1, plane]), [
+      n,
+      channels,
+      dim / channels,
+      plane,
+    ]);
+    return op.reshape(repeated, [n, dim, height, width]);
+  }
+  if (channels % dim === 0) {
+    const grouped = op.mean(op.reshape(x, [n, dim, channels / dim, plane]), [2]);
+    return op.reshape(grouped, [n, dim, height, width]);
+  }
+  let matrix = matrices.get(channels);
+  if (!matrix) {
+    matrix = keep(tensor(projectionMatrix(channels, dim), [channels, dim]));
+    matrices.set(channels, matrix);
+  }
+  const rows = op.reshape(op.permute(x, [0, 2, 3, 1]), [n * plane, channels]);
+  const pooled = op.reshape(op.matmul(rows, matrix), [n, height, width, dim]);
+  return op.permute(pooled, [0, 3, 1, 2]);
+}
+
 /** Turns a batch of images into patch features [images · positions, dim] on the GPU. */
 class PatchFeatures {
-  private projection: Tensor | null = null;
+  private readonly matrices = new Map<number, Tensor>();
   /** The patch grid ([height, width]) of the last batch. */
   grid: [number, number] = [0, 0];
 
@@ -113,27 +138,20 @@ class PatchFeatures {
         const [second, third] = LAYERS.map((name) =>
           op.avgPool2d(layers[name], 3, { stride: 1, padding: 1 })
         );
+        for (const name of LAYERS) layers[name].dispose();
         const [n, , height, width] = second.shape;
         this.grid = [height, width];
         const upsampled = op.upsample(third, { size: [height, width], mode: "bilinear" });
-        const joined = op.concat([second, upsampled], 1);
-        for (const name of LAYERS) layers[name].dispose();
-        const rows = op.reshape(op.permute(joined, [0, 2, 3, 1]), [n * height * width, -1]);
-        return op.matmul(rows, this.projectionFor([second.shape[1], upsampled.shape[1]]));
+        // The projection: each layer pooled to dim channels, then the layers averaged.
+        const [a, b] = [second, upsampled].map((x) => poolChannels(x, this.dim, this.matrices));
+        const averaged = op.mulScalar(op.add(a, b), 0.5);
+        return op.reshape(op.permute(averaged, [0, 2, 3, 1]), [n * height * width, this.dim]);
       })
     );
   }
 
   dispose(): void {
-    this.projection?.dispose();
-  }
-
-  private projectionFor(channels: number[]): Tensor {
-    if (!this.projection) {
-      const total = channels.reduce((a, b) => a + b, 0);
-      this.projection = keep(tensor(projectionMatrix(channels, this.dim), [total, this.dim]));
-    }
-    return this.projection;
+    for (const matrix of this.matrices.values()) matrix.dispose();
   }
 }
 

@@ -200,12 +200,15 @@ export class Backbone {
     return noGrad(() => this.run(this.preprocess(images), new Set(targets.values()), targets));
   }
 
-  /** The top-k classes of one image, resized to the network's input size. */
+  /**
+   * The top-k classes of one image, resized to the network's input size with Pillow's default
+   * (antialiased bicubic) filter, as the models' reference pipelines do.
+   */
   async classify(image: FloatImage, k = 5): Promise<Prediction[]> {
     const probabilities = this.graph.probabilities;
     if (!probabilities) throw new Error(`${this.graph.name} has no classification head`);
     const [height, width] = this.graph.inputSize;
-    const rgb = resize(convertChannels(image, 3), width, height);
+    const rgb = resize(convertChannels(image, 3), width, height, "bicubic");
     const input = tensor(rgb.data, [1, 3, height, width]);
     const out = this.features(input, [probabilities])[probabilities];
     input.dispose();
