@@ -244,6 +244,31 @@ export {
   trainPadim,
 } from "./src/methods/padim/padim.ts";
 export {
+  CNN_DICT_DEFAULTS,
+  cnnDictMethod,
+  CnnDictModel,
+  type CnnDictSettings,
+  loadCnnDict,
+  trainCnnDict,
+} from "./src/methods/cnn_dict/cnn_dict.ts";
+export {
+  kmeans,
+  nearestCentreDistance,
+  type Pca,
+  pca,
+  project,
+  symmetricEigen,
+} from "./src/methods/cnn_dict/statistics.ts";
+export { greedyCoreset, MemoryBank } from "./src/methods/patchcore/search.ts";
+export {
+  loadPatchcore,
+  PATCHCORE_DEFAULTS,
+  patchcoreMethod,
+  PatchcoreModel,
+  type PatchcoreSettings,
+  trainPatchcore,
+} from "./src/methods/patchcore/patchcore.ts";
+export {
   findRuns,
   type FoundRun,
   readRun,

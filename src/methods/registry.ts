@@ -5,6 +5,7 @@
  */
 
 import { aeL2, aeSsim } from "./ae/ae.ts";
+import { cnnDictMethod } from "./cnn_dict/cnn_dict.ts";
 import { gmmMethod } from "./gmm/model.ts";
 import type { MethodDefinition } from "./method.ts";
 import { padimMethod } from "./padim/padim.ts";
@@ -15,6 +16,7 @@ import { variationMethod } from "./variation/model.ts";
 export const BUILTIN_METHODS: readonly MethodDefinition[] = [
   patchcoreMethod,
   padimMethod,
+  cnnDictMethod,
   aeSsim,
   aeL2,
   gmmMethod,

@@ -52,3 +52,32 @@ export async function pixelRocAucOn(
   });
   return { auc: rocAuc(scores, allLabels), scored };
 }
+
+/**
+ * Saves a detector into a temporary folder, loads it back with `load`, and checks that the
+ * reloaded detector gives the same map (within 1e-3) for an image scored before.
+ */
+export async function assertSaveLoadKeepsMap<Detector extends AnomalyDetector>(
+  category: MvtecCategory,
+  detector: Detector,
+  load: (directory: string) => Promise<Detector>,
+  before: ScoredSample,
+): Promise<Detector> {
+  const directory = await Deno.makeTempDir();
+  try {
+    await detector.save(directory);
+    const loaded = await load(directory);
+    try {
+      const image = await category.loadImage(before.sample, { channels: detector.channels });
+      const again = await loaded.anomalyMap(image);
+      const worst = again.reduce((m, v, i) => Math.max(m, Math.abs(v - before.map[i])), 0);
+      assert.ok(worst < 1e-3, `the reloaded ${detector.method} map differs by ${worst}`);
+      return loaded;
+    } catch (error) {
+      loaded.dispose();
+      throw error;
+    }
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+}
