@@ -22,11 +22,16 @@ import { assertSaveLoadKeepsMap, evaluationSubset, pixelRocAucOn } from "./helpe
 const SMALL = {
   imageSize: 64,
   stride: 8,
-  layer: "layer3",
   dictionaryPatches: 600,
   trainImages: 20,
   seed: 7,
 } as const;
+
+/** One category per way a patch reaches the network. */
+const CASES = [
+  { name: "carpet", patchMode: "pooled", layer: "layer3", patchInput: 32 },
+  { name: "bottle", patchMode: "crop", layer: "layer3", patchInput: 16 },
+] as const;
 
 Deno.test("patches tile the image at the stride, and scores interpolate between their centres", () => {
   assert.deepEqual(patchOrigins(64, 16, 8), [0, 8, 16, 24, 32, 40, 48]);
@@ -44,18 +49,19 @@ Deno.test("patches tile the image at the stride, and scores interpolate between 
   );
 });
 
-for (const name of ["bottle", "carpet"]) {
-  Deno.test(`cnn-dict with ResNet50 (npm registry) learns the synthetic ${name}; save/load`, async () => {
+for (const { name, ...how } of CASES) {
+  const label = `${how.patchMode}, ${how.layer} at ${how.patchInput}²`;
+  Deno.test(`cnn-dict with ResNet50 (npm registry, ${label}) learns the synthetic ${name}; save/load`, async () => {
     await init();
     const category = await openCategory(await ensureFixtures(), name);
-    const model = await trainCnnDict(category, SMALL);
+    const model = await trainCnnDict(category, { ...SMALL, ...how });
     try {
       assert.equal(model.settings.imageSize, 64);
       assert.ok(model.dictionary.explainedVariance >= 0.95);
       const subset = evaluationSubset(category);
       const { auc, scored } = await pixelRocAucOn(category, model, subset);
       console.log(
-        `cnn-dict (ResNet50 ${SMALL.layer}, 64², PCA ${model.dictionary.eigenvalues.length}-d), ` +
+        `cnn-dict (ResNet50, ${label}, 64², PCA ${model.dictionary.eigenvalues.length}-d), ` +
           `synthetic ${name}: pixel ROC AUC ${auc.toFixed(4)}`,
       );
       assert.ok(auc >= 0.8, `pixel ROC AUC ${auc} below 0.8`);
@@ -71,9 +77,15 @@ Deno.test("cnn-dict refuses bad options and bad model folders, naming what it ex
   assert.throws(() => method.resolveOptions({ varianceKept: 1.5 }), /--variance-kept expects/);
   assert.throws(
     () => method.resolveOptions({ layer: "layer9" }),
-    /--layer expects layer3 or layer4/,
+    /--layer expects layer2 or layer3 or layer4/,
   );
   assert.throws(() => method.resolveOptions({ patchInput: 8 }), /--patch-input expects/);
+  // At 8/3 × 64 = 171 pixels, layer 3's cells are 171/11 pixels: no split fits a patch.
+  const category = await openCategory(await ensureFixtures(), "bottle");
+  await assert.rejects(
+    () => trainCnnDict(category, { ...SMALL, patchSize: 12, patchInput: 32, trainImages: 2 }),
+    /layer3's 15\.55-pixel cells cannot be split to fit a patch \(--patch-input 32\)/,
+  );
   const empty = await Deno.makeTempDir();
   try {
     await assert.rejects(() => loadCnnDict(empty), /Cannot read CNN feature dictionary/);
