@@ -12,7 +12,7 @@
  * @module
  */
 
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, posix, sep as SEPARATOR } from "node:path";
 import { readJsonFile } from "../../util/fs.ts";
 import {
   type BackboneGraph,
@@ -72,8 +72,18 @@ export async function readTfjsLayersModel(modelJsonPath: string): Promise<Backbo
   return convertTfjsLayersModel(model, async (path) => {
     const shard = join(folder, path);
     try {
+      // A symbolic link must not lead out of the folder either.
+      const [real, realFolder] = await Promise.all([Deno.realPath(shard), Deno.realPath(folder)]);
+      if (!real.startsWith(realFolder + SEPARATOR)) {
+        throw new ModelFormatError(
+          shard,
+          `resolves to ${real}, outside the model's folder ${realFolder}; expected the weight ` +
+            "shards beside the model.json",
+        );
+      }
       return await Deno.readFile(shard);
     } catch (error) {
+      if (error instanceof ModelFormatError) throw error;
       throw new ModelFormatError(
         shard,
         `cannot read this weight shard, which ${
@@ -157,6 +167,16 @@ interface ManifestEntry {
 
 const quantizedBytes: Record<string, number> = { uint8: 1, uint16: 2 };
 
+/**
+ * Whether a manifest path names a file inside the model's folder: relative, with no '..' segment
+ * and no backslash or drive letter (a model file must not make us read elsewhere).
+ */
+function staysInFolder(path: unknown): path is string {
+  if (typeof path !== "string" || path === "" || path.includes("\\")) return false;
+  if (posix.isAbsolute(path) || /^[A-Za-z]:/.test(path)) return false;
+  return !posix.normalize(path).split("/").includes("..");
+}
+
 /** Reads every group of the weights manifest: its shards concatenated, then cut into weights. */
 async function readWeights(
   manifest: unknown,
@@ -173,8 +193,16 @@ async function readWeights(
     const entries = group.weights as ManifestEntry[];
     const sizes = entries.map((entry) => weightBytes(entry, `${label}: weight`, fail));
     const needed = sizes.reduce((a, b) => a + b, 0);
-    const paths = group.paths as string[];
-    const shards = await Promise.all(paths.map((path) => readWeightFile(path)));
+    const paths = group.paths as unknown[];
+    for (const path of paths) {
+      if (!staysInFolder(path)) {
+        throw fail(
+          `${label}: the shard path ${JSON.stringify(path)} leaves the model's folder; expected ` +
+            "a file name relative to the model.json, without '..' or an absolute path",
+        );
+      }
+    }
+    const shards = await Promise.all((paths as string[]).map((path) => readWeightFile(path)));
     const held = shards.reduce((sum, shard) => sum + shard.length, 0);
     if (held < needed) {
       throw fail(

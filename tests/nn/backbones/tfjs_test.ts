@@ -306,6 +306,42 @@ Deno.test("a layers model is read from disk, its shards beside model.json", asyn
   }
 });
 
+Deno.test("a weights manifest cannot make the reader leave the model's folder", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const dir = join(root, "model");
+    await Deno.mkdir(dir);
+    const s = synthetic();
+    const modelJson = await writeModel(dir, s);
+    const [first] = s.shards.keys();
+    const manifest = s.model.weightsManifest as { paths: string[] }[];
+    for (
+      const hostile of ["../outside.bin", `/etc/${first}`, "a/../../x.bin", "C:/x.bin", "a\\b"]
+    ) {
+      const paths = manifest[0].paths;
+      manifest[0].paths = paths.map((p) => (p === first ? hostile : p));
+      await assert.rejects(
+        () => fromMemory(s),
+        (e: Error) =>
+          e instanceof ModelFormatError && e.message.includes(JSON.stringify(hostile)) &&
+          e.message.includes("leaves the model's folder"),
+        hostile,
+      );
+      manifest[0].paths = paths;
+    }
+    // A shard that is a symbolic link to a file outside the folder is refused too.
+    await Deno.writeFile(join(root, "outside.bin"), s.shards.get(first)!);
+    await Deno.remove(join(dir, first));
+    await Deno.symlink(join(root, "outside.bin"), join(dir, first));
+    await assert.rejects(
+      () => readTfjsLayersModel(modelJson),
+      /outside the model's folder .*; expected the weight shards beside the model\.json/,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("malformed layers models give errors naming the file and what was expected", async () => {
   const dir = await Deno.makeTempDir();
   const rejects = async (path: string, pattern: RegExp) => {
