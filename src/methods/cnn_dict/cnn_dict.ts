@@ -16,11 +16,11 @@ import { join } from "node:path";
 import { convertChannels, type FloatImage, resize } from "../../data/image.ts";
 import type { MvtecCategory } from "../../data/mvtec.ts";
 import { Random } from "../../data/random.ts";
-import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../../nn/checkpoint.ts";
+import type { StoredTensor } from "../../nn/checkpoint.ts";
+import { MODEL_TENSORS_FILE, readModelFiles, saveModelFiles } from "../model_files.ts";
 import type { Backbone } from "../../nn/backbones/runner.ts";
 import * as op from "../../tensor/ops.ts";
 import { keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
-import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import {
   BACKBONE_OPTIONS,
   type BackboneChoice,
@@ -36,7 +36,6 @@ import {
 } from "../method.ts";
 import { kmeans, nearestCentreDistance, type Pca, pca, project } from "./statistics.ts";
 
-const MODEL_FILE = "model.safetensors";
 const SETTINGS_FILE = "cnn_dict.json";
 const FORMAT = "anodet-cnn-dict/1";
 /** Patches per backbone batch. */
@@ -294,15 +293,11 @@ export class CnnDictModel implements AnomalyDetector {
       ["eigenvalues", { shape: [k], data: eigenvalues }],
       ["centres", { shape: [centres.length / k, k], data: centres }],
     ]);
-    await writeFileAtomic(
-      join(directory, MODEL_FILE),
-      encodeSafetensors(tensors, { method: "cnn-dict" }),
-    );
-    await writeJsonAtomic(join(directory, SETTINGS_FILE), {
+    await saveModelFiles(directory, SETTINGS_FILE, {
       format: FORMAT,
       settings: this.settings,
       explainedVariance: this.dictionary.explainedVariance,
-    });
+    }, tensors);
   }
 
   /** Frees the GPU copies and the backbone. */
@@ -315,32 +310,19 @@ export class CnnDictModel implements AnomalyDetector {
 
 /** Reads a model written by {@link CnnDictModel.save} and opens its backbone. */
 export async function loadCnnDict(directory: string): Promise<CnnDictModel> {
-  const settingsPath = join(directory, SETTINGS_FILE);
-  const file = await readJsonFile<{
+  const saved = await readModelFiles<{
     format: string;
     settings: CnnDictSettings & { imageSize: number };
     explainedVariance: number;
-  }>(
-    settingsPath,
-    (reason) => new Error(`Cannot read CNN feature dictionary "${settingsPath}": ${reason}`),
-  );
-  if (file.format !== FORMAT) {
-    throw new Error(`"${settingsPath}" is not a CNN feature dictionary (format ${file.format})`);
-  }
-  const modelPath = join(directory, MODEL_FILE);
-  const { tensors } = await loadSafetensors(modelPath);
-  const get = (name: string): StoredTensor => {
-    const stored = tensors.get(name);
-    if (!stored) throw new Error(`"${modelPath}" lacks tensor "${name}"`);
-    return stored;
-  };
+  }>(directory, SETTINGS_FILE, FORMAT, "CNN feature dictionary");
+  const file = saved.settings;
   const [mean, components, eigenvalues, centres] = ["mean", "components", "eigenvalues", "centres"]
-    .map(get);
+    .map((name) => saved.tensor(name));
   const [d, k] = [mean.shape[0], eigenvalues.shape[0]];
   if (components.shape.join() !== `${d},${k}` || centres.shape[1] !== k) {
     throw new Error(
-      `"${modelPath}": expected components [${d}, ${k}] and centres [clusters, ${k}], got ` +
-        `[${components.shape}] and [${centres.shape}]`,
+      `"${join(directory, MODEL_TENSORS_FILE)}": expected components [${d}, ${k}] and centres ` +
+        `[clusters, ${k}], got [${components.shape}] and [${centres.shape}]`,
     );
   }
   const backbone = await openBackbone(file.settings);

@@ -6,16 +6,15 @@
  * distance of a test image's features, upsampled to the working size and smoothed with σ = 4.
  */
 
-import { join } from "node:path";
 import { convertChannels, type FloatImage, resize } from "../../data/image.ts";
 import type { MvtecCategory } from "../../data/mvtec.ts";
 import { Random } from "../../data/random.ts";
-import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../../nn/checkpoint.ts";
+import type { StoredTensor } from "../../nn/checkpoint.ts";
+import { readModelFiles, saveModelFiles } from "../model_files.ts";
 import type { BackboneName } from "../../nn/backbones/backbones.ts";
 import type { Backbone } from "../../nn/backbones/runner.ts";
 import * as op from "../../tensor/ops.ts";
 import { noGrad, tensor, tidy } from "../../tensor/tensor.ts";
-import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import {
   type BackboneChoice,
   FEATURE_METHOD_OPTIONS,
@@ -33,7 +32,6 @@ import {
   TrainingStoppedError,
 } from "../method.ts";
 
-const MODEL_FILE = "model.safetensors";
 const SETTINGS_FILE = "padim.json";
 const FORMAT = "anodet-padim/1";
 /** The feature layers PaDiM describes a position with. */
@@ -213,15 +211,11 @@ export class PadimModel implements AnomalyDetector {
       ["inverse_covariance", { shape: [positions, d, d], data: inverseCovariance }],
       ["channel_indices", { shape: [d], data: Float32Array.from(channelIndices) }],
     ]);
-    await writeFileAtomic(
-      join(directory, MODEL_FILE),
-      encodeSafetensors(tensors, { method: "padim" }),
-    );
-    await writeJsonAtomic(join(directory, SETTINGS_FILE), {
+    await saveModelFiles(directory, SETTINGS_FILE, {
       format: FORMAT,
       settings: this.settings,
       grid,
-    });
+    }, tensors);
   }
 
   /** Frees the backbone's GPU weights. */
@@ -232,35 +226,17 @@ export class PadimModel implements AnomalyDetector {
 
 /** Reads a model written by {@link PadimModel.save} and opens its backbone. */
 export async function loadPadim(directory: string): Promise<PadimModel> {
-  const settingsPath = join(directory, SETTINGS_FILE);
-  const file = await readJsonFile<
+  const saved = await readModelFiles<
     { format: string; settings: PadimSettings; grid: [number, number] }
-  >(
-    settingsPath,
-    (reason) => new Error(`Cannot read PaDiM model "${settingsPath}": ${reason}`),
-  );
-  if (file.format !== FORMAT) {
-    throw new Error(`"${settingsPath}" is not a PaDiM model (format ${file.format})`);
-  }
-  const modelPath = join(directory, MODEL_FILE);
-  const { tensors } = await loadSafetensors(modelPath);
+  >(directory, SETTINGS_FILE, FORMAT, "PaDiM model");
+  const file = saved.settings;
   const d = file.settings.channels;
   const positions = file.grid[0] * file.grid[1];
-  const get = (name: string, size: number): Float32Array => {
-    const stored = tensors.get(name);
-    if (!stored) throw new Error(`"${modelPath}" lacks tensor "${name}"`);
-    if (stored.data.length !== size) {
-      throw new Error(
-        `"${modelPath}": "${name}" has ${stored.data.length} values, expected ${size}`,
-      );
-    }
-    return stored.data;
-  };
   const statistics: PadimStatistics = {
-    channelIndices: Int32Array.from(get("channel_indices", d)),
+    channelIndices: Int32Array.from(saved.tensor("channel_indices", d).data),
     grid: file.grid,
-    mean: get("mean", positions * d),
-    inverseCovariance: get("inverse_covariance", positions * d * d),
+    mean: saved.tensor("mean", positions * d).data,
+    inverseCovariance: saved.tensor("inverse_covariance", positions * d * d).data,
   };
   return new PadimModel(file.settings, statistics, await openBackbone(file.settings));
 }

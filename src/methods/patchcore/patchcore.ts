@@ -17,11 +17,11 @@
 import { join } from "node:path";
 import { convertChannels, type FloatImage, resize } from "../../data/image.ts";
 import type { MvtecCategory } from "../../data/mvtec.ts";
-import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../../nn/checkpoint.ts";
+import type { StoredTensor } from "../../nn/checkpoint.ts";
+import { MODEL_TENSORS_FILE, readModelFiles, saveModelFiles } from "../model_files.ts";
 import type { Backbone } from "../../nn/backbones/runner.ts";
 import * as op from "../../tensor/ops.ts";
 import { keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
-import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import {
   type BackboneChoice,
   FEATURE_METHOD_OPTIONS,
@@ -38,7 +38,6 @@ import {
 } from "../method.ts";
 import { greedyCoreset, MemoryBank } from "./search.ts";
 
-const MODEL_FILE = "model.safetensors";
 const SETTINGS_FILE = "patchcore.json";
 const FORMAT = "anodet-patchcore/1";
 /** The layers the patch features come from. */
@@ -215,14 +214,10 @@ export class PatchcoreModel implements AnomalyDetector {
     const tensors = new Map<string, StoredTensor>([
       ["memory_bank", { shape: [this.bankSize, this.settings.embeddingDim], data: this.memory }],
     ]);
-    await writeFileAtomic(
-      join(directory, MODEL_FILE),
-      encodeSafetensors(tensors, { method: "patchcore" }),
-    );
-    await writeJsonAtomic(join(directory, SETTINGS_FILE), {
+    await saveModelFiles(directory, SETTINGS_FILE, {
       format: FORMAT,
       settings: this.settings,
-    });
+    }, tensors);
   }
 
   /** Frees the bank and the backbone. */
@@ -263,20 +258,18 @@ export class PatchcoreModel implements AnomalyDetector {
 
 /** Reads a model written by {@link PatchcoreModel.save} and opens its backbone. */
 export async function loadPatchcore(directory: string): Promise<PatchcoreModel> {
-  const settingsPath = join(directory, SETTINGS_FILE);
-  const file = await readJsonFile<{ format: string; settings: PatchcoreSettings }>(
-    settingsPath,
-    (reason) => new Error(`Cannot read PatchCore model "${settingsPath}": ${reason}`),
+  const saved = await readModelFiles<{ format: string; settings: PatchcoreSettings }>(
+    directory,
+    SETTINGS_FILE,
+    FORMAT,
+    "PatchCore model",
   );
-  if (file.format !== FORMAT) {
-    throw new Error(`"${settingsPath}" is not a PatchCore model (format ${file.format})`);
-  }
-  const modelPath = join(directory, MODEL_FILE);
-  const { tensors } = await loadSafetensors(modelPath);
-  const memory = tensors.get("memory_bank");
-  if (!memory || memory.shape.length !== 2 || memory.shape[1] !== file.settings.embeddingDim) {
+  const file = saved.settings;
+  const memory = saved.tensor("memory_bank");
+  if (memory.shape.length !== 2 || memory.shape[1] !== file.settings.embeddingDim) {
     throw new Error(
-      `"${modelPath}": expected a tensor "memory_bank" [rows, ${file.settings.embeddingDim}]`,
+      `"${join(directory, MODEL_TENSORS_FILE)}": expected a tensor "memory_bank" [rows, ` +
+        `${file.settings.embeddingDim}], got [${memory.shape}]`,
     );
   }
   const backbone = await openBackbone(file.settings);
