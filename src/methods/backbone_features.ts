@@ -9,7 +9,8 @@ import type { FloatImage } from "../data/image.ts";
 import type { MvtecCategory, Sample } from "../data/mvtec.ts";
 import { BACKBONE_NAMES, type BackboneName, loadBackbone } from "../nn/backbones/backbones.ts";
 import type { Backbone } from "../nn/backbones/runner.ts";
-import { type Tensor, tensor, toArrays } from "../tensor/tensor.ts";
+import { noGrad, type Tensor, tensor, tidy, toArrays } from "../tensor/tensor.ts";
+import * as op from "../tensor/ops.ts";
 import { Random } from "../data/random.ts";
 import type { TrainOptions } from "./method.ts";
 
@@ -58,6 +59,35 @@ export function trainingSamples(category: MvtecCategory, count: number, seed = 0
 export interface BackboneChoice {
   backbone: BackboneName;
   backboneWeights?: string;
+}
+
+/** The settings behind {@link FEATURE_METHOD_OPTIONS}. */
+export interface FeatureMethodSettings extends BackboneChoice {
+  /** Side of the square the images are resized to (never cropped, so borders stay in the map). */
+  imageSize: number;
+  /** Training images used (0: all). */
+  trainImages: number;
+}
+
+/** The smoothing of PaDiM's and PatchCore's maps, in pixels of the working size (σ = 4). */
+const MAP_SMOOTHING_SIGMA = 4;
+
+/**
+ * A map given on the feature grid ([1, 1, h, w]) brought to `workingSize`² (bilinear), smoothed
+ * with a Gaussian of σ = 4 working pixels, then brought to the image's own size; on the GPU.
+ */
+export function smoothGridMap(
+  grid: Tensor,
+  workingSize: number,
+  image: { width: number; height: number },
+): Tensor {
+  return noGrad(() =>
+    tidy(() => {
+      const working = op.upsample(grid, { size: [workingSize, workingSize], mode: "bilinear" });
+      const smooth = op.gaussianBlur(working, MAP_SMOOTHING_SIGMA);
+      return op.upsample(smooth, { size: [image.height, image.width], mode: "bilinear" });
+    })
+  );
 }
 
 /** Opens the chosen backbone, logging downloads and conversions. */

@@ -13,16 +13,16 @@ import type { StoredTensor } from "../../nn/checkpoint.ts";
 import { readModelFiles, saveModelFiles } from "../model_files.ts";
 import type { BackboneName } from "../../nn/backbones/backbones.ts";
 import type { Backbone } from "../../nn/backbones/runner.ts";
-import * as op from "../../tensor/ops.ts";
-import { noGrad, tensor, tidy } from "../../tensor/tensor.ts";
+import { tensor } from "../../tensor/tensor.ts";
 import {
-  type BackboneChoice,
   FEATURE_METHOD_OPTIONS,
   type FeatureBatch,
   featureBatches,
+  type FeatureMethodSettings,
   type FeatureTrainOptions,
   imageFeatures,
   openBackbone,
+  smoothGridMap,
   trainingSamples,
 } from "../backbone_features.ts";
 import {
@@ -38,17 +38,11 @@ const FORMAT = "anodet-padim/1";
 const LAYERS = ["layer1", "layer2", "layer3"] as const;
 /** Added to every covariance's diagonal, as in the paper, so that it inverts. */
 const COVARIANCE_RIDGE = 0.01;
-/** The map's smoothing, in pixels of the working size (the paper's σ = 4 at 224²). */
-const SMOOTHING_SIGMA = 4;
 
 /** PaDiM's settings. */
-export interface PadimSettings extends BackboneChoice {
-  /** Side of the square the images are resized to (no crop, so borders stay in the map). */
-  imageSize: number;
+export interface PadimSettings extends FeatureMethodSettings {
   /** Size of the random channel subset (the paper's d). */
   channels: number;
-  /** Training images used (0: all). */
-  trainImages: number;
 }
 
 /** What a trained PaDiM model holds, besides its settings. */
@@ -185,15 +179,9 @@ export class PadimModel implements AnomalyDetector {
   async anomalyMap(image: FloatImage): Promise<Float32Array> {
     const distances = await this.distanceGrid(image);
     const [height, width] = this.statistics.grid;
-    const size = this.settings.imageSize;
-    const map = noGrad(() =>
-      tidy(() => {
-        const grid = tensor(distances, [1, 1, height, width]);
-        const working = op.upsample(grid, { size: [size, size], mode: "bilinear" });
-        const smooth = op.gaussianBlur(working, SMOOTHING_SIGMA);
-        return op.upsample(smooth, { size: [image.height, image.width], mode: "bilinear" });
-      })
-    );
+    const grid = tensor(distances, [1, 1, height, width]);
+    const map = smoothGridMap(grid, this.settings.imageSize, image);
+    grid.dispose();
     try {
       return await map.toArray();
     } finally {

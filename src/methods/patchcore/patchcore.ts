@@ -23,11 +23,12 @@ import type { Backbone } from "../../nn/backbones/runner.ts";
 import * as op from "../../tensor/ops.ts";
 import { keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
 import {
-  type BackboneChoice,
   FEATURE_METHOD_OPTIONS,
+  type FeatureMethodSettings,
   type FeatureTrainOptions,
   imageBatch,
   openBackbone,
+  smoothGridMap,
   trainingSamples,
 } from "../backbone_features.ts";
 import {
@@ -42,23 +43,17 @@ const SETTINGS_FILE = "patchcore.json";
 const FORMAT = "anodet-patchcore/1";
 /** The layers the patch features come from. */
 const LAYERS = ["layer2", "layer3"] as const;
-/** The map's smoothing, in pixels of the working size (the paper's σ = 4). */
-const SMOOTHING_SIGMA = 4;
 /** Images per backbone batch. */
 const BATCH_SIZE = 8;
 
 /** PatchCore's settings. */
-export interface PatchcoreSettings extends BackboneChoice {
-  /** Side of the square the images are resized to. */
-  imageSize: number;
+export interface PatchcoreSettings extends FeatureMethodSettings {
   /** Fraction of the training patches the coreset keeps (the paper: 0.1, or 0.01). */
   coresetRatio: number;
   /** Channels of a patch feature after the projection. */
   embeddingDim: number;
   /** Bank features whose distances reweight the image score (the paper's b). */
   neighbours: number;
-  /** Training images used (0: all). */
-  trainImages: number;
 }
 
 /** Defaults: the paper's ResNet50 layers 2+3, 1024-d features, a 10% coreset, b = 9. */
@@ -180,14 +175,9 @@ export class PatchcoreModel implements AnomalyDetector {
     const patches = this.features.extract([resize(convertChannels(image, 3), size, size)]);
     const [height, width] = this.features.grid;
     const nearest = this.bank.nearest(patches);
-    const map = noGrad(() =>
-      tidy(() => {
-        const grid = op.reshape(nearest.distances, [1, 1, height, width]);
-        const working = op.upsample(grid, { size: [size, size], mode: "bilinear" });
-        const smooth = op.gaussianBlur(working, SMOOTHING_SIGMA);
-        return op.upsample(smooth, { size: [image.height, image.width], mode: "bilinear" });
-      })
-    );
+    const grid = nearest.distances.view([1, 1, height, width]);
+    const map = smoothGridMap(grid, size, image);
+    grid.dispose();
     try {
       const [values, distances, indices] = await toArrays([
         map,
