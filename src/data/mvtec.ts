@@ -24,6 +24,7 @@
  * @module
  */
 
+import { InputError } from "../util/errors.ts";
 import { basename, extname, join } from "node:path";
 import {
   type Channels,
@@ -83,7 +84,7 @@ const EXPECTED_KINDS = CATEGORY_KINDS.map((kind) => `"${kind}"`).join(" or ");
  */
 export function parseCategoryKind(text: string, flagName: string): CategoryKind {
   if (isCategoryKind(text)) return text;
-  throw new Error(`Invalid ${flagName} "${text}": expected ${EXPECTED_KINDS}`);
+  throw new InputError(`Invalid ${flagName} "${text}": expected ${EXPECTED_KINDS}`);
 }
 
 /** Known facts about a category that the pipeline needs (mainly for augmentation). */
@@ -275,32 +276,32 @@ async function readCategoryFile(categoryPath: string): Promise<FoundCategoryFile
     await Deno.stat(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return null;
-    throw new Error(`Cannot read "${path}": ${(error as Error).message}`, { cause: error });
+    throw new InputError(`Cannot read "${path}": ${(error as Error).message}`, { cause: error });
   }
   const expected = `expected a JSON object such as ${CATEGORY_FILE_EXAMPLE}`;
   const content = await readJsonFile<unknown>(
     path,
-    (reason) => new Error(`Cannot read "${path}": ${reason} (${expected})`),
+    (reason) => new InputError(`Cannot read "${path}": ${reason} (${expected})`),
   );
   if (typeof content !== "object" || content === null || Array.isArray(content)) {
-    throw new Error(`"${path}" holds ${JSON.stringify(content)}; ${expected}`);
+    throw new InputError(`"${path}" holds ${JSON.stringify(content)}; ${expected}`);
   }
   const fields = content as Record<string, unknown>;
   for (const key of Object.keys(fields)) {
     if (key !== "kind" && key !== "grayscale") {
-      throw new Error(
+      throw new InputError(
         `"${path}" has an unknown key "${key}"; expected only "kind" (${EXPECTED_KINDS}) ` +
           `and "grayscale" (true or false)`,
       );
     }
   }
   if (fields.kind !== undefined && !isCategoryKind(fields.kind)) {
-    throw new Error(
+    throw new InputError(
       `"${path}": "kind" is ${JSON.stringify(fields.kind)}; expected ${EXPECTED_KINDS}`,
     );
   }
   if (fields.grayscale !== undefined && typeof fields.grayscale !== "boolean") {
-    throw new Error(
+    throw new InputError(
       `"${path}": "grayscale" is ${JSON.stringify(fields.grayscale)}; expected true or false`,
     );
   }
@@ -526,14 +527,14 @@ function holdOutIds(
 ): { train: Sample[]; validation: Sample[] } {
   const held = new Set<string>();
   for (const id of ids) {
-    if (held.has(id)) throw new Error(`validationIds lists "${id}" twice`);
+    if (held.has(id)) throw new InputError(`validationIds lists "${id}" twice`);
     held.add(id);
   }
   const filesPerId = new Map<string, number>();
   for (const sample of goodTrain) filesPerId.set(sample.id, (filesPerId.get(sample.id) ?? 0) + 1);
   const missing = ids.filter((id) => !filesPerId.has(id));
   if (missing.length > 0) {
-    throw new Error(
+    throw new InputError(
       `validationIds ${missing.map((id) => `"${id}"`).join(", ")} ` +
         `${missing.length === 1 ? "is not an image" : "are not images"} in "${trainFolder}" ` +
         `(ids are file names without extension, e.g. "${goodTrain[0].id}")`,
@@ -543,13 +544,13 @@ function holdOutIds(
   // hold-out that was recorded.
   const ambiguous = ids.filter((id) => filesPerId.get(id)! > 1);
   if (ambiguous.length > 0) {
-    throw new Error(
+    throw new InputError(
       `validationIds ${ambiguous.map((id) => `"${id}"`).join(", ")} name more than one file ` +
         `in "${trainFolder}" (same name, different extension); rename one of them`,
     );
   }
   if (held.size === goodTrain.length) {
-    throw new Error(
+    throw new InputError(
       `validationIds hold out all ${goodTrain.length} images of "${trainFolder}"; ` +
         `at least one must remain for training`,
     );
@@ -586,7 +587,7 @@ async function mapLimited<T, R>(
  * @throws Error when the root does not exist
  */
 export async function listCategories(root: string): Promise<string[]> {
-  if (!(await isDirectory(root))) throw new Error(`Dataset root "${root}" does not exist`);
+  if (!(await isDirectory(root))) throw new InputError(`Dataset root "${root}" does not exist`);
   const categories: string[] = [];
   for (const name of await listFolders(root)) {
     if (await isDirectory(join(root, name, "train"))) categories.push(name);
@@ -616,10 +617,15 @@ export class MvtecCategory {
   readonly test: readonly Sample[];
   /** Defect folder names under test/, excluding "good". */
   readonly defectTypes: readonly string[];
-  /** Category width: that of the first training image. */
+  /**
+   * Reference width: that of the first training image. Images keep their own sizes (see
+   * {@link loadImage}); methods that train at one size start from this one.
+   */
   readonly width: number;
-  /** Category height: that of the first training image. */
+  /** Reference height: that of the first training image. */
   readonly height: number;
+  /** Whether the category's images (train and test) do not all have the reference size. */
+  readonly mixedSizes: boolean;
   /** Channels stored on disk by the first training image. */
   readonly storedChannels: Channels;
 
@@ -634,6 +640,7 @@ export class MvtecCategory {
     info: CategoryInfo,
     parts: { train: Sample[]; validation: Sample[]; test: Sample[]; defectTypes: string[] },
     reference: ImageHeader,
+    mixedSizes: boolean,
     cacheBytes: number,
   ) {
     this.root = root;
@@ -646,6 +653,7 @@ export class MvtecCategory {
     this.defectTypes = parts.defectTypes;
     this.width = reference.width;
     this.height = reference.height;
+    this.mixedSizes = mixedSizes;
     this.storedChannels = reference.channels;
     this.#cache = new LruCache(cacheBytes);
   }
@@ -669,41 +677,41 @@ export class MvtecCategory {
     const warn = options.onWarning ?? ((message: string) => console.warn(message));
     // Option mistakes first: they need no file system and should not wait for thousands of headers.
     if (options.kind !== undefined && !isCategoryKind(options.kind)) {
-      throw new Error(`Invalid kind option "${options.kind}": expected ${EXPECTED_KINDS}`);
+      throw new InputError(`Invalid kind option "${options.kind}": expected ${EXPECTED_KINDS}`);
     }
     if (options.validationIds !== undefined) {
       const conflicting = (["validationFraction", "seed"] as const)
         .filter((option) => options[option] !== undefined);
       if (conflicting.length > 0) {
-        throw new Error(
+        throw new InputError(
           `validationIds cannot be combined with ${conflicting.join(" and ")}: the ids already ` +
             `fix the validation split`,
         );
       }
     }
-    if (!(await isDirectory(root))) throw new Error(`Dataset root "${root}" does not exist`);
+    if (!(await isDirectory(root))) throw new InputError(`Dataset root "${root}" does not exist`);
     const categoryPath = join(root, name);
     if (!(await isDirectory(categoryPath))) {
       const available = await listCategories(root);
       const holds = available.length > 0
         ? `it holds: ${available.join(", ")}`
         : "it holds no category folders (expected <category>/train/good/)";
-      throw new Error(`Unknown category "${name}" in "${root}"; ${holds}`);
+      throw new InputError(`Unknown category "${name}" in "${root}"; ${holds}`);
     }
     // Read before the image headers, so that a malformed file fails fast.
     const categoryFile = await readCategoryFile(categoryPath);
 
     const trainFolder = join(categoryPath, "train", "good");
     if (!(await isDirectory(trainFolder))) {
-      throw new Error(`Missing folder "${trainFolder}" (expected ${name}/train/good/*.png)`);
+      throw new InputError(`Missing folder "${trainFolder}" (expected ${name}/train/good/*.png)`);
     }
     const trainFiles = await listImageFiles(trainFolder);
     if (trainFiles.length === 0) {
-      throw new Error(`Empty training folder "${trainFolder}": no .png or .jpg images`);
+      throw new InputError(`Empty training folder "${trainFolder}": no .png or .jpg images`);
     }
     const testFolder = join(categoryPath, "test");
     if (!(await isDirectory(testFolder))) {
-      throw new Error(`Missing folder "${testFolder}" (expected ${name}/test/<defect>/*.png)`);
+      throw new InputError(`Missing folder "${testFolder}" (expected ${name}/test/<defect>/*.png)`);
     }
     const testFolders = await listFolders(testFolder);
     const defectTypes = testFolders.filter((folder) => folder !== "good");
@@ -735,7 +743,7 @@ export class MvtecCategory {
           maskPath = masks.get(stem(file)) ?? null;
           if (maskPath === null) {
             const expected = join(categoryPath, "ground_truth", defect, `${stem(file)}_mask.png`);
-            throw new Error(
+            throw new InputError(
               `Defective test image "${imagePath}" has no mask (expected "${expected}")`,
             );
           }
@@ -771,17 +779,19 @@ export class MvtecCategory {
     withMasks.forEach((sample, i) => {
       const mask = maskHeaders[i];
       if (mask.width !== sample.width || mask.height !== sample.height) {
-        throw new Error(
+        throw new InputError(
           `Mask "${sample.maskPath}" is ${mask.width}x${mask.height} but its image ` +
             `"${sample.imagePath}" is ${sample.width}x${sample.height}`,
         );
       }
     });
     if (resized.length > 0) {
+      // Mixed sizes are supported (each map comes out at its image's size); a note says so, since
+      // a size the user did not expect is often a sign of a wrong file in the folder.
       warn(
         `Category "${name}": ${resized.length} image(s) differ from the size of the first ` +
-          `training image (${reference.width}x${reference.height}) and will be resized to it: ` +
-          resized.slice(0, 5).join(", ") + (resized.length > 5 ? ", …" : ""),
+          `training image (${reference.width}x${reference.height}); each is scored at its own ` +
+          `size: ` + resized.slice(0, 5).join(", ") + (resized.length > 5 ? ", …" : ""),
       );
     }
 
@@ -801,6 +811,7 @@ export class MvtecCategory {
         defectTypes,
       },
       reference,
+      resized.length > 0,
       options.cacheBytes ?? 256 * 1024 * 1024,
     );
   }
@@ -810,14 +821,14 @@ export class MvtecCategory {
    * cache: treat it as read-only (copy with `cloneImage` before modifying).
    *
    * @param sample a sample of this category
-   * @param request channels and size; default: stored channels at the category size
+   * @param request channels and size; default: stored channels at the image's own size
    * @returns the image
    * @throws Error naming the file when it is corrupt or truncated
    */
   loadImage(sample: Sample, request: ImageRequest = {}): Promise<FloatImage> {
     const channels = request.channels ?? this.storedChannels;
-    const width = request.width ?? this.width;
-    const height = request.height ?? this.height;
+    const width = request.width ?? sample.width;
+    const height = request.height ?? sample.height;
     return this.#cached(`image|${sample.imagePath}|${channels}|${width}x${height}`, async () => {
       const image = await readImage(sample.imagePath, channels);
       return resize(image, width, height);
@@ -830,19 +841,19 @@ export class MvtecCategory {
    * The returned image is shared with the cache: treat it as read-only.
    *
    * @param sample a sample of this category
-   * @param request size; default: the category size (channels are always 1)
+   * @param request size; default: the image's own size (channels are always 1)
    * @returns the binary mask
    * @throws Error naming the file when it is corrupt or its size differs from its image
    */
   loadMask(sample: Sample, request: Omit<ImageRequest, "channels"> = {}): Promise<FloatImage> {
-    const width = request.width ?? this.width;
-    const height = request.height ?? this.height;
+    const width = request.width ?? sample.width;
+    const height = request.height ?? sample.height;
     const maskPath = sample.maskPath;
     if (maskPath === null) return Promise.resolve(createImage(width, height, 1));
     return this.#cached(`mask|${maskPath}|${width}x${height}`, async () => {
       const mask = await readImage(maskPath, 1);
       if (mask.width !== sample.width || mask.height !== sample.height) {
-        throw new Error(
+        throw new InputError(
           `Mask "${maskPath}" is ${mask.width}x${mask.height} but its image ` +
             `"${sample.imagePath}" is ${sample.width}x${sample.height}`,
         );
@@ -893,7 +904,7 @@ async function listMasks(folder: string, required: boolean): Promise<Map<string,
   const masks = new Map<string, string>();
   if (!(await isDirectory(folder))) {
     if (required) {
-      throw new Error(`Missing mask folder "${folder}" for defective test images`);
+      throw new InputError(`Missing mask folder "${folder}" for defective test images`);
     }
     return masks;
   }

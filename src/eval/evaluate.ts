@@ -19,6 +19,7 @@
  * @module
  */
 
+import { InputError } from "../util/errors.ts";
 import { join } from "node:path";
 import { resizePlane } from "../data/image.ts";
 import {
@@ -71,6 +72,13 @@ export interface ValidationMapInput {
   width: number;
   /** Map height. */
   height: number;
+  /**
+   * Size of the image the map belongs to: the map is resized to it before thresholding, so that
+   * the minimum area means the same as on test images. Default: {@link CategoryInput.validationSize}.
+   */
+  gtWidth?: number;
+  /** Height of the image the map belongs to. */
+  gtHeight?: number;
 }
 
 /** Everything needed to evaluate one category. */
@@ -84,9 +92,9 @@ export interface CategoryInput {
   /** A threshold chosen by the method; when given, validation maps are not used. */
   methodThreshold?: number;
   /**
-   * Resolution the validation maps are resized to before thresholding.
-   * Default: the ground-truth size shared by all test images (an error if
-   * test images have different sizes and validation maps are given).
+   * Resolution the validation maps without their own `gtWidth`/`gtHeight` are resized to before
+   * thresholding. Default: the ground-truth size shared by all test images (an error if test
+   * images have different sizes and such validation maps are given).
    */
   validationSize?: { width: number; height: number };
 }
@@ -126,7 +134,7 @@ export interface CategoryMetrics {
 }
 
 /** Invalid evaluation input (missing map, wrong size, non-finite values, ...). */
-export class EvaluationInputError extends Error {
+export class EvaluationInputError extends InputError {
   /**
    * Creates the error.
    *
@@ -350,19 +358,23 @@ export function evaluateCategoryDetailed(
     threshold = input.methodThreshold;
     threshold_source = "method";
   } else if (input.validationMaps && input.validationMaps.length > 0) {
-    const target = validationTargetSize(input, images);
-    const validation = input.validationMaps.map((item) => ({
-      map: resizePlane(
-        checkMap(item.name, item.map, item.width, item.height),
-        item.width,
-        item.height,
-        target.width,
-        target.height,
-        "bilinear",
-      ),
-      width: target.width,
-      height: target.height,
-    }));
+    const validation = input.validationMaps.map((item) => {
+      const target = item.gtWidth !== undefined && item.gtHeight !== undefined
+        ? { width: item.gtWidth, height: item.gtHeight }
+        : validationTargetSize(input, images);
+      return {
+        map: resizePlane(
+          checkMap(item.name, item.map, item.width, item.height),
+          item.width,
+          item.height,
+          target.width,
+          target.height,
+          "bilinear",
+        ),
+        width: target.width,
+        height: target.height,
+      };
+    });
     threshold = validationThreshold(validation, input.minArea);
     threshold_source = "validation";
   } else {
@@ -500,7 +512,7 @@ export interface TestImageId {
 export interface StoredMap extends TestImageId, TiffImage {}
 
 /** One or more anomaly maps that could not be read; lists every problem. */
-export class MapFileError extends Error {
+export class MapFileError extends InputError {
   /** One line per missing or unreadable file. */
   readonly problems: string[];
 

@@ -26,8 +26,9 @@
  * @module
  */
 
+import { InputError } from "../util/errors.ts";
 import { basename, join, resolve } from "node:path";
-import type { FloatImage } from "../data/image.ts";
+import { type FloatImage, IMAGE_EXTENSIONS } from "../data/image.ts";
 import { type MvtecCategory, openCategory, type Sample } from "../data/mvtec.ts";
 import { validationMapPath } from "../run/folder.ts";
 import { isDirectory, isFile, listDirectory, readJsonFile } from "../util/fs.ts";
@@ -109,7 +110,7 @@ export interface CategoryEvaluation {
 }
 
 async function requireDirectory(path: string, what: string): Promise<void> {
-  if (!(await isDirectory(path))) throw new Error(`${what} "${path}" does not exist`);
+  if (!(await isDirectory(path))) throw new InputError(`${what} "${path}" does not exist`);
 }
 
 /** The categories of a maps folder: its sub-folders that hold a `test` folder. */
@@ -119,6 +120,19 @@ async function categoriesWithMaps(mapsRoot: string): Promise<string[]> {
     if (await isDirectory(join(mapsRoot, name, "test"))) names.push(name);
   }
   return names;
+}
+
+/** Whether a category's test folder holds any image in any of its sub-folders. */
+async function hasTestImages(testFolder: string): Promise<boolean> {
+  if (!(await isDirectory(testFolder))) return false;
+  for (const folder of await listDirectory(testFolder, { kind: "directory" })) {
+    const images = await listDirectory(join(testFolder, folder), {
+      kind: "file",
+      extensions: [...IMAGE_EXTENSIONS],
+    });
+    if (images.length > 0) return true;
+  }
+  return false;
 }
 
 /** The size shared by all test images, or the category size when they differ. */
@@ -254,18 +268,30 @@ export async function evaluateMapsFolder(
   if (
     options.minArea !== undefined && (!Number.isInteger(options.minArea) || options.minArea < 1)
   ) {
-    throw new Error(`The minimum area must be a positive integer, got ${options.minArea}`);
+    throw new InputError(`The minimum area must be a positive integer, got ${options.minArea}`);
   }
   const categories = options.categories ?? await categoriesWithMaps(mapsRoot);
   if (categories.length === 0) {
-    throw new Error(
+    throw new InputError(
       `No maps found in "${mapsRoot}": expected folders <category>/test/<defect>/<id>.tiff`,
     );
   }
   // Check every category before the slow work, so a typo fails at once.
   for (const name of categories) {
-    await requireDirectory(join(mapsRoot, name, "test"), `Maps of category "${name}":`);
+    const testFolder = join(dataRoot, name, "test");
+    const noTestImages = async () =>
+      await isDirectory(join(dataRoot, name)) && !(await hasTestImages(testFolder));
+    // A run on a category without test images has no test maps either: say what is missing.
+    if (!(await isDirectory(join(mapsRoot, name, "test"))) && !(await noTestImages())) {
+      await requireDirectory(join(mapsRoot, name, "test"), `Maps of category "${name}":`);
+    }
     await requireDirectory(join(dataRoot, name), `Data of category "${name}":`);
+    if (await noTestImages()) {
+      throw new InputError(
+        `Category "${name}" has no test images in "${testFolder}" (expected ` +
+          "test/good/*.png and test/<defect>/*.png), so there is nothing to evaluate",
+      );
+    }
   }
   const results: CategoryEvaluation[] = [];
   for (const name of categories) results.push(await evaluateOneCategory(name, options));
@@ -343,7 +369,15 @@ async function evaluateOneCategory(
   const validationMaps: ValidationMapInput[] = validationRead.maps.map((stored, i) => {
     const path = validationMapPath(mapsRoot, name, stored.id);
     checkAspectRatio(path, stored, validationSamples[i]);
-    return { name: path, map: stored.map, width: stored.width, height: stored.height };
+    const sample = validationSamples[i];
+    return {
+      name: path,
+      map: stored.map,
+      width: stored.width,
+      height: stored.height,
+      gtWidth: sample.width,
+      gtHeight: sample.height,
+    };
   });
 
   const threshold = typeof options.methodThreshold === "number"

@@ -244,7 +244,7 @@ Deno.test("error: defective test image without a mask", async () => {
   );
 });
 
-Deno.test("mixed image sizes: resized to the first training image's size, with a warning", async () => {
+Deno.test("mixed image sizes: each image loads at its own size, with a note naming the odd ones", async () => {
   await withBrokenDataset(
     async (category) => {
       const path = join(category, "train", "good", "004.png");
@@ -261,11 +261,17 @@ Deno.test("mixed image sizes: resized to the first training image's size, with a
       assert.equal(warnings.length, 1);
       assert.match(warnings[0], /train\/good\/004\.png \(80x72\)/);
       assert.match(warnings[0], /64x64/);
+      assert.equal(carpet.mixedSizes, true);
+      assert.equal(carpet.width, 64, "the reference size is the first training image's");
       const odd = carpet.train.find((s) => s.id === "004")!;
       assert.equal(odd.width, 80);
       const loaded = await carpet.loadImage(odd);
-      assert.equal(loaded.width, 64);
-      assert.equal(loaded.height, 64);
+      assert.deepEqual([loaded.width, loaded.height], [80, 72]);
+      const asked = await carpet.loadImage(odd, { width: 64, height: 64 });
+      assert.deepEqual([asked.width, asked.height], [64, 64]);
+      const defective = carpet.test.find((s) => s.anomalous)!;
+      const mask = await carpet.loadMask(defective);
+      assert.deepEqual([mask.width, mask.height], [defective.width, defective.height]);
     },
   );
   // The quiet option object type-checks as OpenOptions.

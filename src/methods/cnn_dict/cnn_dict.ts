@@ -370,7 +370,8 @@ export async function trainCnnDict(
   const parts: Tensor[] = [];
   try {
     log(
-      `cnn-dict: ${perImage} of ${origins.length ** 2} patches (${settings.patchSize}² at stride ` +
+      `cnn-dict: ${perImage} patches drawn at random from the ${origins.length ** 2} positions ` +
+        `(${settings.patchSize}² at stride ` +
         `${settings.stride}, seen at ${settings.patchInput}², ${settings.patchMode}) from each ` +
         `of ${samples.length} images at ${imageSize}², ${settings.backbone} ${settings.layer}`,
     );
