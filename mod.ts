@@ -154,7 +154,14 @@ export {
 export {
   type Channels,
   convertChannels,
+  encodePng,
   type FloatImage,
+  ImageFormatError,
+  MAX_IMAGE_PIXELS,
+  MAX_IMAGE_SIDE,
+  type PngBitDepth,
+  type PngColorType,
+  type PngEncodeOptions,
   readImage,
   resize,
   type ResizeMethod,
@@ -163,6 +170,7 @@ export {
   toRgb,
   writePng,
 } from "./src/data/image.ts";
+export { InputError, isInputError } from "./src/util/errors.ts";
 export {
   type CategoryInfo,
   categoryInfo,

@@ -8,6 +8,7 @@ import {
   decodeRgba,
   encodePng,
   type FloatImage,
+  ImageFormatError,
   parseImageHeader,
   readImage,
   readImageHeader,
@@ -18,6 +19,7 @@ import {
   writePng,
 } from "../../src/data/image.ts";
 import { writeFileAtomic } from "../../src/util/fs.ts";
+import { InputError } from "../../src/util/errors.ts";
 
 function gray(width: number, height: number, values: number[]): FloatImage {
   const image = createImage(width, height, 1);
@@ -350,28 +352,35 @@ Deno.test("JPEG files decode and their header is read", async () => {
   assert.ok(decoded.data.every((v) => Math.abs(v - 128 / 255) < 0.02));
 });
 
-Deno.test("corrupt and truncated images give errors naming the file", async () => {
+Deno.test("corrupt, truncated and missing images give typed errors naming the file", async () => {
   const dir = await Deno.makeTempDir();
+  /** The error must be the project's input error (ImageFormatError when `format`), matching. */
+  const rejects = (action: () => Promise<unknown>, pattern: RegExp, format = true) =>
+    assert.rejects(action, (error: Error) => {
+      assert.ok(error instanceof (format ? ImageFormatError : InputError), error.name);
+      assert.match(error.message, pattern);
+      return true;
+    });
   try {
     const good = encodePng(gray(32, 32, Array.from({ length: 1024 }, (_, i) => (i % 7) / 7)));
     const truncated = join(dir, "truncated.png");
     await Deno.writeFile(truncated, good.subarray(0, good.length - 30));
-    await assert.rejects(() => readImage(truncated), (error: Error) => {
-      assert.match(error.message, /truncated\.png/);
-      assert.match(error.message, /truncated/i);
-      return true;
-    });
+    await rejects(() => readImage(truncated), /truncated\.png.*truncated/);
     const garbage = join(dir, "garbage.png");
     await Deno.writeFile(garbage, new TextEncoder().encode("definitely not a png"));
-    await assert.rejects(() => readImage(garbage), /garbage\.png.*not a PNG or JPEG/);
-    await assert.rejects(() => readImageHeader(garbage), /garbage\.png/);
-    // A valid structure whose compressed data is damaged fails in the decoder, still named.
+    await rejects(() => readImage(garbage), /garbage\.png.*not a PNG or JPEG/);
+    await rejects(() => readImageHeader(garbage), /garbage\.png/);
+    // A valid structure whose compressed data is damaged fails its CRC check, still named.
     const damaged = good.slice();
     for (let i = 45; i < 70; i++) damaged[i] ^= 0x5a;
     const damagedPath = join(dir, "damaged.png");
     await Deno.writeFile(damagedPath, damaged);
-    await assert.rejects(() => readImage(damagedPath), /damaged\.png/);
-    await assert.rejects(() => readImage(join(dir, "missing.png")), /missing\.png/);
+    await rejects(() => readImage(damagedPath), /damaged\.png.*CRC mismatch in chunk IDAT/);
+    // A missing file or a folder is the user's input too, though not a format problem.
+    const missing = join(dir, "missing.png");
+    await rejects(() => readImage(missing), /Cannot read image ".*missing\.png"/, false);
+    await rejects(() => readImageHeader(missing), /Cannot read image ".*missing\.png"/, false);
+    await rejects(() => readImage(dir), /Cannot read image/, false);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

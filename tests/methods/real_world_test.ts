@@ -126,10 +126,23 @@ Deno.test("real-world cases: sizes and formats open at each image's own size", a
       assert.equal(defectPixels > 0, sample.anomalous, `${sample.imagePath}: mask matches label`);
     }
   }
-  const formats = await openCategory(root, "formats_gray", quiet);
-  const masks = formats.test.flatMap((sample) => sample.maskPath ?? []);
-  assert.ok(masks.some((path) => path.endsWith(".jpg")), "JPEG masks");
-  assert.ok(masks.some((path) => path.endsWith(".png")), "beside PNG masks");
+  // The files really are in those formats: PNG colour type and bit depth from each IHDR.
+  const pngKinds: Record<string, string[]> = {
+    formats_gray: ["0/16", "4/8", "3/8", "0/8"],
+    formats_rgb: ["2/16", "6/8", "3/8", "2/8"],
+  };
+  for (const [name, kinds] of Object.entries(pngKinds)) {
+    const category = await openCategory(root, name, quiet);
+    const seen = new Set<string>();
+    for (const sample of [...category.train, ...category.validation]) {
+      const bytes = await Deno.readFile(sample.imagePath);
+      seen.add(`${bytes[25]}/${bytes[24]}`);
+    }
+    assert.deepEqual([...seen].sort(), [...kinds].sort(), `${name}: colour type/bit depth`);
+    const masks = category.test.flatMap((sample) => sample.maskPath ?? []);
+    assert.ok(masks.some((path) => path.endsWith(".jpg")), "JPEG masks");
+    assert.ok(masks.some((path) => path.endsWith(".png")), "beside PNG masks");
+  }
 });
 
 for (const methodName of listMethods().map((method) => method.name)) {
