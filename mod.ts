@@ -18,6 +18,7 @@
 
 // ---- GPU and tensors ----------------------------------------------------------------------------
 export { type AdapterDescription, getGpu, type Gpu, NoGpuAdapterError } from "./src/gpu/device.ts";
+export { GpuDeviceLostError } from "./src/gpu/lost.ts";
 export {
   init,
   keep,

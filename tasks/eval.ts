@@ -5,13 +5,19 @@
  * @module
  */
 
-import { parseCommandLine, UsageError } from "../src/util/cli.ts";
+import { asInputError, parseCommandLine, runTask, UsageError } from "../src/util/cli.ts";
+import { InputError } from "../src/util/errors.ts";
 import {
   type EvalProgress,
   evaluateMapsFolder,
   methodNameForMaps,
 } from "../src/eval/maps_folder.ts";
-import { evaluateRuns, type MethodEvaluation } from "../src/eval/runs.ts";
+import {
+  assertRunFinished,
+  evaluateRuns,
+  type MethodEvaluation,
+  UnfinishedRunError,
+} from "../src/eval/runs.ts";
 import { writeEvaluationOutputs } from "../src/eval/outputs.ts";
 import { displayPath, isDirectory } from "../src/util/fs.ts";
 import { ProgressBar } from "../src/util/progress.ts";
@@ -50,7 +56,11 @@ Options:
                      category (default: the run's threshold.json, else 0.03% of the image area)
   --examples N       best and worst example pictures per category, each (default: 3)
   --name NAME        report column title with --maps (default: the maps folder's name)
-  --help             show this help`;
+  --help             show this help
+  --debug            on an error, print its stack trace
+
+A run folder whose training did not finish (no threshold.json, or maps missing) is refused with
+--run, naming what is missing; under --runs it is skipped with a warning.`;
 
 /** What the command line asks for. */
 export type EvalCommand =
@@ -185,18 +195,34 @@ function progressBars(): { onProgress: (progress: EvalProgress) => void; finish:
 const HOW_TO_TRAIN = "Train one with `deno task train carpet`, or score maps from another tool " +
   "with `deno task eval --maps MAPS --data ROOT`.";
 
+/** A run folder's config and threshold; a broken file in it is the user's to fix. */
+async function readRunFolder(dir: string): Promise<FoundRun> {
+  try {
+    return await readRun(dir);
+  } catch (error) {
+    throw asInputError(error);
+  }
+}
+
 async function selectRuns(command: Extract<EvalCommand, { mode: "runs" }>): Promise<FoundRun[]> {
   let runs: FoundRun[];
   if (command.runDirs.length > 0) {
     runs = [];
-    for (const dir of command.runDirs) runs.push(await readRun(dir));
+    for (const dir of command.runDirs) {
+      await assertRunFinished(dir);
+      runs.push(await readRunFolder(dir));
+    }
   } else {
     if (!(await isDirectory(command.runsRoot))) {
-      throw new Error(`No runs folder "${command.runsRoot}". ${HOW_TO_TRAIN}`);
+      throw new InputError(`No runs folder "${command.runsRoot}". ${HOW_TO_TRAIN}`);
     }
-    runs = await findRuns(command.runsRoot);
+    runs = await finishedRuns(
+      await findRuns(command.runsRoot).catch((error) => {
+        throw asInputError(error);
+      }),
+    );
     if (runs.length === 0) {
-      throw new Error(
+      throw new InputError(
         `No trained runs under "${command.runsRoot}" (folders with config.json and maps/). ` +
           HOW_TO_TRAIN,
       );
@@ -206,10 +232,25 @@ async function selectRuns(command: Extract<EvalCommand, { mode: "runs" }>): Prom
     const wanted = command.categories;
     runs = runs.filter((run) => wanted.includes(run.config.category));
     if (runs.length === 0) {
-      throw new Error(`No runs of categories ${wanted.join(", ")}. ${HOW_TO_TRAIN}`);
+      throw new InputError(`No runs of categories ${wanted.join(", ")}. ${HOW_TO_TRAIN}`);
     }
   }
   return runs;
+}
+
+/** The finished runs among `runs`; each unfinished one is skipped with a warning. */
+async function finishedRuns(runs: readonly FoundRun[]): Promise<FoundRun[]> {
+  const finished: FoundRun[] = [];
+  for (const run of runs) {
+    try {
+      await assertRunFinished(run.dir);
+      finished.push(run);
+    } catch (error) {
+      if (!(error instanceof UnfinishedRunError)) throw error;
+      console.error(`warning: ${error.message} (skipped)`);
+    }
+  }
+  return finished;
 }
 
 /**
@@ -259,14 +300,8 @@ export async function runEval(command: EvalCommand): Promise<string[]> {
   return outputs.files;
 }
 
-async function main(): Promise<void> {
-  let command: EvalCommand | "help";
-  try {
-    command = parseEvalArgs(Deno.args);
-  } catch (error) {
-    console.error(error instanceof Error ? error.message : String(error));
-    Deno.exit(2);
-  }
+async function main(args: string[]): Promise<void> {
+  const command = parseEvalArgs(args);
   if (command === "help") {
     console.log(USAGE);
     return;
@@ -274,9 +309,9 @@ async function main(): Promise<void> {
   try {
     await runEval(command);
   } catch (error) {
-    console.error(`Error: ${error instanceof Error ? error.message : String(error)}`);
-    Deno.exit(1);
+    // Evaluation only reads the folders the user named: a plain error is about them.
+    throw asInputError(error);
   }
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runTask(main);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { parseCommandLine } from "../src/util/cli.ts";
+import { asInputError, parseCommandLine, runTask, UsageError } from "../src/util/cli.ts";
 import { DEFAULT_SEED, defaultFixturesDir, generateFixtures } from "../fixtures/mod.ts";
 
 const USAGE = `Usage: deno task fixtures [--out DIR] [--seed N] [--help]
@@ -16,14 +16,15 @@ Generates the synthetic MVTec AD miniature (7 categories, 256x256, exact defect 
 Options:
   --out DIR   output folder (default: ${defaultFixturesDir()})
   --seed N    non-negative integer seed (default: ${DEFAULT_SEED}); same seed, same files
-  --help      show this help`;
+  --help      show this help
+  --debug     on an error, print its stack trace`;
 
 /**
  * Parses the command line.
  *
  * @param args command-line arguments
  * @returns the chosen options, or "help"
- * @throws Error naming an unknown flag or a bad value
+ * @throws UsageError naming an unknown flag or a bad value
  */
 export function parseFixtureArgs(args: string[]): { out: string; seed: number } | "help" {
   const { values } = parseCommandLine({
@@ -38,20 +39,14 @@ export function parseFixtureArgs(args: string[]): { out: string; seed: number } 
   });
   if (values.help) return "help";
   const seed = values.seed === undefined ? DEFAULT_SEED : Number(values.seed);
-  if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new Error(`--seed must be a non-negative integer, got "${values.seed}"`);
+  if (!/^\d+$/.test(values.seed ?? "0") || !Number.isSafeInteger(seed)) {
+    throw new UsageError(`--seed must be a non-negative integer, got "${values.seed}"`);
   }
   return { out: values.out ?? defaultFixturesDir(), seed };
 }
 
-async function main(): Promise<void> {
-  let parsed: ReturnType<typeof parseFixtureArgs>;
-  try {
-    parsed = parseFixtureArgs(Deno.args);
-  } catch (error) {
-    console.error(error instanceof Error ? error.message : String(error));
-    Deno.exit(2);
-  }
+async function main(args: string[]): Promise<void> {
+  const parsed = parseFixtureArgs(args);
   if (parsed === "help") {
     console.log(USAGE);
     return;
@@ -73,6 +68,9 @@ async function main(): Promise<void> {
         console.error(`generating ${category}…`);
       }
     },
+  }).catch((error) => {
+    // An output folder that cannot be made or written is the user's to fix.
+    throw asInputError(error);
   });
   if (interactive) Deno.stderr.writeSync(encoder.encode("\n"));
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
@@ -80,4 +78,4 @@ async function main(): Promise<void> {
   console.log(`Wrote synthetic MVTec AD (seed ${seed}: ${categories}) to ${out} in ${seconds} s`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runTask(main);

@@ -5,13 +5,14 @@
  * the run's minimum defect area.
  */
 
-import { parseCommandLine, UsageError } from "../src/util/cli.ts";
+import { asInputError, parseCommandLine, runTask, UsageError } from "../src/util/cli.ts";
 import { basename, extname, join } from "node:path";
 import { errorMessage, IMAGE_EXTENSIONS, readImage, writePng } from "../src/data/image.ts";
 import { largestComponentAbove } from "../src/eval/components.ts";
 import { renderHeatmap } from "../src/eval/plot.ts";
 import { writeTiffFile } from "../src/eval/tiff.ts";
 import { getMethod } from "../src/methods/registry.ts";
+import { init } from "../src/tensor/tensor.ts";
 import { type FoundRun, readFinishedRun, type RunThreshold } from "../src/run/folder.ts";
 import { listDirectory, writeJsonAtomic } from "../src/util/fs.ts";
 import { ProgressBar } from "../src/util/progress.ts";
@@ -23,7 +24,8 @@ defective (a region above the run's threshold at least as large as its minimum d
 
 Options:
   --out DIR   where maps, heat maps and verdicts.json go (default: <run>/predictions)
-  --help      this text`;
+  --help      this text
+  --debug     on an error, print its stack trace`;
 
 /** The run, with its threshold; a folder that is not a finished run is the user's mistake. */
 async function readRunForPrediction(dir: string): Promise<FoundRun & { threshold: RunThreshold }> {
@@ -74,11 +76,15 @@ async function main(args: string[]): Promise<void> {
   const { config, threshold } = await readRunForPrediction(runDir);
   const images = await listImages(target);
   const outDir = parsed.values.out ?? join(runDir, "predictions");
+  // Before loading: some methods' loaders make GPU tensors without acquiring the device first.
+  await init();
   const detector = await getMethod(config.method).load(runDir);
   const bar = new ProgressBar({ label: "predict", total: images.length, unit: "images" });
   const verdicts: Verdict[] = [];
   for (const path of images) {
-    const image = await readImage(path, detector.channels);
+    const image = await readImage(path, detector.channels).catch((error) => {
+      throw asInputError(error);
+    });
     const map = await detector.anomalyMap(image);
     const name = basename(path, extname(path));
     const mapPath = join(outDir, `${name}.tiff`);
@@ -118,11 +124,4 @@ async function main(args: string[]): Promise<void> {
   console.log(`${defective} of ${verdicts.length} defective. Maps and verdicts.json in ${outDir}`);
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (error) {
-    console.error(`error: ${(error as Error).message}`);
-    Deno.exit(error instanceof UsageError ? 2 : 1);
-  }
-}
+if (import.meta.main) await runTask(main);

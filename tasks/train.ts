@@ -6,23 +6,24 @@
  * lists them, and a flag the chosen method does not take is refused by name.
  */
 
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { ParseArgsConfig } from "node:util";
-import { parseCommandLine, UsageError } from "../src/util/cli.ts";
+import { asInputError, parseCommandLine, runTask, UsageError } from "../src/util/cli.ts";
 import { ensureFixtures } from "../fixtures/mod.ts";
 import { openCategory, parseCategoryKind } from "../src/data/mvtec.ts";
 import { init } from "../src/tensor/tensor.ts";
+import { GpuDeviceLostError } from "../src/gpu/device.ts";
 import {
   applicabilityProblem,
   describeRange,
   flagOf,
   type MethodDefinition,
-  OptionError,
   type OptionSpec,
 } from "../src/methods/method.ts";
 import { getMethod, listMethods } from "../src/methods/registry.ts";
 import { trainRun } from "../src/methods/runner.ts";
-import { hasCheckpoint } from "../src/nn/fit.ts";
+import { CHECKPOINT_FILE, hasCheckpoint } from "../src/nn/fit.ts";
+import { InputError } from "../src/util/errors.ts";
 import { readFinishedRun, runDirectory } from "../src/run/folder.ts";
 import { evaluateRuns } from "../src/eval/runs.ts";
 import { ProgressBar } from "../src/util/progress.ts";
@@ -57,7 +58,8 @@ Options for every method:
   --resume          continue the run in <out>/<method>/<category>/ from its last checkpoint
                     (methods that write checkpoints)
   --force           train a method on a category kind it is not meant for
-  --help            this text; with --method NAME, that method's options`;
+  --help            this text; with --method NAME, that method's options
+  --debug           on an error, print its stack trace`;
 
 /** A value as `--help` shows it: numbers to four significant digits. */
 function shortValue(value: string | number | boolean): string {
@@ -223,7 +225,8 @@ export async function testMetricsLine(runDir: string): Promise<string> {
     `defective ${value(m.accuracy_defective)}`;
 }
 
-async function main(args: string[]): Promise<void> {
+/** The train task: parses `args`, trains and writes the run folder, and prints the outcome. */
+export async function main(args: string[]): Promise<void> {
   const command = parseTrainArgs(args);
   if ("help" in command) {
     console.log(command.help);
@@ -237,9 +240,19 @@ async function main(args: string[]): Promise<void> {
     );
     dataRoot = await ensureFixtures();
   }
-  const category = await openCategory(dataRoot, command.category, { kind: command.kind });
+  const category = await openCategory(dataRoot, command.category, { kind: command.kind })
+    .catch((error) => {
+      throw asInputError(error);
+    });
   const problem = applicabilityProblem(method, category);
   if (problem && !command.force) throw new UsageError(problem);
+  const runDir = runDirectory(command.out, method.name, category.name);
+  if (command.resume && !(await hasCheckpoint(runDir))) {
+    throw new InputError(
+      `--resume: ${join(runDir, CHECKPOINT_FILE)} does not exist (no epoch of this run was ` +
+        "completed); train without --resume to start anew",
+    );
+  }
 
   const gpu = await init();
   let preset = command.preset;
@@ -258,7 +271,6 @@ async function main(args: string[]): Promise<void> {
   const advice = method.advice({ category, preset });
   if (advice) console.log(`Note: ${advice}`);
 
-  const runDir = runDirectory(command.out, method.name, category.name);
   if (!command.resume && await hasCheckpoint(runDir)) {
     console.log(
       `${runDir} holds an earlier run; it is replaced (use --resume to continue it instead).`,
@@ -337,17 +349,17 @@ async function main(args: string[]): Promise<void> {
       }
     }
     result.detector?.dispose();
+  } catch (error) {
+    if (error instanceof GpuDeviceLostError && method.checkpoints) {
+      throw new GpuDeviceLostError(
+        error.info,
+        `The last complete checkpoint is in ${runDir}; continue with --resume`,
+      );
+    }
+    throw error;
   } finally {
     Deno.removeSignalListener("SIGINT", onInterrupt);
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (error) {
-    const message = (error as Error).message;
-    console.error(`error: ${message}`);
-    Deno.exit(error instanceof UsageError || error instanceof OptionError ? 2 : 1);
-  }
-}
+if (import.meta.main) await runTask(main);

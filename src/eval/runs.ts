@@ -6,8 +6,18 @@
  * @module
  */
 
-import { join } from "node:path";
-import { type FoundRun, RUN_FILES, type RunConfig } from "../run/folder.ts";
+import { join, relative } from "node:path";
+import { openCategory } from "../data/mvtec.ts";
+import {
+  type FoundRun,
+  readRun,
+  RUN_FILES,
+  type RunConfig,
+  validationMapPath,
+} from "../run/folder.ts";
+import { InputError } from "../util/errors.ts";
+import { displayPath, isDirectory, isFile } from "../util/fs.ts";
+import { mapPath } from "./evaluate.ts";
 import { type CategoryEvaluation, type EvalProgress, evaluateMapsFolder } from "./maps_folder.ts";
 import { buildMetricsJson, type MetricsJson } from "./report.ts";
 
@@ -102,4 +112,97 @@ export function methodMetrics(evaluation: MethodEvaluation): MetricsJson {
   return buildMetricsJson(
     Object.fromEntries(evaluation.categories.map((result) => [result.category, result.metrics])),
   );
+}
+
+/** What an unfinished run folder lacks, as found by {@link findMissingRunFiles}. */
+export interface MissingRunFiles {
+  /** `config.json`, `threshold.json` and `maps/`, those of them that are missing. */
+  files: string[];
+  /** The anomaly maps that are missing, relative to the run folder. */
+  maps: string[];
+  /** Maps the run should hold (0 when `config.json` is missing, so they cannot be listed). */
+  expectedMaps: number;
+}
+
+/**
+ * The files a run folder lacks to be a finished run: `config.json`, `threshold.json` (written last
+ * by training, so its absence means the run never finished), and the anomaly maps of the test and
+ * validation images of the data the run names. Temporary files of interrupted writes are never
+ * counted as maps: only the exact file names are.
+ *
+ * @param dir the run folder
+ * @returns what is missing; empty lists for a finished run
+ * @throws InputError when `dir` is not a folder, or its config.json or data cannot be read
+ */
+export async function findMissingRunFiles(dir: string): Promise<MissingRunFiles> {
+  if (!(await isDirectory(dir))) throw new InputError(`Run folder "${dir}" does not exist`);
+  const files: string[] = [];
+  for (const name of [RUN_FILES.config, RUN_FILES.threshold]) {
+    if (!(await isFile(join(dir, name)))) files.push(name);
+  }
+  const mapsRoot = join(dir, RUN_FILES.maps);
+  if (!(await isDirectory(mapsRoot))) files.push(`${RUN_FILES.maps}/`);
+  if (files.includes(RUN_FILES.config)) return { files, maps: [], expectedMaps: 0 };
+  let expected: string[];
+  try {
+    const { config } = await readRun(dir);
+    const category = await openCategory(config.data_root, config.category, {
+      validationIds: config.validation_ids,
+      onWarning: () => {},
+    });
+    expected = category.test.map((sample) => mapPath(mapsRoot, category.name, sample));
+    // Runs written before validation_ids existed may hold no validation maps; they are optional.
+    if (config.validation_ids !== undefined) {
+      for (const sample of category.validation) {
+        expected.push(validationMapPath(mapsRoot, category.name, sample.id));
+      }
+    }
+  } catch (error) {
+    throw new InputError(`Run "${dir}": ${(error as Error).message}`, { cause: error });
+  }
+  const maps: string[] = [];
+  for (const path of expected) {
+    if (!(await isFile(path))) maps.push(relative(dir, path));
+  }
+  return { files, maps, expectedMaps: expected.length };
+}
+
+/** A run folder that training has not finished; the message lists what is missing. */
+export class UnfinishedRunError extends InputError {
+  /** The error for run folder `dir`, which lacks `missing`. */
+  constructor(readonly dir: string, readonly missing: MissingRunFiles) {
+    super(describeMissing(dir, missing));
+    this.name = "UnfinishedRunError";
+  }
+}
+
+/** Paths listed in a message at most. */
+const maxListedMaps = 3;
+
+function describeMissing(dir: string, missing: MissingRunFiles): string {
+  const parts = [...missing.files];
+  if (missing.maps.length > 0) {
+    const listed = missing.maps.slice(0, maxListedMaps).join(", ") +
+      (missing.maps.length > maxListedMaps ? ", …" : "");
+    parts.push(`${missing.maps.length} of ${missing.expectedMaps} anomaly maps (${listed})`);
+  }
+  const list = parts.length === 1
+    ? parts[0]
+    : `${parts.slice(0, -1).join(", ")} and ${parts.at(-1)}`;
+  return `Run "${displayPath(dir)}" is not finished: ${list} ${
+    parts.length === 1 && missing.maps.length === 0 ? "is" : "are"
+  } missing. Continue its training with deno task train … --resume, or train it again`;
+}
+
+/**
+ * Checks that a run folder is finished before it is evaluated.
+ *
+ * @param dir the run folder
+ * @throws UnfinishedRunError listing the missing files in one line
+ */
+export async function assertRunFinished(dir: string): Promise<void> {
+  const missing = await findMissingRunFiles(dir);
+  if (missing.files.length > 0 || missing.maps.length > 0) {
+    throw new UnfinishedRunError(dir, missing);
+  }
 }

@@ -12,6 +12,9 @@ import { BufferPool } from "./pool.ts";
 import { PipelineCache } from "./pipelines.ts";
 import { Recorder } from "./recorder.ts";
 import { TexturePool } from "./textures.ts";
+import { GpuDeviceLostError } from "./lost.ts";
+
+export { GpuDeviceLostError };
 
 /** Thrown when no WebGPU adapter is available; its message names the fix. */
 export class NoGpuAdapterError extends Error {
@@ -66,6 +69,8 @@ export class Gpu {
   readonly maxBindingBytes: number;
   /** The most workgroups one dimension of a dispatch may have on this device. */
   readonly maxWorkgroupsPerDimension: number;
+  /** Whether {@link destroy} ran: the unload handler may call it again. */
+  private destroyed = false;
 
   /** Wraps an acquired device; use {@link getGpu} instead of calling this. */
   constructor(device: GPUDevice, adapter: AdapterDescription) {
@@ -82,6 +87,11 @@ export class Gpu {
     this.maxWorkgroupsPerDimension = device.limits.maxComputeWorkgroupsPerDimension;
   }
 
+  /** The error every GPU operation throws once the device is lost, or null while it works. */
+  get lostError(): GpuDeviceLostError | null {
+    return this.recorder.loss.error;
+  }
+
   /**
    * Submits what is recorded, waits until WebGPU has checked it, and throws the first validation
    * or out-of-memory error since the last check, naming the kernels of the batch it happened in.
@@ -93,9 +103,11 @@ export class Gpu {
 
   /**
    * Frees cached tensors and pooled buffers and destroys the device. The next {@link getGpu}
-   * makes a new one.
+   * makes a new one. Safe on a lost device (what was recorded is dropped) and when called twice.
    */
   destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
     this.cache.clear();
     this.recorder.flush();
     this.pool.releaseAll();
@@ -142,14 +154,21 @@ export async function createGpu(source?: AdapterSource): Promise<Gpu> {
   // Errors outside the recorder's scopes (buffer creation, queue writes) are thrown from the next
   // readback or checkErrors() like the others.
   device.addEventListener("uncapturederror", (event) => {
-    gpu.recorder.reportError((event as GPUUncapturedErrorEvent).error.message);
+    gpu.recorder.reportError((event as GPUUncapturedErrorEvent).error);
   });
   return gpu;
 }
 
-/** The shared GPU context, created on first use. */
+/**
+ * The shared GPU context, created on first use. Once its device is lost this rejects with the
+ * loss's error (GpuDeviceLostError) rather than start a new device beside tensors that live on
+ * the lost one; `destroy()` the lost context to start anew.
+ */
 export function getGpu(): Promise<Gpu> {
-  if (current) return Promise.resolve(current);
+  if (current) {
+    const lost = current.lostError;
+    return lost ? Promise.reject(lost) : Promise.resolve(current);
+  }
   if (!pending) {
     pending = createGpu().then((gpu) => {
       current = gpu;

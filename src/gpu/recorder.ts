@@ -6,12 +6,21 @@
  * Each batch (the work between two submits) runs inside WebGPU error scopes. A validation or
  * out-of-memory error in it is thrown, naming the batch's kernels, from the next readback or
  * {@link Recorder.checkErrors}: an exception where the caller is, not a line on the console.
+ * Errors that no scope caught (buffer creation, queue writes) are thrown the same way, naming the
+ * kernels recorded around them.
+ *
+ * Every wait on the GPU is raced against the device's loss, and nothing new is recorded on a lost
+ * device: both throw {@link GpuDeviceLostError} (see lost.ts).
  */
 
 import { hashNumbers, sameNumbers } from "./hash.ts";
+import { DeviceLossWatch } from "./lost.ts";
 
 /** Kernels named in an error message at most (a batch may run thousands). */
 const maxNamedKernels = 20;
+
+/** How a batch's error message names the CPU writes among its kernels. */
+const bufferWriteLabel = "a buffer write";
 
 /** Counters that tests and benchmarks read to prove how much the CPU waits on the GPU. */
 export interface RecorderStats {
@@ -40,12 +49,18 @@ export class Recorder {
   private batchKernels: Set<string> | null = null;
   /** Error messages of submitted batches, resolved once WebGPU has checked them. */
   private pendingErrors: Promise<string | null>[] = [];
+  /** The kernel recorded last, named by errors that no batch's scope caught. */
+  private lastKernel: string | null = null;
+  /** The device's loss, raced by every wait. */
+  readonly loss: DeviceLossWatch;
 
   /**
    * Wraps a device. `errors` receives every error message (uncaught ones too, through
    * {@link reportError}); it is the list that `Gpu.errors` shows.
    */
-  constructor(private readonly device: GPUDevice, readonly errors: string[] = []) {}
+  constructor(private readonly device: GPUDevice, readonly errors: string[] = []) {
+    this.loss = new DeviceLossWatch(device);
+  }
 
   /** Opens the error scopes of a batch if none is open (cheap when one is). */
   beginBatch(): void {
@@ -54,6 +69,8 @@ export class Recorder {
 
   private openBatch(): Set<string> {
     if (this.batchKernels) return this.batchKernels;
+    // Every kernel launch and encoder passes here: work recorded on a lost device never runs.
+    this.loss.throwIfLost();
     this.device.pushErrorScope("out-of-memory");
     this.device.pushErrorScope("validation");
     return this.batchKernels = new Set();
@@ -91,11 +108,28 @@ export class Recorder {
   beginKernel(label: string): void {
     const kernels = this.openBatch();
     if (kernels.size < maxNamedKernels) kernels.add(label);
+    this.lastKernel = label;
   }
 
-  /** Records an error that no scope caught (from the device's `uncapturederror` event). */
-  reportError(message: string): void {
-    this.pendingErrors.push(Promise.resolve(this.record(`WebGPU error: ${message}`)));
+  /**
+   * Records an error that no scope caught (from the device's `uncapturederror` event): a buffer
+   * creation or queue write between batches. WebGPU reports it later, so the message names the
+   * kernels being recorded when it arrived, else the kernel recorded last.
+   */
+  reportError(error: GPUError): void {
+    const recording = this.batchKernels && this.batchKernels.size > 0
+      ? `while recording ${[...this.batchKernels].join(", ")}`
+      : this.lastKernel
+      ? `after kernel ${this.lastKernel}`
+      : "before any kernel";
+    this.pendingErrors.push(
+      Promise.resolve(
+        this.record(
+          `WebGPU ${errorKind(error)} error ${recording}, outside the kernels' error scopes ` +
+            `(a buffer creation or write): ${error.message.trim()}`,
+        ),
+      ),
+    );
   }
 
   /**
@@ -104,7 +138,8 @@ export class Recorder {
    */
   async checkErrors(): Promise<void> {
     this.flush();
-    const messages = (await Promise.all(this.pendingErrors.splice(0))).filter((m) => m !== null);
+    const checked = await this.loss.race(Promise.all(this.pendingErrors.splice(0)));
+    const messages = checked.filter((m) => m !== null);
     if (messages.length === 0) return;
     const more = messages.length > 1 ? ` (and ${messages.length - 1} more errors)` : "";
     throw new Error(messages[0] + more);
@@ -191,7 +226,11 @@ export class Recorder {
    * overwritten before an earlier dispatch had read it.
    */
   write(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.loss.throwIfLost();
     this.flush();
+    // The write joins the next batch's error scopes, so that its errors are thrown by the next
+    // readback with the kernels that follow it, not reported later without them.
+    this.openBatch().add(bufferWriteLabel);
     this.device.queue.writeBuffer(
       buffer,
       offset,
@@ -203,6 +242,7 @@ export class Recorder {
 
   /** Reads bytes back to the CPU: the only place where the CPU waits for the GPU. */
   async read(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    this.loss.throwIfLost();
     const size = Math.ceil(bytes / 4) * 4;
     const staging = this.device.createBuffer({
       size,
@@ -212,7 +252,7 @@ export class Recorder {
     this.stats.readbacks++;
     try {
       await this.checkErrors();
-      await staging.mapAsync(GPUMapMode.READ);
+      await this.loss.race(staging.mapAsync(GPUMapMode.READ));
       return staging.getMappedRange().slice(0, bytes);
     } finally {
       staging.destroy();
@@ -221,6 +261,7 @@ export class Recorder {
 
   /** Reads several buffers back with one round trip (for checkpoints and batched metrics). */
   async readMany(parts: readonly { buffer: GPUBuffer; bytes: number }[]): Promise<ArrayBuffer[]> {
+    this.loss.throwIfLost();
     const offsets: number[] = [];
     let total = 0;
     for (const part of parts) {
@@ -238,7 +279,7 @@ export class Recorder {
     this.stats.readbacks++;
     try {
       await this.checkErrors();
-      await staging.mapAsync(GPUMapMode.READ);
+      await this.loss.race(staging.mapAsync(GPUMapMode.READ));
       const mapped = staging.getMappedRange();
       return parts.map((part, i) => mapped.slice(offsets[i], offsets[i] + part.bytes));
     } finally {
@@ -250,7 +291,7 @@ export class Recorder {
   async sync(): Promise<void> {
     this.stats.readbacks++;
     await this.checkErrors();
-    await this.device.queue.onSubmittedWorkDone();
+    await this.loss.race(this.device.queue.onSubmittedWorkDone());
   }
 
   /**
@@ -306,8 +347,16 @@ interface CachedUniform {
   readonly next: CachedUniform | null;
 }
 
+function errorKind(error: GPUError): string {
+  return error instanceof GPUOutOfMemoryError
+    ? "out-of-memory"
+    : error instanceof GPUInternalError
+    ? "internal"
+    : "validation";
+}
+
 function describeBatchError(error: GPUError, kernels: ReadonlySet<string>): string {
-  const kind = error instanceof GPUOutOfMemoryError ? "out-of-memory" : "validation";
+  const kind = errorKind(error);
   const names = kernels.size > 0 ? [...kernels].join(", ") : "no kernels (copies only)";
   const more = kernels.size >= maxNamedKernels ? ", …" : "";
   return `WebGPU ${kind} error in a batch running ${names}${more}: ${error.message.trim()}`;

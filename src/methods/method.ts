@@ -10,6 +10,7 @@
 import type { FloatImage } from "../data/image.ts";
 import { categoryInfo, type MvtecCategory } from "../data/mvtec.ts";
 import type { TrainProgress } from "../nn/fit.ts";
+import { InputError } from "../util/errors.ts";
 
 export type { TrainProgress };
 
@@ -200,7 +201,7 @@ export class TrainingStoppedError extends Error {
 }
 
 /** A bad option value or an option a method does not take. */
-export class OptionError extends Error {
+export class OptionError extends InputError {
   /** Creates the error. */
   constructor(message: string) {
     super(message);

@@ -22,6 +22,8 @@ import {
   writeRunThreshold,
 } from "../run/folder.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../util/fs.ts";
+import { holdAtTestPoint } from "../util/cli.ts";
+import { InputError } from "../util/errors.ts";
 import { VERSION } from "../version.ts";
 import type { AnomalyDetector, MethodDefinition, TrainOptions } from "./method.ts";
 
@@ -53,10 +55,17 @@ export interface RunResult {
   stopped: boolean;
 }
 
-/** Trains and writes a complete run folder. */
+/**
+ * Trains and writes a complete run folder. `threshold.json` is written last and removed first, so
+ * its presence marks a finished run: a run killed at any moment, or being trained again, is never
+ * taken for a finished one (its config and maps may be a mix of the old and the new).
+ */
 export async function trainRun(options: RunOptions): Promise<RunResult> {
   const { method, category, runDir } = options;
   await Deno.mkdir(runDir, { recursive: true });
+  await Deno.remove(join(runDir, RUN_FILES.threshold)).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  });
   const logLines: string[] = [];
   let logText = "";
   try {
@@ -191,6 +200,7 @@ export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThr
       await writeTiffFile(mapPath(mapsRoot, category.name, sample), map, image.width, image.height);
     }
     options.onMapProgress?.(++done, samples.length);
+    await holdAtTestPoint("map");
   }
   if (detector.scoreImage) {
     await writeJsonAtomic(imageScoresPath(mapsRoot, category.name), imageScores);
@@ -206,7 +216,10 @@ export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThr
       min_area: minArea,
     };
   } else {
-    throw new Error(`${category.name} has no validation images, so no threshold can be estimated`);
+    throw new InputError(
+      `${category.name} has no validation images, so no threshold can be estimated ` +
+        `(${join(category.path, "train", "good")} holds too few images to hold some out)`,
+    );
   }
   await writeRunThreshold(runDir, threshold);
   return threshold;

@@ -12,6 +12,8 @@ import { type Tensor, toArrays } from "../tensor/tensor.ts";
 import type { Module } from "./module.ts";
 import type { Optimizer } from "./optim.ts";
 import { isFile } from "../util/fs.ts";
+import { holdAtTestPoint } from "../util/cli.ts";
+import { InputError } from "../util/errors.ts";
 import {
   CheckpointError,
   loadSafetensors,
@@ -132,6 +134,7 @@ export async function fit<Batch>(options: FitOptions<Batch>): Promise<FitResult>
       if (options.signal?.aborted) break;
       pending.push([progress.step + 1, options.step(batch)]);
       progress.step++;
+      await holdAtTestPoint("fit-step");
       samplesSeen += options.samplesIn(batch);
       const now = performance.now();
       if (now - lastReport > reportEvery) {
@@ -167,7 +170,10 @@ export async function fit<Batch>(options: FitOptions<Batch>): Promise<FitResult>
       loss: last?.[1],
       samplesPerSecond: samplesSeen / ((performance.now() - started) / 1000),
     });
-    if (options.checkpointDir) await writeCheckpoint(options, progress);
+    if (options.checkpointDir) {
+      await holdAtTestPoint("fit-checkpoint");
+      await writeCheckpoint(options, progress);
+    }
   }
   return { stopped: false, ...progress };
 }
@@ -206,31 +212,88 @@ async function writeCheckpoint<Batch>(options: FitOptions<Batch>, progress: Prog
   );
 }
 
+/**
+ * Loads the checkpoint into the modules and optimizers and returns its progress.
+ *
+ * @throws InputError naming the checkpoint when it is missing, unreadable, of other settings or
+ *   does not fit the networks
+ */
 async function restoreCheckpoint<Batch>(options: FitOptions<Batch>): Promise<Progress> {
   const path = join(options.checkpointDir!, CHECKPOINT_FILE);
+  if (!(await isFile(path))) {
+    throw new InputError(
+      `Cannot resume: ${path} does not exist (no epoch of this run was completed); ` +
+        "train without --resume to start anew",
+    );
+  }
+  const cannotResume = (reason: string, cause?: unknown) =>
+    new InputError(`Cannot resume: ${reason.includes(path) ? reason : `${path}: ${reason}`}`, {
+      cause,
+    });
   let contents;
   try {
     contents = await loadSafetensors(path);
   } catch (error) {
-    throw new Error(
-      `Cannot resume: ${path} is missing or unreadable (${(error as Error).message})`,
-      { cause: error },
-    );
+    throw cannotResume((error as Error).message, error);
   }
   const { tensors, metadata } = contents;
   const saved = metadata.config ?? "null";
   if (saved !== JSON.stringify(options.config ?? null)) {
-    throw new CheckpointError(
-      path,
+    throw cannotResume(
       `was written with other settings (${saved}); resume with the same options or start anew`,
     );
   }
-  loadTensorsInto(checkpointTensors(options.modules, options.optimizers), tensors, path);
-  const stepCounts = JSON.parse(metadata.step_counts ?? "{}") as Record<string, number>;
+  const progress = parseProgress(metadata.progress);
+  const stepCounts = parseStepCounts(metadata.step_counts);
+  if (progress === null || stepCounts === null) {
+    throw cannotResume("its progress metadata is missing or malformed (not a checkpoint of fit)");
+  }
+  try {
+    loadTensorsInto(checkpointTensors(options.modules, options.optimizers), tensors, path);
+  } catch (error) {
+    // Only the file's contents are the user's to fix; a GPU failure stays what it is.
+    if (error instanceof CheckpointError) throw cannotResume(error.message, error);
+    throw error;
+  }
   for (const [name, optimizer] of Object.entries(options.optimizers)) {
     optimizer.stepCount = stepCounts[name] ?? 0;
   }
-  return JSON.parse(metadata.progress) as Progress;
+  return progress;
+}
+
+function parseJson(text: string | undefined): unknown {
+  try {
+    return text === undefined ? undefined : JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function isCount(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+/** The checkpoint's `progress` metadata, or null when it is not one {@link fit} wrote. */
+function parseProgress(text: string | undefined): Progress | null {
+  const value = parseJson(text) as Partial<Progress> | undefined;
+  if (typeof value !== "object" || value === null) return null;
+  const losses = value.losses;
+  // A diverged step's NaN loss was written as null (JSON has no NaN).
+  const validLosses = Array.isArray(losses) &&
+    losses.every((entry) =>
+      Array.isArray(entry) && entry.length === 2 && isCount(entry[0]) &&
+      (typeof entry[1] === "number" || entry[1] === null)
+    );
+  if (!isCount(value.epoch) || !isCount(value.step) || !validLosses) return null;
+  return { epoch: value.epoch, step: value.step, losses: losses as [number, number][] };
+}
+
+/** The checkpoint's `step_counts` metadata (absent: none), or null when malformed. */
+function parseStepCounts(text: string | undefined): Record<string, number> | null {
+  if (text === undefined) return {};
+  const value = parseJson(text);
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
+  return Object.values(value).every(isCount) ? value as Record<string, number> : null;
 }
 
 /** Whether `dir` holds a checkpoint of {@link fit}, i.e. a run that `resume` can continue. */

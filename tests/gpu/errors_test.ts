@@ -80,6 +80,42 @@ Deno.test("a shader that does not compile throws from checkErrors, naming it", a
   });
 });
 
+Deno.test("a bad buffer write throws at the next readback, in the batch it joined", async () => {
+  await withOwnDevice(async (gpu) => {
+    const input = bytesOf(gpu, 16);
+    const output = bytesOf(gpu, 16);
+    gpu.recorder.write(input.buffer, 4096, new Float32Array(4)); // past the buffer's end
+    launch(gpu, { shader: "copy", params: zeros, buffers: [input, output], workgroups: [1] });
+    await assert.rejects(() => gpu.recorder.read(output.buffer, 0, 16), (error: Error) => {
+      assert.match(error.message, /WebGPU validation error in a batch running a buffer write/);
+      assert.match(error.message, /copy:main/, "the kernels recorded after it are named");
+      assert.match(error.message, /overrun/i, "WebGPU's own message follows");
+      return true;
+    });
+  });
+});
+
+Deno.test("an error outside every scope is thrown by the next check, naming the last kernel", async () => {
+  await withOwnDevice(async (gpu) => {
+    const input = bytesOf(gpu, 16);
+    const output = bytesOf(gpu, 16);
+    launch(gpu, { shader: "copy", params: zeros, buffers: [input, output], workgroups: [1] });
+    await gpu.recorder.read(output.buffer, 0, 16);
+    // Between batches, so no scope is open: WebGPU reports it through `uncapturederror`.
+    gpu.pool.acquire(gpu.device.limits.maxBufferSize * 2);
+    // The event comes on a later turn of the event loop.
+    for (let waited = 0; gpu.errors.length === 0 && waited < 2000; waited += 10) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await assert.rejects(() => gpu.checkErrors(), (error: Error) => {
+      assert.match(error.message, /WebGPU validation error after kernel copy:main/);
+      assert.match(error.message, /outside the kernels' error scopes/);
+      assert.match(error.message, /maximum buffer size/);
+      return true;
+    });
+  });
+});
+
 Deno.test("the shared device reports no errors after ordinary work", async () => {
   const gpu = await init();
   await op.relu(tensor([-1, 2])).toArray();

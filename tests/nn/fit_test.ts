@@ -7,6 +7,8 @@ import * as op from "../../src/tensor/ops.ts";
 import { Adam } from "../../src/nn/optim.ts";
 import { Linear, Sequential } from "../../src/nn/layers.ts";
 import { CHECKPOINT_FILE, fit, type FitOptions, hasCheckpoint } from "../../src/nn/fit.ts";
+import { decodeSafetensors, encodeSafetensors } from "../../src/nn/checkpoint.ts";
+import { InputError } from "../../src/util/errors.ts";
 
 /** A linear regression y = 2x − 1 in batches of 4, the same batches for the same epoch. */
 async function* regressionBatches(epoch: number): AsyncGenerator<Float32Array> {
@@ -119,8 +121,22 @@ Deno.test("resume refuses a missing, corrupt or foreign checkpoint by name", asy
     /does not fit this model/,
   );
   const bytes = await Deno.readFile(join(dir, CHECKPOINT_FILE));
+  const { tensors, metadata } = decodeSafetensors(bytes);
+  for (const progress of [undefined, '{"epoch": -1}', "not json"]) {
+    const { progress: _, ...rest } = metadata;
+    const changed = progress === undefined ? rest : { ...rest, progress };
+    await Deno.writeFile(join(dir, CHECKPOINT_FILE), encodeSafetensors(tensors, changed));
+    await assert.rejects(
+      () => fit({ ...run.options, resume: true }),
+      /Cannot resume: .*checkpoint.safetensors: its progress metadata is missing or malformed/,
+    );
+  }
   await Deno.writeFile(join(dir, CHECKPOINT_FILE), bytes.subarray(0, bytes.length - 3));
   await assert.rejects(() => fit({ ...run.options, resume: true }), /Cannot resume/);
+  // Every refusal is the user's to fix: a one-line InputError, not a crash.
+  await assert.rejects(() => fit({ ...run.options, resume: true }), InputError);
+  await Deno.remove(join(dir, CHECKPOINT_FILE));
+  await assert.rejects(() => fit({ ...run.options, resume: true }), InputError);
   for (const t of [run, other]) {
     t.model.dispose();
     t.adam.dispose();

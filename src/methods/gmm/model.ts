@@ -26,7 +26,8 @@ import { affine, maximum, minimum } from "../../tensor/ops/elementwise.ts";
 import { gaussianBlur } from "../../tensor/ops/filter.ts";
 import { upsample } from "../../tensor/ops/pool.ts";
 import { reshape } from "../../tensor/ops/shape.ts";
-import { keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
+import { init, keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
+import { InputError } from "../../util/errors.ts";
 import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import {
   type AnomalyDetector,
@@ -322,39 +323,74 @@ export class GmmTextureModel implements AnomalyDetector {
   }
 }
 
-/** Reads a model written by {@link GmmTextureModel.save}. */
+/**
+ * Reads a model written by {@link GmmTextureModel.save}.
+ *
+ * @throws InputError naming the file for a missing or malformed settings file, settings out of
+ *   range, or tensors whose shapes do not fit the settings
+ */
 export async function loadGmm(directory: string): Promise<GmmTextureModel> {
+  await init();
   const settingsPath = join(directory, SETTINGS_FILE);
+  const tensorsPath = join(directory, MODEL_FILE);
   const file = await readJsonFile<GmmFile>(
     settingsPath,
-    (reason) => new Error(`Cannot read GMM settings "${settingsPath}": ${reason}`),
+    (reason) => new InputError(`Cannot read GMM settings "${settingsPath}": ${reason}`),
   );
-  if (file.format !== "anodet-gmm-texture/1") {
-    throw new Error(`"${settingsPath}" is not a GMM texture model (format ${file.format})`);
+  const bad = (what: string): never => {
+    throw new InputError(`"${settingsPath}" is not a valid GMM texture model: ${what}`);
+  };
+  if (typeof file !== "object" || file === null || file.format !== "anodet-gmm-texture/1") {
+    bad(`expected "format": "anodet-gmm-texture/1"`);
   }
-  const { tensors } = await loadSafetensors(join(directory, MODEL_FILE));
-  const get = (name: string): StoredTensor => {
+  if (typeof file.settings !== "object" || file.settings === null) bad(`"settings" is missing`);
+  const settings: GmmSettings = { ...GMM_DEFAULTS, ...file.settings };
+  try {
+    validateGmmSettings(settings);
+  } catch (error) {
+    bad((error as Error).message);
+  }
+  if (!Array.isArray(file.levels) || file.levels.length !== settings.levels) {
+    bad(`"levels" must list ${settings.levels} levels`);
+  }
+  if (!Array.isArray(file.trainImages)) bad(`"trainImages" must be a list of paths`);
+  const { tensors } = await loadSafetensors(tensorsPath);
+  const get = (name: string, shape: number[]): StoredTensor => {
     const stored = tensors.get(name);
-    if (!stored) throw new Error(`"${join(directory, MODEL_FILE)}" lacks tensor "${name}"`);
+    if (!stored) throw new InputError(`"${tensorsPath}" lacks tensor "${name}"`);
+    if (stored.shape.join("x") !== shape.join("x")) {
+      throw new InputError(
+        `"${tensorsPath}": tensor "${name}" is ${stored.shape.join("x")}, expected ` +
+          `${shape.join("x")} for the settings in "${settingsPath}"`,
+      );
+    }
     return stored;
   };
+  const dim = featureDim(settings);
   const levels: GmmLevel[] = file.levels.map((level, l) => {
-    const means = get(`level${l}.means`);
-    const [components, dim] = means.shape;
+    const [medianNll, quantileNll] = [level?.medianNll, level?.quantileNll];
+    if (!Number.isFinite(medianNll) || !Number.isFinite(quantileNll)) {
+      bad(`level ${l} needs finite "medianNll" and "quantileNll"`);
+    }
+    const components = tensors.get(`level${l}.weights`)?.shape[0] ?? 0;
+    if (!Number.isInteger(components) || components < 1) {
+      bad(`level ${l} has no mixture weights in "${tensorsPath}"`);
+    }
     return {
       mixture: {
         dim,
         components,
-        weights: Float64Array.from(get(`level${l}.weights`).data),
-        means: Float64Array.from(means.data),
-        covariances: Float64Array.from(get(`level${l}.covariances`).data),
+        weights: Float64Array.from(get(`level${l}.weights`, [components]).data),
+        means: Float64Array.from(get(`level${l}.means`, [components, dim]).data),
+        covariances: Float64Array.from(get(`level${l}.covariances`, [components, dim, dim]).data),
       },
-      medianNll: level.medianNll,
-      quantileNll: level.quantileNll,
+      medianNll,
+      quantileNll,
       bic: level.bic as GmmLevel["bic"],
     };
   });
-  return new GmmTextureModel(file.settings, levels, get("projection").data, file.trainImages);
+  const projection = get("projection", [dim, settings.patchSize ** 2]).data;
+  return new GmmTextureModel(settings, levels, projection, file.trainImages.map(String));
 }
 
 /** The value at quantile q of unsorted values (sorted in place). */

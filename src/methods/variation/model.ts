@@ -28,7 +28,8 @@ import type { MvtecCategory } from "../../data/mvtec.ts";
 import { Random } from "../../data/random.ts";
 import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../../nn/checkpoint.ts";
 import { bind, elementGrid, run } from "../../tensor/ops/launch.ts";
-import { empty, keep, type Tensor, tensor, toArrays } from "../../tensor/tensor.ts";
+import { empty, init, keep, type Tensor, tensor, toArrays } from "../../tensor/tensor.ts";
+import { InputError } from "../../util/errors.ts";
 import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../../util/fs.ts";
 import {
   type AnomalyDetector,
@@ -417,27 +418,52 @@ export class VariationModel implements AnomalyDetector {
   }
 }
 
-/** Reads a model written by {@link VariationModel.save}. */
+/**
+ * Reads a model written by {@link VariationModel.save}.
+ *
+ * @throws InputError naming the file for a missing or malformed settings file, settings out of
+ *   range, or tensors that do not fit the model size
+ */
 export async function loadVariation(directory: string): Promise<VariationModel> {
+  await init();
   const settingsPath = join(directory, SETTINGS_FILE);
+  const tensorsPath = join(directory, MODEL_FILE);
   const file = await readJsonFile<VariationFile>(
     settingsPath,
-    (reason) => new Error(`Cannot read variation model "${settingsPath}": ${reason}`),
+    (reason) => new InputError(`Cannot read variation model "${settingsPath}": ${reason}`),
   );
-  if (file.format !== "anodet-variation/1") {
-    throw new Error(`"${settingsPath}" is not a variation model (format ${file.format})`);
+  const bad = (what: string): never => {
+    throw new InputError(`"${settingsPath}" is not a valid variation model: ${what}`);
+  };
+  if (typeof file !== "object" || file === null || file.format !== "anodet-variation/1") {
+    bad(`expected "format": "anodet-variation/1"`);
   }
-  const { tensors } = await loadSafetensors(join(directory, MODEL_FILE));
+  if (typeof file.settings !== "object" || file.settings === null) bad(`"settings" is missing`);
+  const settings: VariationSettings = { ...VARIATION_DEFAULTS, ...file.settings };
+  try {
+    validateVariationSettings(settings);
+  } catch (error) {
+    bad((error as Error).message);
+  }
+  const side = (value: unknown) => Number.isInteger(value) && (value as number) >= 1;
+  if (!side(file.width) || !side(file.height) || file.width * file.height > 1 << 28) {
+    bad(`"width" and "height" must be positive integers (at most 2^28 pixels together)`);
+  }
+  if (!Array.isArray(file.alignment)) bad(`"alignment" must be a list`);
+  if (file.alignmentProblem !== null && typeof file.alignmentProblem !== "string") {
+    bad(`"alignmentProblem" must be text or null`);
+  }
+  const { tensors } = await loadSafetensors(tensorsPath);
   const get = (name: string): Float32Array => {
     const stored = tensors.get(name);
-    if (!stored) throw new Error(`"${join(directory, MODEL_FILE)}" lacks tensor "${name}"`);
+    if (!stored) throw new InputError(`"${tensorsPath}" lacks tensor "${name}"`);
     if (stored.data.length !== file.width * file.height) {
-      throw new Error(`"${join(directory, MODEL_FILE)}": "${name}" does not match the model size`);
+      throw new InputError(`"${tensorsPath}": "${name}" does not match the model size`);
     }
     return stored.data;
   };
   return new VariationModel({
-    settings: { ...VARIATION_DEFAULTS, ...file.settings },
+    settings,
     width: file.width,
     height: file.height,
     mean: get("mean"),
