@@ -12,6 +12,7 @@
  * @module
  */
 
+import { InputError } from "../util/errors.ts";
 import { writeFileAtomic } from "../util/fs.ts";
 
 /** A decoded single-channel image. */
@@ -25,7 +26,7 @@ export interface TiffImage {
 }
 
 /** Any TIFF that cannot be read or written; the message names the file. */
-export class TiffError extends Error {
+export class TiffError extends InputError {
   /** The file (or `"<memory>"`) the error is about. */
   readonly source: string;
 
@@ -318,12 +319,33 @@ function sampleReader(
 }
 
 /**
+ * The most pixels a map may have (2^28, a 16384×16384 image, 1 GiB of float32). Larger sizes are
+ * refused before anything is allocated, whatever the file holds.
+ */
+export const TIFF_MAX_PIXELS = 2 ** 28;
+
+/** A block of samples (strip or tile) of the map, checked to lie inside the file. */
+interface Block {
+  at: number;
+  width: number;
+  rows: number;
+  columns: number;
+  left: number;
+  top: number;
+}
+
+/**
  * Decodes a single-channel uncompressed TIFF (first image of the file).
+ *
+ * Sizes come from the header, so they are checked before the map is allocated: the sides must be
+ * positive, their product at most {@link TIFF_MAX_PIXELS}, and the strips or tiles the map needs
+ * must lie inside the file, together no larger than it (so the map is never more than 4 bytes per
+ * byte of the file).
  *
  * @param bytes the file contents
  * @param source file name used in error messages
  * @returns the image as float32 values
- * @throws {TiffError} for anything truncated, malformed or unsupported
+ * @throws {TiffError} for anything truncated, malformed, too large or unsupported
  */
 export function decodeTiff(bytes: Uint8Array, source: string = "<memory>"): TiffImage {
   const cursor: TiffCursor = new TiffCursor(bytes, source);
@@ -337,14 +359,25 @@ export function decodeTiff(bytes: Uint8Array, source: string = "<memory>"): Tiff
     // Per-sample tags repeat the value per channel; one channel is enforced below.
     return values[0];
   };
-  const width = single(TAG.imageWidth, "ImageWidth");
-  const height = single(TAG.imageLength, "ImageLength");
+  /** A size tag's value, which must be a positive integer. */
+  const size = (tag: number, name: string, fallback?: number): number => {
+    const value = single(tag, name, fallback);
+    if (!(value >= 1)) cursor.fail(`${name} is ${value}; expected a positive size`);
+    return value;
+  };
+  const width = size(TAG.imageWidth, "ImageWidth");
+  const height = size(TAG.imageLength, "ImageLength");
+  if (width * height > TIFF_MAX_PIXELS) {
+    cursor.fail(
+      `image is ${width}x${height} (${width * height} pixels); the reader takes at most ` +
+        `${TIFF_MAX_PIXELS} pixels (2^28, e.g. 16384x16384)`,
+    );
+  }
   const samplesPerPixel = single(TAG.samplesPerPixel, "SamplesPerPixel", 1);
   const bitsPerSample = single(TAG.bitsPerSample, "BitsPerSample", 1);
   const compression = single(TAG.compression, "Compression", 1);
   const predictor = single(TAG.predictor, "Predictor", 1);
   const sampleFormat = single(TAG.sampleFormat, "SampleFormat", SAMPLE_FORMAT_UINT);
-  if (width < 1 || height < 1) cursor.fail(`invalid image size ${width}x${height}`);
   if (samplesPerPixel !== 1) {
     cursor.fail(`has ${samplesPerPixel} samples per pixel; only single-channel maps are supported`);
   }
@@ -354,39 +387,33 @@ export function decodeTiff(bytes: Uint8Array, source: string = "<memory>"): Tiff
   if (predictor !== 1) cursor.fail(`predictor ${predictor} is not supported`);
   const readSample = sampleReader(cursor, bitsPerSample, sampleFormat);
   const bytesPerSample = bitsPerSample / 8;
-  const map = new Float32Array(width * height);
 
-  /** Copies a block of `blockWidth` x `blockHeight` samples to the map at (left, top). */
-  const copyBlock = (
-    blockAt: number,
+  /** A block of `blockWidth` x `blockHeight` samples at (left, top), checked against the file. */
+  const block = (
+    at: number,
     byteCount: number | undefined,
     blockWidth: number,
     blockHeight: number,
     left: number,
     top: number,
     what: string,
-  ) => {
-    const validRows = Math.min(blockHeight, height - top);
-    const validColumns = Math.min(blockWidth, width - left);
+  ): Block => {
+    const rows = Math.min(blockHeight, height - top);
+    const columns = Math.min(blockWidth, width - left);
     // The last strip may hold fewer rows; tiles are always full blocks.
-    const neededBytes = ((validRows - 1) * blockWidth + validColumns) * bytesPerSample;
+    const neededBytes = ((rows - 1) * blockWidth + columns) * bytesPerSample;
     if (byteCount !== undefined && byteCount < neededBytes) {
       cursor.fail(`${what} holds ${byteCount} bytes but ${neededBytes} are needed`);
     }
-    cursor.check(blockAt, neededBytes, what);
-    for (let row = 0; row < validRows; row++) {
-      const rowAt = blockAt + row * blockWidth * bytesPerSample;
-      const mapRow = (top + row) * width + left;
-      for (let column = 0; column < validColumns; column++) {
-        map[mapRow + column] = readSample(rowAt + column * bytesPerSample);
-      }
-    }
+    cursor.check(at, neededBytes, what);
+    return { at, width: blockWidth, rows, columns, left, top };
   };
 
+  const blocks: Block[] = [];
   const tileOffsets = tags.get(TAG.tileOffsets);
   if (tileOffsets !== undefined) {
-    const tileWidth = single(TAG.tileWidth, "TileWidth");
-    const tileHeight = single(TAG.tileLength, "TileLength");
+    const tileWidth = size(TAG.tileWidth, "TileWidth");
+    const tileHeight = size(TAG.tileLength, "TileLength");
     const tileByteCounts = tags.get(TAG.tileByteCounts);
     const tilesAcross = Math.ceil(width / tileWidth);
     const tilesDown = Math.ceil(height / tileHeight);
@@ -396,37 +423,49 @@ export function decodeTiff(bytes: Uint8Array, source: string = "<memory>"): Tiff
     for (let tile = 0; tile < tilesAcross * tilesDown; tile++) {
       const left = (tile % tilesAcross) * tileWidth;
       const top = Math.floor(tile / tilesAcross) * tileHeight;
-      copyBlock(
-        tileOffsets[tile],
-        tileByteCounts?.[tile],
-        tileWidth,
-        tileHeight,
-        left,
-        top,
-        `tile ${tile}`,
+      const what = `tile ${tile}`;
+      blocks.push(
+        block(tileOffsets[tile], tileByteCounts?.[tile], tileWidth, tileHeight, left, top, what),
       );
     }
-    return { map, width, height };
+  } else {
+    const stripOffsets = tags.get(TAG.stripOffsets);
+    if (stripOffsets === undefined) cursor.fail("has neither StripOffsets nor TileOffsets");
+    const rowsPerStrip = Math.min(size(TAG.rowsPerStrip, "RowsPerStrip", height), height);
+    const stripByteCounts = tags.get(TAG.stripByteCounts);
+    const stripCount = Math.ceil(height / rowsPerStrip);
+    if (stripOffsets.length < stripCount) {
+      cursor.fail(`has ${stripOffsets.length} strips, expected ${stripCount}`);
+    }
+    for (let strip = 0; strip < stripCount; strip++) {
+      const top = strip * rowsPerStrip;
+      const what = `strip ${strip}`;
+      blocks.push(
+        block(stripOffsets[strip], stripByteCounts?.[strip], width, rowsPerStrip, 0, top, what),
+      );
+    }
   }
 
-  const stripOffsets = tags.get(TAG.stripOffsets);
-  if (stripOffsets === undefined) cursor.fail("has neither StripOffsets nor TileOffsets");
-  const rowsPerStrip = Math.min(single(TAG.rowsPerStrip, "RowsPerStrip", height), height);
-  const stripByteCounts = tags.get(TAG.stripByteCounts);
-  const stripCount = Math.ceil(height / rowsPerStrip);
-  if (stripOffsets.length < stripCount) {
-    cursor.fail(`has ${stripOffsets.length} strips, expected ${stripCount}`);
-  }
-  for (let strip = 0; strip < stripCount; strip++) {
-    copyBlock(
-      stripOffsets[strip],
-      stripByteCounts?.[strip],
-      width,
-      rowsPerStrip,
-      0,
-      strip * rowsPerStrip,
-      `strip ${strip}`,
+  // Blocks of a valid file hold distinct bytes; ones that share them (every strip at one offset)
+  // would let a small file make a map of gigabytes.
+  const blockBytes = blocks.reduce((sum, b) => sum + ((b.rows - 1) * b.width + b.columns), 0) *
+    bytesPerSample;
+  if (blockBytes > bytes.length) {
+    cursor.fail(
+      `its ${blocks.length} strips or tiles claim ${blockBytes} bytes in all, more than the ` +
+        `file's ${bytes.length}; expected each to hold bytes of its own`,
     );
+  }
+  // Only now, with every block inside the file, is the map allocated.
+  const map = new Float32Array(width * height);
+  for (const { at, width: blockWidth, rows, columns, left, top } of blocks) {
+    for (let row = 0; row < rows; row++) {
+      const rowAt = at + row * blockWidth * bytesPerSample;
+      const mapRow = (top + row) * width + left;
+      for (let column = 0; column < columns; column++) {
+        map[mapRow + column] = readSample(rowAt + column * bytesPerSample);
+      }
+    }
   }
   return { map, width, height };
 }

@@ -6,7 +6,8 @@
 
 import { join } from "node:path";
 import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../nn/checkpoint.ts";
-import { readJsonFile, writeFileAtomic, writeJsonAtomic } from "../util/fs.ts";
+import { InputError } from "../util/errors.ts";
+import { jsonForMessage, readJsonFile, writeFileAtomic, writeJsonAtomic } from "../util/fs.ts";
 
 /** The tensors' file in a model folder. */
 export const MODEL_TENSORS_FILE = "model.safetensors";
@@ -32,7 +33,7 @@ export interface ModelFiles<Settings> {
   /**
    * A tensor by name; with `size`, it must hold that many values.
    *
-   * @throws Error naming the tensors' file when the tensor is missing or of another size
+   * @throws InputError naming the tensors' file when the tensor is missing or of another size
    */
   tensor(name: string, size?: number): StoredTensor;
 }
@@ -41,7 +42,8 @@ export interface ModelFiles<Settings> {
  * Reads a model folder written by {@link saveModelFiles}.
  *
  * @param what the model in words, for messages ("PaDiM model")
- * @throws Error naming the file when the settings cannot be read or are of another format
+ * @throws InputError naming the file when the settings cannot be read, are not a JSON object or
+ *   are of another format; CheckpointError (an InputError) when the tensors cannot be read
  */
 export async function readModelFiles<Settings extends { format: string }>(
   directory: string,
@@ -50,22 +52,31 @@ export async function readModelFiles<Settings extends { format: string }>(
   what: string,
 ): Promise<ModelFiles<Settings>> {
   const settingsPath = join(directory, settingsFile);
-  const settings = await readJsonFile<Settings>(
+  const settings = await readJsonFile<unknown>(
     settingsPath,
-    (reason) => new Error(`Cannot read ${what} "${settingsPath}": ${reason}`),
+    (reason) => new InputError(`Cannot read ${what} "${settingsPath}": ${reason}`),
   );
-  if (settings?.format !== format) {
-    throw new Error(`"${settingsPath}" is not a ${what} (format ${settings?.format})`);
+  if (typeof settings !== "object" || settings === null || Array.isArray(settings)) {
+    throw new InputError(
+      `"${settingsPath}" is not a ${what}: it holds ${jsonForMessage(settings)}; expected a ` +
+        `JSON object with "format": "${format}"`,
+    );
+  }
+  const found = (settings as { format?: unknown }).format;
+  if (found !== format) {
+    throw new InputError(
+      `"${settingsPath}" is not a ${what} (format ${jsonForMessage(found)}, expected "${format}")`,
+    );
   }
   const tensorsPath = join(directory, MODEL_TENSORS_FILE);
   const { tensors } = await loadSafetensors(tensorsPath);
   return {
-    settings,
+    settings: settings as Settings,
     tensor(name, size) {
       const stored = tensors.get(name);
-      if (!stored) throw new Error(`"${tensorsPath}" lacks tensor "${name}"`);
+      if (!stored) throw new InputError(`"${tensorsPath}" lacks tensor "${name}"`);
       if (size !== undefined && stored.data.length !== size) {
-        throw new Error(
+        throw new InputError(
           `"${tensorsPath}": "${name}" has ${stored.data.length} values, expected ${size}`,
         );
       }

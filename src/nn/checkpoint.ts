@@ -4,7 +4,8 @@
  * a temporary name and renamed, so a crash never leaves a half-written checkpoint.
  */
 
-import { writeFileAtomic } from "../util/fs.ts";
+import { InputError } from "../util/errors.ts";
+import { jsonForMessage, writeFileAtomic } from "../util/fs.ts";
 import { type Tensor, tensor, toArrays } from "../tensor/tensor.ts";
 import type { Module } from "./module.ts";
 
@@ -25,7 +26,7 @@ export interface SafetensorsContents {
 }
 
 /** Thrown for files that are not valid safetensors; the message names the file. */
-export class CheckpointError extends Error {
+export class CheckpointError extends InputError {
   /** An error about `path`. */
   constructor(path: string, detail: string) {
     super(`${path}: ${detail}`);
@@ -75,63 +76,129 @@ function halfToFloat(bits: number): number {
   return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
 }
 
-/** Decodes safetensors bytes; `path` only names the source in errors. */
+/**
+ * The longest JSON header read (the reference implementation's limit, 100 MB): a longer one is
+ * refused before it is decoded.
+ */
+export const SAFETENSORS_MAX_HEADER_BYTES = 100_000_000;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Whether `value` is a list of sizes (non-negative integers that a double holds exactly). */
+function isSizeList(value: unknown): value is number[] {
+  return Array.isArray(value) && value.every((n) => Number.isSafeInteger(n) && n >= 0);
+}
+
+/**
+ * Decodes safetensors bytes; `path` only names the source in errors.
+ *
+ * Every size the header claims is checked against the file before anything is allocated: a
+ * header claiming a 100,000×100,000 tensor is refused with the data section's size as the limit,
+ * so the largest buffer made is twice the file (F16 widened to f32).
+ *
+ * @throws CheckpointError naming `path` for anything truncated, malformed or unsupported
+ */
 export function decodeSafetensors(bytes: Uint8Array, path = "<memory>"): SafetensorsContents {
-  if (bytes.length < 8) throw new CheckpointError(path, "too short to be a safetensors file");
+  const fail = (detail: string): never => {
+    throw new CheckpointError(path, detail);
+  };
+  if (bytes.length < 8) fail("too short to be a safetensors file");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLength = Number(view.getBigUint64(0, true));
+  const declaredLength = view.getBigUint64(0, true);
+  if (declaredLength > BigInt(SAFETENSORS_MAX_HEADER_BYTES)) {
+    fail(
+      `not a safetensors file (header length ${declaredLength} is over the format's limit of ` +
+        `${SAFETENSORS_MAX_HEADER_BYTES} bytes; foreign or corrupt)`,
+    );
+  }
+  const headerLength = Number(declaredLength);
   if (headerLength < 2 || 8 + headerLength > bytes.length) {
-    throw new CheckpointError(
-      path,
+    fail(
       `not a safetensors file (header length ${headerLength} does not fit the file's ${bytes.length} bytes; truncated or foreign)`,
     );
   }
-  let header: Record<string, unknown>;
+  let header: unknown;
   try {
     header = JSON.parse(
       new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLength)),
     );
   } catch {
-    throw new CheckpointError(path, "not a safetensors file (the header is not JSON)");
+    fail("not a safetensors file (the header is not JSON)");
   }
-  if (!header || typeof header !== "object" || Array.isArray(header)) {
-    throw new CheckpointError(path, "not a safetensors file (the header is not a JSON object)");
-  }
+  if (!isObject(header)) fail("not a safetensors file (the header is not a JSON object)");
   const dataStart = 8 + headerLength;
   const dataLength = bytes.length - dataStart;
-  const tensors = new Map<string, StoredTensor>();
+  // First every entry is checked, and their sizes added up; only then is anything allocated.
+  const entries: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] =
+    [];
   let metadata: Record<string, string> = {};
-  for (const [name, entry] of Object.entries(header)) {
+  let claimedBytes = 0;
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
+      if (!isObject(entry) || Object.values(entry).some((value) => typeof value !== "string")) {
+        fail(`"__metadata__" is ${jsonForMessage(entry)}; expected an object of strings`);
+      }
       metadata = entry as Record<string, string>;
       continue;
     }
-    const { dtype, shape, data_offsets: offsets } = entry as {
-      dtype: string;
-      shape: number[];
-      data_offsets: [number, number];
-    };
-    const width = bytesPerElement[dtype];
-    if (!width) {
-      throw new CheckpointError(
-        path,
-        `tensor "${name}" has unsupported dtype ${dtype} (F32, F64, F16, BF16 are read)`,
+    if (!isObject(entry)) {
+      fail(`tensor "${name}" has a malformed header entry; expected {dtype, shape, data_offsets}`);
+    }
+    const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+    if (typeof dtype !== "string" || !Object.hasOwn(bytesPerElement, dtype)) {
+      fail(
+        `tensor "${name}" has unsupported dtype ${
+          jsonForMessage(dtype)
+        } (F32, F64, F16, BF16 are read)`,
       );
     }
-    if (!Array.isArray(shape) || !Array.isArray(offsets) || offsets.length !== 2) {
-      throw new CheckpointError(path, `tensor "${name}" has a malformed header entry`);
+    const width = bytesPerElement[dtype as string];
+    if (!isSizeList(shape)) {
+      fail(`tensor "${name}" has shape ${jsonForMessage(shape)}; expected a list of sizes`);
     }
-    const count = shape.reduce((a, b) => a * b, 1);
-    const [begin, end] = offsets;
-    if (end - begin !== count * width || begin < 0 || end > dataLength) {
-      throw new CheckpointError(
-        path,
+    const size = (shape as number[]).reduce((a, b) => a * b, 1) * width;
+    if (size > dataLength) {
+      fail(
+        `tensor "${name}" has shape ${jsonForMessage(shape)} of ${dtype}: ${size} bytes, more ` +
+          `than the file's data section of ${dataLength} bytes holds (truncated or corrupt)`,
+      );
+    }
+    if (!isSizeList(offsets) || offsets.length !== 2 || offsets[0] > offsets[1]) {
+      fail(
+        `tensor "${name}" has data_offsets ${jsonForMessage(offsets)}; expected [begin, end] ` +
+          "with 0 ≤ begin ≤ end",
+      );
+    }
+    const [begin, end] = offsets as [number, number];
+    if (end > dataLength) {
+      fail(
         `tensor "${name}" needs bytes [${begin}, ${end}) but the data section has ${dataLength} bytes (truncated?)`,
       );
     }
+    if (end - begin !== size) {
+      fail(
+        `tensor "${name}" has shape ${jsonForMessage(shape)} of ${dtype} (${size} bytes) but ` +
+          `data_offsets [${begin}, ${end}) hold ${end - begin} bytes`,
+      );
+    }
+    // Tensors sharing their bytes (which the format forbids) would let a small file claim
+    // gigabytes: together they must fit the data section too.
+    claimedBytes += size;
+    if (claimedBytes > dataLength) {
+      fail(
+        `its tensors claim more than the data section's ${dataLength} bytes in all (tensor ` +
+          `"${name}" overlaps another's data); expected each tensor's bytes to be its own`,
+      );
+    }
+    entries.push({ name, dtype: dtype as string, shape: shape as number[], begin, end });
+  }
+  const tensors = new Map<string, StoredTensor>();
+  for (const { name, dtype, shape, begin, end } of entries) {
     const source = new DataView(bytes.buffer, bytes.byteOffset + dataStart + begin, end - begin);
-    const data = new Float32Array(count);
-    for (let i = 0; i < count; i++) {
+    const data = new Float32Array((end - begin) / bytesPerElement[dtype]);
+    for (let i = 0; i < data.length; i++) {
       if (dtype === "F32") data[i] = source.getFloat32(i * 4, true);
       else if (dtype === "F64") data[i] = source.getFloat64(i * 8, true);
       else if (dtype === "F16") data[i] = halfToFloat(source.getUint16(i * 2, true));

@@ -21,7 +21,15 @@
  */
 
 import { join } from "node:path";
-import { isDirectory, isFile, listDirectory, readJsonFile, writeJsonAtomic } from "../util/fs.ts";
+import { InputError } from "../util/errors.ts";
+import {
+  isDirectory,
+  isFile,
+  jsonForMessage,
+  listDirectory,
+  readJsonFile,
+  writeJsonAtomic,
+} from "../util/fs.ts";
 
 /** `config.json` of a run folder. */
 export interface RunConfig {
@@ -125,37 +133,61 @@ export function writeRunThreshold(dir: string, threshold: RunThreshold): Promise
   return writeJsonAtomic(join(dir, RUN_FILES.threshold), threshold);
 }
 
-function readRunJson<T>(path: string): Promise<T> {
-  return readJsonFile<T>(path, (reason) => new Error(`Cannot read "${path}": ${reason}`));
+function readRunJson(path: string): Promise<unknown> {
+  return readJsonFile<unknown>(
+    path,
+    (reason) => new InputError(`Cannot read "${path}": ${reason}`),
+  );
 }
 
-function checkConfig(path: string, config: RunConfig): void {
-  if (typeof config !== "object" || config === null) {
-    throw new Error(`"${path}" must hold a JSON object`);
-  }
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** What config.json must hold, for messages. */
+const CONFIG_EXPECTED = "expected {method, category, data_root: non-empty strings, seed: number, " +
+  'engine_version, created: strings, options: object, and optionally kind: "texture" | ' +
+  '"object", preset: string, validation_ids: list of strings}';
+
+function checkConfig(path: string, config: unknown): RunConfig {
+  const fail = (problem: string): never => {
+    throw new InputError(`"${path}" ${problem}; ${CONFIG_EXPECTED}`);
+  };
+  if (!isObject(config)) return fail("does not hold a JSON object");
   for (const key of ["method", "category", "data_root"] as const) {
-    if (typeof config[key] !== "string" || config[key] === "") {
-      throw new Error(`"${path}" has no "${key}"`);
-    }
+    if (typeof config[key] !== "string" || config[key] === "") fail(`has no "${key}"`);
+  }
+  for (const key of ["engine_version", "created"] as const) {
+    if (typeof config[key] !== "string") fail(`has no "${key}" string`);
+  }
+  if (!Number.isFinite(config.seed)) fail(`has "seed" ${jsonForMessage(config.seed)}`);
+  if (!isObject(config.options)) fail(`has "options" that are not an object`);
+  if (config.kind !== undefined && config.kind !== "texture" && config.kind !== "object") {
+    fail(`has "kind" ${jsonForMessage(config.kind)}`);
+  }
+  if (config.preset !== undefined && typeof config.preset !== "string") {
+    fail(`has "preset" that is not a string`);
   }
   const ids = config.validation_ids;
   if (ids !== undefined && (!Array.isArray(ids) || ids.some((id) => typeof id !== "string"))) {
-    throw new Error(`"${path}": "validation_ids" must be a list of image ids (strings)`);
+    throw new InputError(`"${path}": "validation_ids" must be a list of image ids (strings)`);
   }
+  return config as unknown as RunConfig;
 }
 
-function checkThreshold(path: string, threshold: RunThreshold): void {
+function checkThreshold(path: string, threshold: unknown): RunThreshold {
   if (
-    typeof threshold !== "object" || threshold === null ||
+    !isObject(threshold) ||
     (threshold.source !== "method" && threshold.source !== "validation") ||
     !Number.isFinite(threshold.threshold) ||
-    !(Number.isInteger(threshold.min_area) && threshold.min_area >= 1)
+    !(Number.isSafeInteger(threshold.min_area) && (threshold.min_area as number) >= 1)
   ) {
-    throw new Error(
+    throw new InputError(
       `"${path}" must hold {threshold: number, source: "validation" | "method", ` +
         "min_area: positive integer}",
     );
   }
+  return threshold as unknown as RunThreshold;
 }
 
 /**
@@ -163,20 +195,19 @@ function checkThreshold(path: string, threshold: RunThreshold): void {
  *
  * @param dir a folder holding `config.json` and `maps/`
  * @returns the run
- * @throws Error naming the file when `config.json` is missing or lacks method, category or data_root
+ * @throws InputError naming the file when `config.json` is missing or not a run's config, or
+ *   `threshold.json` is not a threshold
  */
 export async function readRun(dir: string): Promise<FoundRun> {
   const configPath = join(dir, RUN_FILES.config);
   if (!(await isFile(configPath))) {
-    throw new Error(`"${dir}" is not a run folder: "${configPath}" does not exist`);
+    throw new InputError(`"${dir}" is not a run folder: "${configPath}" does not exist`);
   }
-  const config = await readRunJson<RunConfig>(configPath);
-  checkConfig(configPath, config);
+  const config = checkConfig(configPath, await readRunJson(configPath));
   const thresholdPath = join(dir, RUN_FILES.threshold);
   let threshold: RunThreshold | null = null;
   if (await isFile(thresholdPath)) {
-    threshold = await readRunJson<RunThreshold>(thresholdPath);
-    checkThreshold(thresholdPath, threshold);
+    threshold = checkThreshold(thresholdPath, await readRunJson(thresholdPath));
   }
   return { dir, config, threshold };
 }
@@ -186,14 +217,14 @@ export async function readRun(dir: string): Promise<FoundRun> {
  *
  * @param dir the run folder
  * @returns the run, with its threshold
- * @throws Error naming the missing file
+ * @throws InputError naming the missing or broken file
  */
 export async function readFinishedRun(
   dir: string,
 ): Promise<FoundRun & { threshold: RunThreshold }> {
   const run = await readRun(dir);
   if (!run.threshold) {
-    throw new Error(
+    throw new InputError(
       `"${dir}" has no ${RUN_FILES.threshold}: its training did not finish ` +
         "(continue it with deno task train … --resume)",
     );
@@ -207,10 +238,12 @@ export async function readFinishedRun(
  *
  * @param runsRoot e.g. `runs`
  * @returns the runs, sorted by folder
- * @throws Error naming `runsRoot` when it does not exist, or a broken `config.json`
+ * @throws InputError naming `runsRoot` when it does not exist, or a broken `config.json`
  */
 export async function findRuns(runsRoot: string): Promise<FoundRun[]> {
-  if (!(await isDirectory(runsRoot))) throw new Error(`Runs folder "${runsRoot}" does not exist`);
+  if (!(await isDirectory(runsRoot))) {
+    throw new InputError(`Runs folder "${runsRoot}" does not exist`);
+  }
   const runs: FoundRun[] = [];
   const visit = async (dir: string): Promise<void> => {
     if (

@@ -10,6 +10,7 @@
  */
 
 import { basename, dirname, extname, join, relative } from "node:path";
+import { InputError, isInputError } from "./errors.ts";
 
 /**
  * Writes bytes (or UTF-8 text) to `path` atomically, creating its folder if needed.
@@ -45,22 +46,61 @@ export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
 }
 
 /**
- * Reads and parses a JSON file. A missing, unreadable or malformed file throws the error that
- * `failure` makes from the reason, so each caller says what the file was for.
+ * The largest JSON file {@link readJsonFile} reads (8 MiB). The project's JSON files are settings,
+ * run configs and model topologies of at most a few hundred KiB; a larger one is foreign or
+ * corrupt, and parsing it could take seconds and gigabytes.
+ */
+export const JSON_FILE_MAX_BYTES = 8 * 2 ** 20;
+
+/**
+ * Reads and parses a JSON file. A missing, unreadable, malformed or oversized file is bad input:
+ * it throws the error that `failure` makes from the reason, so each caller says what the file was
+ * for, as an {@link InputError} (one that `failure` makes is thrown as it is; another error's
+ * message becomes an InputError's).
  *
  * @param path the file
  * @param failure makes the error to throw from the reason (the system's or the parser's message)
  * @returns the parsed value, unchecked
+ * @throws InputError with `failure`'s message, the system's or the parser's error as its cause
  */
 export async function readJsonFile<T>(
   path: string,
   failure: (reason: string) => Error,
 ): Promise<T> {
   try {
+    const { size } = await Deno.stat(path);
+    if (size > JSON_FILE_MAX_BYTES) {
+      throw new Error(
+        `the file has ${size} bytes, over the ${JSON_FILE_MAX_BYTES} (8 MiB) a JSON settings ` +
+          "file may have",
+      );
+    }
     return JSON.parse(await Deno.readTextFile(path)) as T;
   } catch (error) {
-    throw failure((error as Error).message);
+    const made = failure((error as Error).message);
+    const { message } = made;
+    throw isInputError(made) ? made : new InputError(message, { cause: error });
   }
+}
+
+/**
+ * A value read from a JSON file, for an error message: its JSON text cut to `maxLength`
+ * characters. (A template string would not do: it turns a list nested a million deep into text
+ * recursively, and runs out of stack.) A value `JSON.stringify` refuses, such as a cycle, is
+ * shown as `[…]` or `{…}`.
+ *
+ * @param value any parsed JSON value (or undefined, for a missing one)
+ * @param maxLength the longest text returned
+ * @returns the text
+ */
+export function jsonForMessage(value: unknown, maxLength = 120): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "[…]" : "{…}";
+  }
+  return text.length > maxLength ? `${text.slice(0, maxLength - 3)}...` : text;
 }
 
 /** Options of {@link listDirectory}. */

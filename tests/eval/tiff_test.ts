@@ -7,6 +7,7 @@ import {
   TiffError,
   writeTiffFile,
 } from "../../src/eval/tiff.ts";
+import { InputError } from "../../src/util/errors.ts";
 
 type Entry = [tag: number, type: number, values: number[]];
 
@@ -200,4 +201,93 @@ Deno.test("writeTiffFile writes atomically and readTiffFile reports missing file
   } finally {
     await Deno.remove(directory, { recursive: true });
   }
+});
+
+Deno.test("a TIFF header claiming 100000x100000 is refused before any buffer is made", () => {
+  const claim = (width: number, height: number) =>
+    buildTiff(true, (dataOffset) => [
+      [256, LONG, [width]],
+      [257, LONG, [height]],
+      [258, SHORT, [32]],
+      [273, LONG, [dataOffset]],
+      [339, SHORT, [3]],
+    ], new Uint8Array(64));
+  // Allocating first would have thrown a RangeError (a 40 GB Float32Array): a TiffError says
+  // the size was refused before.
+  assert.throws(
+    () => decodeTiff(claim(100000, 100000), "maps/huge.tiff"),
+    (error: unknown) =>
+      error instanceof TiffError && error instanceof InputError &&
+      error.message.startsWith("maps/huge.tiff: image is 100000x100000 (10000000000 pixels); ") &&
+      /the reader takes at most 268435456 pixels/.test(error.message),
+  );
+  assert.throws(() => decodeTiff(claim(2 ** 32 - 1, 2), "wide.tiff"), /at most 268435456/);
+  // Within the limit, the data the map needs must be in the file, before the map is made.
+  const external = Deno.memoryUsage().external;
+  assert.throws(
+    () => decodeTiff(claim(16384, 16384), "big.tiff"),
+    /^TiffError: big\.tiff: file is truncated: strip 0 needs bytes \d+\.\.1073741\d+ but the file/,
+  );
+  assert.ok(Deno.memoryUsage().external - external < 2 ** 26, "no 1 GiB map was allocated");
+});
+
+Deno.test("strips that share their bytes cannot make a small TIFF decode to a huge map", () => {
+  // 4096 rows, one per strip, every strip at the same 16 KiB of data: 64 MiB of map from a file
+  // of 32 KiB, were it read.
+  const width = 4096;
+  const height = 4096;
+  const shared = buildTiff(true, (dataOffset) => [
+    [256, LONG, [width]],
+    [257, LONG, [height]],
+    [258, SHORT, [32]],
+    [273, LONG, new Array(height).fill(dataOffset)],
+    [278, LONG, [1]],
+    [339, SHORT, [3]],
+  ], new Uint8Array(width * 4));
+  assert.throws(
+    () => decodeTiff(shared, "shared.tiff"),
+    /^TiffError: shared\.tiff: its 4096 strips or tiles claim 67108864 bytes in all, more than/,
+  );
+});
+
+Deno.test("zero, negative and missing sizes in a TIFF header are refused", () => {
+  const withSizes = (rowsPerStrip: number, widthType = LONG, width = 4) =>
+    buildTiff(true, (dataOffset) => [
+      [256, widthType, [width]],
+      [257, LONG, [4]],
+      [258, SHORT, [8]],
+      [273, LONG, [dataOffset]],
+      [278, LONG, [rowsPerStrip]],
+    ], new Uint8Array(16));
+  assert.equal(decodeTiff(withSizes(4)).map.length, 16);
+  assert.throws(
+    () => decodeTiff(withSizes(0), "a.tiff"),
+    /^TiffError: a\.tiff: RowsPerStrip is 0; expected a positive size/,
+  );
+  assert.throws(
+    () => decodeTiff(withSizes(4, LONG, 0), "b.tiff"),
+    /^TiffError: b\.tiff: ImageWidth is 0; expected a positive size/,
+  );
+  // A signed LONG (SLONG, 9) lets a file say -1; it was once read as a map of no strips.
+  const negative = withSizes(4);
+  const view = new DataView(negative.buffer);
+  const rowsEntry = 10 + 4 * 12; // the fifth entry
+  view.setUint16(rowsEntry + 2, 9, true);
+  view.setInt32(rowsEntry + 8, -1, true);
+  assert.throws(
+    () => decodeTiff(negative, "c.tiff"),
+    /^TiffError: c\.tiff: RowsPerStrip is -1; expected a positive size/,
+  );
+  const tiled = buildTiff(true, (dataOffset) => [
+    [256, LONG, [4]],
+    [257, LONG, [4]],
+    [258, SHORT, [8]],
+    [322, LONG, [0]],
+    [323, LONG, [4]],
+    [324, LONG, [dataOffset]],
+  ], new Uint8Array(16));
+  assert.throws(
+    () => decodeTiff(tiled, "d.tiff"),
+    /^TiffError: d\.tiff: TileWidth is 0; expected a positive size/,
+  );
 });

@@ -11,6 +11,7 @@ import {
   loadSafetensors,
   saveModule,
 } from "../../src/nn/checkpoint.ts";
+import { InputError } from "../../src/util/errors.ts";
 import { BatchNorm2d, Conv2d, Linear, Sequential } from "../../src/nn/layers.ts";
 
 function model(): Sequential {
@@ -111,4 +112,101 @@ Deno.test("F16 and F64 tensors from other tools are read as f32", async () => {
   assert.equal(tensors.get("a")!.data[0], 0.25);
   assert.equal(tensors.get("b")!.data[0], 1);
   assert.ok(tensor([1]).size === 1);
+});
+
+/** A safetensors file with `header` as its JSON header and `dataBytes` bytes of data. */
+function withHeader(header: unknown, dataBytes: number): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const bytes = new Uint8Array(8 + json.length + dataBytes);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true);
+  bytes.set(json, 8);
+  return bytes;
+}
+
+/** Asserts that decoding `bytes` throws a CheckpointError (an InputError) naming the file. */
+function assertRefused(bytes: Uint8Array, pattern: RegExp): void {
+  assert.throws(
+    () => decodeSafetensors(bytes, "models/bad.safetensors"),
+    (error: unknown) => {
+      assert.ok(error instanceof CheckpointError && error instanceof InputError, String(error));
+      assert.ok(error.message.startsWith("models/bad.safetensors: "), error.message);
+      assert.match(error.message, pattern);
+      return true;
+    },
+  );
+}
+
+Deno.test("a safetensors header claiming 100000x100000 is refused before allocating", () => {
+  // Allocating first would have thrown a RangeError (a 40 GB Float32Array).
+  assertRefused(
+    withHeader({ w: { dtype: "F32", shape: [100000, 100000], data_offsets: [0, 4e10] } }, 16),
+    /tensor "w" has shape \[100000,100000\] of F32: 40000000000 bytes, more than the file's data/,
+  );
+  // Sizes whose product is no longer exact are refused the same way.
+  assertRefused(
+    withHeader(
+      { w: { dtype: "F16", shape: [2 ** 31, 2 ** 31, 2 ** 31], data_offsets: [0, 8] } },
+      8,
+    ),
+    /tensor "w" has shape \[2147483648,2147483648,2147483648\] of F16: .* bytes, more than/,
+  );
+});
+
+Deno.test("tensors that share their bytes cannot make a small file decode to gigabytes", () => {
+  // 1000 tensors, each claiming all 4 KiB of data: 16 MiB of f32 from a 60 KiB file.
+  const header: Record<string, unknown> = {};
+  for (let i = 0; i < 1000; i++) {
+    header[`t${i}`] = { dtype: "F32", shape: [1024], data_offsets: [0, 4096] };
+  }
+  assertRefused(
+    withHeader(header, 4096),
+    /its tensors claim more than the data section's 4096 bytes in all \(tensor "t1" overlaps/,
+  );
+});
+
+Deno.test("malformed safetensors headers are refused with the file and what was expected", () => {
+  const tooLong = new Uint8Array(16);
+  new DataView(tooLong.buffer).setBigUint64(0, 2n ** 62n, true);
+  assertRefused(
+    tooLong,
+    /header length 4611686018427387904 is over the format's limit of 100000000 bytes/,
+  );
+  const entry = (fields: Record<string, unknown>) =>
+    withHeader({ w: { dtype: "F32", shape: [2], data_offsets: [0, 8], ...fields } }, 8);
+  assertRefused(
+    entry({ shape: [-1, -2] }),
+    /tensor "w" has shape \[-1,-2\]; expected a list of sizes/,
+  );
+  assertRefused(entry({ shape: [0.5, 4] }), /has shape \[0\.5,4\]; expected a list of sizes/);
+  assertRefused(entry({ shape: "2" }), /has shape "2"; expected a list of sizes/);
+  assertRefused(
+    entry({ dtype: "constructor" }),
+    /unsupported dtype "constructor" \(F32, F64, F16, BF16/,
+  );
+  assertRefused(
+    entry({ data_offsets: [8, 0] }),
+    /data_offsets \[8,0\]; expected \[begin, end\] with 0 ≤ begin ≤ end/,
+  );
+  assertRefused(entry({ data_offsets: [0, 1e999] }), /data_offsets \[0,null\]/);
+  assertRefused(
+    withHeader({ w: null }, 0),
+    /tensor "w" has a malformed header entry; expected \{dtype, shape, data_offsets\}/,
+  );
+  assertRefused(
+    withHeader({ __metadata__: null }, 0),
+    /"__metadata__" is null; expected an object of strings/,
+  );
+  assertRefused(
+    withHeader({ __metadata__: { format: 3 } }, 0),
+    /"__metadata__" is \{"format":3\}; expected an object of strings/,
+  );
+  // A value nested 100,000 deep is described in a short message (its text coerced to a string
+  // would overflow the stack).
+  const deep = new TextEncoder().encode(
+    `{"w": {"dtype": ${"[".repeat(100000)}${"]".repeat(100000)}}}`,
+  );
+  const bytes = new Uint8Array(8 + deep.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(deep.length), true);
+  bytes.set(deep, 8);
+  assertRefused(bytes, /unsupported dtype \[{117}\.\.\. \(F32, F64, F16, BF16 are read\)$/);
 });

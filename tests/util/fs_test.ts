@@ -5,11 +5,14 @@ import {
   displayPath,
   isDirectory,
   isFile,
+  JSON_FILE_MAX_BYTES,
+  jsonForMessage,
   listDirectory,
   readJsonFile,
   writeFileAtomic,
   writeJsonAtomic,
 } from "../../src/util/fs.ts";
+import { InputError } from "../../src/util/errors.ts";
 
 Deno.test("listDirectory lists files or folders, by extension, without hidden names, in order", async () => {
   const dir = await Deno.makeTempDir();
@@ -55,11 +58,24 @@ Deno.test("JSON written atomically reads back; a bad file fails in the caller's 
       "value.json",
     ]);
     await writeFileAtomic(join(dir, "broken.json"), "{ not json");
+    // Whatever error the caller makes, a bad file is an InputError with its message.
     const failure = (reason: string) => new RangeError(`settings unreadable: ${reason}`);
-    await assert.rejects(() => readJsonFile(join(dir, "broken.json"), failure), RangeError);
+    await assert.rejects(
+      () => readJsonFile(join(dir, "broken.json"), failure),
+      (error: unknown) =>
+        error instanceof InputError && /^settings unreadable: .*JSON/.test(error.message) &&
+        error.cause instanceof SyntaxError,
+    );
     await assert.rejects(
       () => readJsonFile(join(dir, "missing.json"), failure),
-      /settings unreadable: .*missing\.json/,
+      (error: unknown) =>
+        error instanceof InputError && /settings unreadable: .*missing\.json/.test(error.message),
+    );
+    // The caller's own InputError (or subclass) is thrown as it is.
+    class SettingsError extends InputError {}
+    await assert.rejects(
+      () => readJsonFile(join(dir, "broken.json"), (reason) => new SettingsError(reason)),
+      SettingsError,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -83,4 +99,42 @@ Deno.test("isDirectory and isFile tell folders, files and missing paths apart", 
   assert.equal(await isFile(join(dir, "missing")), false);
   assert.equal(await isDirectory(join(dir, "missing")), false);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a JSON file over 8 MiB is refused before it is read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // A valid document, but one whose parse would take seconds: nested lists, 8 MiB of them.
+    const depth = JSON_FILE_MAX_BYTES / 2 + 1;
+    const path = join(dir, "config.json");
+    await Deno.writeTextFile(path, "[".repeat(depth) + "]".repeat(depth));
+    await assert.rejects(
+      () => readJsonFile(path, (reason) => new InputError(`Cannot read "${path}": ${reason}`)),
+      (error: unknown) =>
+        error instanceof InputError &&
+        error.message === `Cannot read "${path}": the file has ${2 * depth} bytes, over the ` +
+            `${JSON_FILE_MAX_BYTES} (8 MiB) a JSON settings file may have`,
+    );
+    await Deno.writeTextFile(path, "[".repeat(1000) + "]".repeat(1000));
+    assert.equal((await readJsonFile<unknown[]>(path, (reason) => new Error(reason))).length, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("jsonForMessage shows a value briefly, however large or deep", () => {
+  assert.equal(jsonForMessage("format"), '"format"');
+  assert.equal(jsonForMessage(undefined), "undefined");
+  assert.equal(jsonForMessage({ a: [1, 2] }), '{"a":[1,2]}');
+  const long = jsonForMessage("x".repeat(1000), 20);
+  assert.equal(long, `"${"x".repeat(16)}...`);
+  assert.equal(long.length, 20);
+  // A list nested a million deep, which a template string cannot turn into text.
+  const deep = JSON.parse("[".repeat(1e6) + "]".repeat(1e6));
+  assert.throws(() => `${deep}`, RangeError);
+  assert.equal(jsonForMessage(deep, 8), "[[[[[...");
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  assert.equal(jsonForMessage(cycle), "{…}");
+  assert.equal(jsonForMessage([cycle]), "[…]");
 });

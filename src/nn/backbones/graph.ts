@@ -5,6 +5,8 @@
  * Readers produce it; {@link ./runner.ts} runs it on the GPU.
  */
 
+import { InputError } from "../../util/errors.ts";
+
 /** An activation a node applies to its result. */
 export type GraphActivation = "none" | "relu" | "relu6";
 
@@ -108,7 +110,7 @@ export interface BackboneGraph {
 }
 
 /** Thrown for a model file that cannot be read; the message names the file and what is wrong. */
-export class ModelFormatError extends Error {
+export class ModelFormatError extends InputError {
   /** `path` is the file, `problem` what was found against what was expected. */
   constructor(readonly path: string, problem: string) {
     super(`${path}: ${problem}`);

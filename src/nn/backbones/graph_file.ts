@@ -12,7 +12,7 @@
  */
 
 import { CheckpointError, encodeSafetensors, loadSafetensors } from "../checkpoint.ts";
-import { writeFileAtomic } from "../../util/fs.ts";
+import { jsonForMessage, writeFileAtomic } from "../../util/fs.ts";
 import {
   type BackboneGraph,
   GRAPH_INPUT,
@@ -155,7 +155,7 @@ function checkGraph(
   if (
     !Array.isArray(size) || size.length !== 2 || !size.every((n) => Number.isInteger(n) && n > 0)
   ) {
-    throw fail(`inputSize is ${JSON.stringify(size)}, expected [height, width]`);
+    throw fail(`inputSize is ${jsonForMessage(size)}, expected [height, width]`);
   }
   const pre = graph.preprocessing as unknown as Record<string, unknown> | null;
   const triple = (value: unknown) =>
@@ -166,7 +166,7 @@ function checkGraph(
     !triple(pre.std) || (pre.std as number[]).includes(0)
   ) {
     throw fail(
-      `preprocessing is ${JSON.stringify(pre)}, expected { channelOrder: "rgb" | "bgr", ` +
+      `preprocessing is ${jsonForMessage(pre)}, expected { channelOrder: "rgb" | "bgr", ` +
         "mean: [3 numbers], std: [3 non-zero numbers] }",
     );
   }
@@ -175,7 +175,7 @@ function checkGraph(
   for (const [index, node] of (graph.nodes as unknown[]).entries()) {
     const problem = nodeProblem(node, defined, graph.weights);
     if (problem) {
-      throw fail(`node ${index} (${JSON.stringify((node as GraphNode)?.name)}) ${problem}`);
+      throw fail(`node ${index} (${jsonForMessage((node as GraphNode)?.name)}) ${problem}`);
     }
     defined.add((node as GraphNode).name);
   }
@@ -190,7 +190,7 @@ function checkGraph(
   }
   for (const [layer, node] of Object.entries(features)) {
     if (!named(node)) {
-      throw fail(`feature layer ${layer} names ${JSON.stringify(node)}, which is no node`);
+      throw fail(`feature layer ${layer} names ${jsonForMessage(node)}, which is no node`);
     }
   }
   if (
@@ -210,16 +210,18 @@ function nodeProblem(
   const fields = node as Record<string, unknown>;
   if (typeof fields.name !== "string" || fields.name === "") return "has no name";
   if (defined.has(fields.name)) return "repeats an earlier name";
-  const spec = NODE_FIELDS[fields.kind as GraphOp["kind"]];
+  const spec = typeof fields.kind === "string" && Object.hasOwn(NODE_FIELDS, fields.kind)
+    ? NODE_FIELDS[fields.kind as GraphOp["kind"]]
+    : undefined;
   if (!spec) {
-    return `has kind ${JSON.stringify(fields.kind)} (known: ${
+    return `has kind ${jsonForMessage(fields.kind)} (known: ${
       Object.keys(NODE_FIELDS).join(", ")
     })`;
   }
   const inputs = fields.inputs;
   if (!Array.isArray(inputs) || inputs.length === 0) return "has no inputs list";
   const unknown = inputs.find((input) => !defined.has(input));
-  if (unknown !== undefined) return `takes ${JSON.stringify(unknown)}, which no earlier node is`;
+  if (unknown !== undefined) return `takes ${jsonForMessage(unknown)}, which no earlier node is`;
   const missingParam = spec.params.find((param) => fields[param] === undefined);
   if (missingParam) return `(${fields.kind}) lacks "${missingParam}"`;
   const referenced = [
@@ -230,7 +232,7 @@ function nodeProblem(
     const weight = fields[field];
     if (typeof weight !== "string" || !weights.has(weight)) {
       return `(${fields.kind}) uses ${field} ${
-        JSON.stringify(weight)
+        jsonForMessage(weight)
       }, but there is no such weight`;
     }
   }

@@ -13,7 +13,7 @@
  */
 
 import { basename, dirname, join, posix, sep as SEPARATOR } from "node:path";
-import { readJsonFile } from "../../util/fs.ts";
+import { jsonForMessage as short, readJsonFile } from "../../util/fs.ts";
 import {
   type BackboneGraph,
   GRAPH_INPUT,
@@ -116,9 +116,8 @@ export async function convertTfjsLayersModel(
   const fail = (problem: string) => new ModelFormatError(source, problem);
   if (!isRecord(model)) throw fail("not a JSON object (expected a TF.js layers model.json)");
   if (model.format !== "layers-model") {
-    const format = JSON.stringify(model.format);
     throw fail(
-      `format is ${format}, expected "layers-model" (a Keras model converted by ` +
+      `format is ${short(model.format)}, expected "layers-model" (a Keras model converted by ` +
         "tensorflowjs_converter; graph models are not read)",
     );
   }
@@ -145,7 +144,7 @@ function modelConfig(topology: unknown, fail: Fail): Json {
   const model = isRecord(topology.model_config) ? topology.model_config : topology;
   if (model.class_name !== "Model" && model.class_name !== "Functional") {
     throw fail(
-      `the model is a ${JSON.stringify(model.class_name)}, expected a functional Keras model ` +
+      `the model is a ${short(model.class_name)}, expected a functional Keras model ` +
         '("Model" or "Functional" with layers and inbound_nodes)',
     );
   }
@@ -185,6 +184,9 @@ async function readWeights(
 ): Promise<Map<string, KerasWeight>> {
   if (!Array.isArray(manifest)) throw fail("has no weightsManifest list");
   const weights = new Map<string, KerasWeight>();
+  // Each shard belongs to one group, once: a manifest listing one shard 100,000 times would
+  // otherwise make the reader read it as often.
+  const listed = new Set<string>();
   for (const [g, group] of manifest.entries()) {
     const label = `weightsManifest group ${g + 1}`;
     if (!isRecord(group) || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
@@ -197,12 +199,18 @@ async function readWeights(
     for (const path of paths) {
       if (!staysInFolder(path)) {
         throw fail(
-          `${label}: the shard path ${JSON.stringify(path)} leaves the model's folder; expected ` +
+          `${label}: the shard path ${short(path)} leaves the model's folder; expected ` +
             "a file name relative to the model.json, without '..' or an absolute path",
         );
       }
+      if (listed.has(posix.normalize(path))) {
+        throw fail(`${label}: the shard ${short(path)} is listed twice; expected each once`);
+      }
+      listed.add(posix.normalize(path));
     }
-    const shards = await Promise.all((paths as string[]).map((path) => readWeightFile(path)));
+    // One after the other: a missing shard ends the reading at once.
+    const shards: Uint8Array[] = [];
+    for (const path of paths as string[]) shards.push(await readWeightFile(path));
     const held = shards.reduce((sum, shard) => sum + shard.length, 0);
     if (held < needed) {
       throw fail(
@@ -233,24 +241,24 @@ async function readWeights(
 /** The stored size of a manifest entry, after checking that it is a weight this reader decodes. */
 function weightBytes(entry: ManifestEntry, label: string, fail: Fail): number {
   if (!isRecord(entry) || typeof entry.name !== "string" || !isShape(entry.shape)) {
-    throw fail(`${label} ${JSON.stringify(entry)} lacks a name or a shape`);
+    throw fail(`${label} ${short(entry)} lacks a name or a shape`);
   }
   const count = entry.shape.reduce((a, b) => a * b, 1);
   const quantization = entry.quantization;
   if (quantization) {
-    const width = quantizedBytes[quantization.dtype];
+    const width = Object.hasOwn(quantizedBytes, quantization.dtype)
+      ? quantizedBytes[quantization.dtype]
+      : undefined;
     if (!width || typeof quantization.min !== "number" || typeof quantization.scale !== "number") {
       throw fail(
-        `${label} "${entry.name}" is quantized as ${
-          JSON.stringify(quantization)
-        }; only uint8 and ` +
+        `${label} "${entry.name}" is quantized as ${short(quantization)}; only uint8 and ` +
           "uint16 with min and scale are read (convert without float16 quantization)",
       );
     }
     return count * width;
   }
   if (entry.dtype !== "float32") {
-    throw fail(`${label} "${entry.name}" has dtype ${entry.dtype}, expected float32`);
+    throw fail(`${label} "${entry.name}" has dtype ${short(entry.dtype)}, expected float32`);
   }
   return count * 4;
 }
@@ -333,14 +341,20 @@ class GraphBuilder {
     if (calls.length > 1) {
       throw this.fail(`${what} is called ${calls.length} times; shared layers are not read`);
     }
-    const inbound = ((calls[0] ?? []) as unknown[]).map((entry) => {
+    const call = calls[0] ?? [];
+    if (!Array.isArray(call)) {
+      throw this.fail(`${what} has inbound_nodes in an unknown form: ${short(calls)}`);
+    }
+    const inbound = call.map((entry) => {
       // Keras 2 writes each input as [layer name, call index, output index, kwargs].
       if (!Array.isArray(entry) || typeof entry[0] !== "string") {
         throw this.fail(`${what} has inbound_nodes in an unknown form: ${short(calls)}`);
       }
       if (entry[1] !== 0 || entry[2] !== 0) {
         throw this.fail(
-          `${what} takes output ${entry[2]} of call ${entry[1]} of "${entry[0]}"; only the ` +
+          `${what} takes output ${short(entry[2])} of call ${short(entry[1])} of "${
+            entry[0]
+          }"; only the ` +
             "first output of layers called once is read",
         );
       }
@@ -348,7 +362,7 @@ class GraphBuilder {
     });
     if (layer.config.data_format !== undefined && layer.config.data_format !== "channels_last") {
       throw this.fail(
-        `${what} has data_format ${layer.config.data_format}, expected channels_last`,
+        `${what} has data_format ${short(layer.config.data_format)}, expected channels_last`,
       );
     }
     return { name, className: layer.class_name, config: layer.config, inbound };
@@ -457,7 +471,7 @@ class GraphBuilder {
 
   #conv(layer: KerasLayer, inputs: string[], input: NodeInfo, fail: Fail): void {
     const { name, config } = layer;
-    if ((config.groups ?? 1) !== 1) throw fail(`groups is ${config.groups}, expected 1`);
+    if ((config.groups ?? 1) !== 1) throw fail(`groups is ${short(config.groups)}, expected 1`);
     const kernel = this.#weight(name, "kernel", fail);
     const [kh, kw, cin, cout] = kernel.shape;
     const window = pairOf(config.kernel_size, "kernel_size", fail);
@@ -466,13 +480,16 @@ class GraphBuilder {
       cin !== input.shape[0] || cout !== config.filters
     ) {
       throw fail(
-        `kernel is [${kernel.shape}], expected [${window}, ${input.shape[0]}, ${config.filters}] ` +
+        `kernel is [${kernel.shape}], expected [${window}, ${input.shape[0]}, ${
+          short(config.filters)
+        }] ` +
           "(height, width, input channels, filters)",
       );
     }
-    // Keras HWIO → this engine's OIHW.
+    // Keras HWIO → this engine's OIHW. An empty kernel (0 input channels or filters) has nothing
+    // to copy; looping over its other sizes, which the file may make huge, would take seconds.
     const weight = new Float32Array(kernel.data.length);
-    for (let y = 0; y < kh; y++) {
+    for (let y = 0; y < kh && weight.length > 0; y++) {
       for (let x = 0; x < kw; x++) {
         for (let i = 0; i < cin; i++) {
           const from = ((y * kw + x) * cin + i) * cout;
@@ -559,11 +576,14 @@ class GraphBuilder {
       throw fail(`expects [N, features] input, got [${input.shape}] per sample`);
     }
     if (kernel.shape.length !== 2 || features !== input.shape[0] || units !== config.units) {
-      throw fail(`kernel is [${kernel.shape}], expected [${input.shape[0]}, ${config.units}]`);
+      throw fail(
+        `kernel is [${kernel.shape}], expected [${input.shape[0]}, ${short(config.units)}]`,
+      );
     }
-    // Keras [in, out] → this engine's [out, in].
+    // Keras [in, out] → this engine's [out, in] (nothing to copy, however many features, when
+    // there are no units).
     const weight = new Float32Array(kernel.data.length);
-    for (let i = 0; i < features; i++) {
+    for (let i = 0; i < features && weight.length > 0; i++) {
       for (let o = 0; o < units; o++) weight[o * features + i] = kernel.data[i * units + o];
     }
     this.weights.set(`${name}.weight`, { shape: [units, features], data: weight });
@@ -632,7 +652,7 @@ class GraphBuilder {
 function activationOf(activation: unknown, fail: Fail): GraphActivation {
   if (activation === "linear" || activation === undefined) return "none";
   if (activation === "relu") return "relu";
-  throw fail(`activation ${JSON.stringify(activation)} is not read (linear and relu are)`);
+  throw fail(`activation ${short(activation)} is not read (linear and relu are)`);
 }
 
 function pairOf(value: unknown, field: string, fail: Fail): [number, number] {
@@ -688,10 +708,4 @@ function windowOutput(
     throw fail(`its window does not fit the ${shape[1]}×${shape[2]} input`);
   }
   return out;
-}
-
-/** A value for a message, cut to a readable length. */
-function short(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 120 ? `${text.slice(0, 117)}...` : text;
 }

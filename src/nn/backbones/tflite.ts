@@ -391,6 +391,8 @@ class GraphBuilder {
   readonly shapes = new Map<string, number[]>();
   /** The tensor each weight name was taken from, to catch two tensors sharing a name. */
   private readonly weightSources = new Map<string, number>();
+  /** The bytes of the constants read so far, buffers shared between tensors counted each time. */
+  private constantBytes = 0;
   private op!: Operator;
 
   constructor(private readonly model: TfliteModel, private readonly file: FlatBuffer) {}
@@ -651,11 +653,24 @@ class GraphBuilder {
     if (known !== undefined && known !== t.index) {
       this.fail(`two constant tensors are called "${t.name}"; expected unique tensor names`);
     }
-    const values = dequantize(t, this.model.bufferData(t.buffer), (p) => this.fail(p));
+    const raw = this.model.bufferData(t.buffer);
+    // Tensors may share a buffer, and each gets its own float32 copy: so that a small file
+    // cannot make gigabytes of them, the constants' stored bytes, counted once per tensor, may
+    // add up to the file's size at most (the copies are then at most 4 times the file).
+    this.constantBytes += raw.length;
+    if (this.constantBytes > this.file.bytes.length) {
+      this.fail(
+        `its constants (tensor "${t.name}" and those before it) hold more bytes in all than ` +
+          `the file's ${this.file.bytes.length}; expected each constant to have bytes of its own`,
+      );
+    }
+    const values = dequantize(t, raw, (p) => this.fail(p));
     const [d0, d1 = 1, d2 = 1, d3 = 1] = shape;
     const data = new Float32Array(values.length);
+    // An empty tensor has nothing to copy; looping over its other sizes, which the file may set
+    // to 2^31, would take seconds. A non-empty one has as many iterations as stored values.
     let n = 0;
-    for (let o = 0; o < d0; o++) {
+    for (let o = 0; o < d0 && data.length > 0; o++) {
       for (let i = 0; i < d1; i++) {
         for (let y = 0; y < d2; y++) {
           for (let x = 0; x < d3; x++) data[n++] = values[from(o, i, y, x)];

@@ -168,6 +168,24 @@ Deno.test("foreign, corrupt and inconsistent files are rejected with clear messa
       (await Deno.readFile(good)).slice(0, -10),
       /truncated/,
     );
+    // A kind named after an Object property is no kind.
+    await rejects(
+      "constructor.safetensors",
+      variant({ nodes: JSON.stringify([{ ...nodes[0], kind: "constructor" }]) }),
+      /node 0 \("pad"\) has kind "constructor" \(known: conv2d, /,
+    );
+    // A name nested a million deep, which a template string cannot turn into text.
+    const deepName = "[".repeat(1e6) + "]".repeat(1e6);
+    await rejects(
+      "deep.safetensors",
+      variant({ nodes: `[{"name": ${deepName}}]` }),
+      /node 0 \(\[{117}\.\.\.\) has no name/,
+    );
+    await rejects(
+      "metadata.safetensors",
+      encodeSafetensors(tensors, { ...metadata, labels: 7 as unknown as string }),
+      /"__metadata__" is \{.*; expected an object of strings/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -14,138 +14,8 @@ import {
 } from "../../../src/nn/backbones/tfjs.ts";
 import { RESNET50_PACKAGE, resolveResnet50 } from "../../../src/nn/backbones/resnet50.ts";
 import { loadGraph } from "../../../src/nn/backbones/graph_file.ts";
-
-// ---------------------------------------------------------------------------------------------
-// A small synthetic model: pad → conv (stride 2, relu) → BN → max pool → two residual blocks →
-// global average pool → dense softmax.
-
-type Json = Record<string, unknown>;
-
-interface Synthetic {
-  model: Json;
-  /** Shard path → bytes. */
-  shards: Map<string, Uint8Array>;
-  /** The Keras weights by manifest name, for hand computations. */
-  values: Map<string, Float32Array>;
-}
-
-/** Deterministic values that are distinct and not round. */
-function values(count: number, seed: number): Float32Array {
-  return Float32Array.from({ length: count }, (_, i) => Math.sin(seed * 100 + i * 1.7) + 0.01 * i);
-}
-
-function layer(className: string, name: string, inputs: string[], config: Json = {}): Json {
-  return {
-    class_name: className,
-    name,
-    config: { name, ...config },
-    inbound_nodes: inputs.length ? [inputs.map((input) => [input, 0, 0, {}])] : [],
-  };
-}
-
-function synthetic(options: { bnScale?: boolean; quantizeFcBias?: boolean } = {}): Synthetic {
-  const bnScale = options.bnScale ?? true;
-  const conv = (
-    filters: number,
-    size: number,
-    strides: number,
-    padding: string,
-    bias: boolean,
-  ) => ({
-    filters,
-    kernel_size: [size, size],
-    strides: [strides, strides],
-    padding,
-    data_format: "channels_last",
-    dilation_rate: [1, 1],
-    activation: "linear",
-    use_bias: bias,
-  });
-  const layers = [
-    layer("InputLayer", "input_1", [], { batch_input_shape: [null, 16, 16, 3], dtype: "float32" }),
-    layer("ZeroPadding2D", "pad", ["input_1"], { padding: [[1, 1], [1, 1]] }),
-    layer("Conv2D", "conv1", ["pad"], { ...conv(4, 3, 2, "valid", true), activation: "relu" }),
-    layer("BatchNormalization", "bn1", ["conv1"], {
-      axis: [3],
-      epsilon: 0.001,
-      center: true,
-      scale: bnScale,
-    }),
-    layer("MaxPooling2D", "pool", ["bn1"], {
-      pool_size: [2, 2],
-      strides: [2, 2],
-      padding: "valid",
-    }),
-    layer("Conv2D", "conv2", ["pool"], conv(4, 1, 1, "same", false)),
-    layer("Add", "add1", ["conv2", "pool"]),
-    layer("Activation", "act1", ["add1"], { activation: "relu" }),
-    layer("Conv2D", "conv3", ["act1"], conv(4, 1, 1, "same", false)),
-    layer("Add", "add2", ["conv3", "act1"]),
-    layer("Activation", "act2", ["add2"], { activation: "relu" }),
-    layer("GlobalAveragePooling2D", "gap", ["act2"]),
-    layer("Dense", "fc", ["gap"], { units: 2, activation: "softmax", use_bias: true }),
-  ];
-  const specs: [string, number[]][] = [
-    ["conv1/kernel", [3, 3, 3, 4]],
-    ["conv1/bias", [4]],
-    ...(bnScale ? [["bn1/gamma", [4]] as [string, number[]]] : []),
-    ["bn1/beta", [4]],
-    ["bn1/moving_mean", [4]],
-    ["bn1/moving_variance", [4]],
-    ["conv2/kernel", [1, 1, 4, 4]],
-    ["conv3/kernel", [1, 1, 4, 4]],
-    ["fc/kernel", [4, 2]],
-    ["fc/bias", [2]],
-  ];
-  const valueMap = new Map<string, Float32Array>();
-  const parts: Uint8Array[] = [];
-  const weights = specs.map(([name, shape], i) => {
-    const count = shape.reduce((a, b) => a * b, 1);
-    let data = values(count, i + 1);
-    if (name === "bn1/moving_variance") data = data.map((v) => Math.abs(v) + 0.5);
-    if (name === "fc/bias" && options.quantizeFcBias) {
-      // uint8 levels 7 and 200 with min −1 and scale 0.01.
-      valueMap.set(name, Float32Array.of(-1 + 7 * 0.01, -1 + 200 * 0.01));
-      parts.push(Uint8Array.of(7, 200));
-      return {
-        name,
-        shape,
-        dtype: "float32",
-        quantization: { dtype: "uint8", min: -1, scale: 0.01 },
-      };
-    }
-    valueMap.set(name, data);
-    parts.push(new Uint8Array(data.buffer));
-    return { name, shape, dtype: "float32" };
-  });
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  parts.reduce((offset, p) => (all.set(p, offset), offset + p.length), 0);
-  // Two shards cut inside a weight, as the converter cuts at a fixed shard size.
-  const shards = new Map([
-    ["group1-shard1of2.bin", all.slice(0, 101)],
-    ["group1-shard2of2.bin", all.slice(101)],
-  ]);
-  const model = {
-    format: "layers-model",
-    generatedBy: "test",
-    convertedBy: "test",
-    modelTopology: {
-      keras_version: "2.2.4-tf",
-      backend: "tensorflow",
-      model_config: {
-        class_name: "Model",
-        config: {
-          name: "tiny",
-          layers,
-          input_layers: [["input_1", 0, 0]],
-          output_layers: [["fc", 0, 0]],
-        },
-      },
-    },
-    weightsManifest: [{ paths: [...shards.keys()], weights }],
-  };
-  return { model, shards, values: valueMap };
-}
+import { type Json, type Synthetic, syntheticTfjsModel } from "../../../src/fuzz/tfjs_model.ts";
+import { InputError } from "../../../src/util/errors.ts";
 
 function fromMemory(s: Synthetic, source = "tiny/model.json"): Promise<BackboneGraph> {
   return convertTfjsLayersModel(s.model, (path) => {
@@ -177,7 +47,7 @@ function close(actual: ArrayLike<number>, expected: ArrayLike<number>, message: 
 }
 
 Deno.test("a small layers model is read into the expected nodes", async () => {
-  const graph = await fromMemory(synthetic());
+  const graph = await fromMemory(syntheticTfjsModel());
   const strip = ({ name, inputs, kind }: GraphNode) => ({ name, inputs, kind });
   assert.deepEqual(graph.nodes.map(strip), [
     { name: "pad", inputs: ["input"], kind: "pad" },
@@ -246,7 +116,7 @@ Deno.test("a small layers model is read into the expected nodes", async () => {
 });
 
 Deno.test("kernels are transposed and batch norms folded as computed by hand", async () => {
-  const s = synthetic();
+  const s = syntheticTfjsModel();
   const graph = await fromMemory(s);
   const kernel = s.values.get("conv1/kernel")!; // [kh 3, kw 3, cin 3, cout 4]
   const weight = graph.weights.get("conv1.weight")!.data; // [cout 4, cin 3, kh 3, kw 3]
@@ -282,7 +152,7 @@ Deno.test("kernels are transposed and batch norms folded as computed by hand", a
 });
 
 Deno.test("batch norm without scale folds with gamma 1; uint8 weights are dequantized", async () => {
-  const s = synthetic({ bnScale: false, quantizeFcBias: true });
+  const s = syntheticTfjsModel({ bnScale: false, quantizeFcBias: true });
   const graph = await fromMemory(s);
   const variance = s.values.get("bn1/moving_variance")!;
   close(
@@ -296,7 +166,7 @@ Deno.test("batch norm without scale folds with gamma 1; uint8 weights are dequan
 Deno.test("a layers model is read from disk, its shards beside model.json", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const s = synthetic();
+    const s = syntheticTfjsModel();
     const graph = await readTfjsLayersModel(await writeModel(dir, s));
     const inMemory = await fromMemory(s);
     assert.deepEqual(graph.nodes, inMemory.nodes);
@@ -311,7 +181,7 @@ Deno.test("a weights manifest cannot make the reader leave the model's folder", 
   try {
     const dir = join(root, "model");
     await Deno.mkdir(dir);
-    const s = synthetic();
+    const s = syntheticTfjsModel();
     const modelJson = await writeModel(dir, s);
     const [first] = s.shards.keys();
     const manifest = s.model.weightsManifest as { paths: string[] }[];
@@ -359,12 +229,12 @@ Deno.test("malformed layers models give errors naming the file and what was expe
     await Deno.writeTextFile(modelJson, "{ not json");
     await rejects(modelJson, /cannot read a TF\.js layers model\.json: .*JSON/);
 
-    let s = synthetic();
+    let s = syntheticTfjsModel();
     s.model.format = "graph-model";
     await writeModel(dir, s);
     await rejects(modelJson, /format is "graph-model", expected "layers-model"/);
 
-    s = synthetic();
+    s = syntheticTfjsModel();
     editLayer(s, "act1", (layer) => (layer.class_name = "LSTM"));
     await writeModel(dir, s);
     await rejects(
@@ -372,12 +242,12 @@ Deno.test("malformed layers models give errors naming the file and what was expe
       /layer "act1" \(LSTM\): the layer class is not supported \(supported: InputLayer, Conv2D,.*Dense\)/,
     );
 
-    s = synthetic();
+    s = syntheticTfjsModel();
     editLayer(s, "conv2", (layer) => ((layer.config as Json).data_format = "channels_first"));
     await writeModel(dir, s);
-    await rejects(modelJson, /layer "conv2" \(Conv2D\) has data_format channels_first/);
+    await rejects(modelJson, /layer "conv2" \(Conv2D\) has data_format "channels_first"/);
 
-    s = synthetic();
+    s = syntheticTfjsModel();
     editLayer(s, "conv2", (layer) => ((layer.config as Json).filters = 5));
     await writeModel(dir, s);
     await rejects(
@@ -385,7 +255,7 @@ Deno.test("malformed layers models give errors naming the file and what was expe
       /layer "conv2" \(Conv2D\): kernel is \[1,1,4,4\], expected \[1,1, 4, 5\]/,
     );
 
-    s = synthetic();
+    s = syntheticTfjsModel();
     await writeModel(dir, s);
     const shard = join(dir, "group1-shard2of2.bin");
     await Deno.writeFile(shard, s.shards.get("group1-shard2of2.bin")!.slice(0, 40));
@@ -404,6 +274,96 @@ Deno.test("malformed layers models give errors naming the file and what was expe
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** Asserts that converting `s` from memory fails with a ModelFormatError matching `pattern`. */
+async function assertRefused(s: Synthetic, pattern: RegExp): Promise<void> {
+  await assert.rejects(() => fromMemory(s), (e: Error) => {
+    assert.ok(e instanceof ModelFormatError && e instanceof InputError, `${e.name}: ${e.message}`);
+    assert.ok(e.message.startsWith("tiny/model.json: "), e.message);
+    assert.match(e.message, pattern);
+    return true;
+  });
+}
+
+Deno.test("values of the wrong type anywhere in model.json are ModelFormatErrors", async () => {
+  let s = syntheticTfjsModel();
+  editLayer(s, "conv2", (layer) => (layer.inbound_nodes = ["pool"]));
+  await assertRefused(
+    s,
+    /layer "conv2" \(Conv2D\) has inbound_nodes in an unknown form: \["pool"\]/,
+  );
+  s = syntheticTfjsModel();
+  editLayer(s, "conv2", (layer) => (layer.inbound_nodes = [-0]));
+  await assertRefused(s, /has inbound_nodes in an unknown form: \[0\]/);
+  // A value nested a million deep, which a template string cannot turn into text.
+  const deep = JSON.parse("[".repeat(1e6) + "]".repeat(1e6));
+  s = syntheticTfjsModel();
+  editLayer(s, "conv2", (layer) => ((layer.config as Json).data_format = deep));
+  await assertRefused(s, /has data_format \[{117}\.\.\., expected channels_last/);
+  s = syntheticTfjsModel();
+  editLayer(s, "conv2", (layer) => ((layer.config as Json).groups = deep));
+  await assertRefused(s, /groups is \[\[\[/);
+  // A quantization dtype named after an Object property is no dtype.
+  s = syntheticTfjsModel();
+  const [{ weights }] = s.model.weightsManifest as { weights: Json[] }[];
+  weights[0].quantization = { dtype: "constructor", min: 0, scale: 1 };
+  await assertRefused(
+    s,
+    /"conv1\/kernel" is quantized as \{"dtype":"constructor".*only uint8 and uint16/,
+  );
+});
+
+Deno.test("a shard listed twice is refused before it is read twice", async () => {
+  let s = syntheticTfjsModel();
+  const manifest = s.model.weightsManifest as { paths: string[]; weights: Json[] }[];
+  const [first] = s.shards.keys();
+  manifest[0].paths = new Array(100000).fill(first);
+  let reads = 0;
+  const counting = (path: string) => {
+    reads++;
+    return Promise.resolve(s.shards.get(path)!);
+  };
+  await assert.rejects(
+    () => convertTfjsLayersModel(s.model, counting, "tiny/model.json"),
+    /weightsManifest group 1: the shard "group1-shard1of2\.bin" is listed twice; expected each once/,
+  );
+  assert.equal(reads, 0);
+  // In another group, or under another spelling of the same name.
+  s = syntheticTfjsModel();
+  const groups = s.model.weightsManifest as { paths: string[]; weights: Json[] }[];
+  groups.push({ paths: [`./${first}`], weights: [] });
+  await assertRefused(
+    s,
+    /weightsManifest group 2: the shard "\.\/group1-shard1of2\.bin" is listed/,
+  );
+});
+
+Deno.test("an empty kernel with a 100000² window is refused without looping over it", async () => {
+  // conv1 has no filters, so conv2 has no input channels: its kernel [100000, 100000, 0, 4] holds
+  // nothing, but a transposition looping over its window would take 10^10 steps.
+  const s = syntheticTfjsModel();
+  const [{ weights }] = s.model.weightsManifest as {
+    weights: { name: string; shape: number[] }[];
+  }[];
+  const shapes: Record<string, number[]> = {
+    "conv1/kernel": [3, 3, 3, 0],
+    "conv1/bias": [0],
+    "bn1/gamma": [0],
+    "bn1/beta": [0],
+    "bn1/moving_mean": [0],
+    "bn1/moving_variance": [0],
+    "conv2/kernel": [100000, 100000, 0, 4],
+  };
+  for (const weight of weights) weight.shape = shapes[weight.name] ?? weight.shape;
+  editLayer(s, "conv1", (layer) => ((layer.config as Json).filters = 0));
+  editLayer(s, "conv2", (layer) => ((layer.config as Json).kernel_size = [100000, 100000]));
+  const started = performance.now();
+  await assertRefused(
+    s,
+    /layer "add1" \(Add\): adds differently shaped inputs \[4,4,4\],\[0,4,4\]/,
+  );
+  assert.ok(performance.now() - started < 1000, `${performance.now() - started} ms`);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { GRAPH_INPUT, type GraphNode, ModelFormatError } from "../../../src/nn/backbones/graph.ts";
 import { loadTflite, readLabels, readTflite } from "../../../src/nn/backbones/tflite.ts";
+import {
+  type Fields,
+  operatorTable as operator,
+  smallTfliteModel as smallModel,
+  tensorTable as tensor,
+  TensorType,
+} from "../../../src/fuzz/tflite_model.ts";
 
 const weightsDir = new URL("../../../../shared/data/weights/", import.meta.url).pathname;
 const V1 = join(weightsDir, "mobilenet_v1_0.75_192_quant.tflite");
@@ -241,187 +248,6 @@ Deno.test("quantized weights and biases are dequantized as the file's bytes say"
   }
 });
 
-/** A FlatBuffer field for {@link buildFlatBuffer}; absent fields keep their defaults. */
-type Field = { i8: number } | { i32: number } | { f32: number } | Child;
-type Child =
-  | { ints: number[] }
-  | { floats: number[] }
-  | { longs: number[] }
-  | { bytes: number[] }
-  | { str: string }
-  | { table: Fields }
-  | { tables: Fields[] };
-type Fields = (Field | undefined)[];
-
-/** Writes a FlatBuffer front to back (children after parents, so offsets point forward). */
-function buildFlatBuffer(root: Fields): Uint8Array {
-  const out = new Uint8Array(1 << 16);
-  const view = new DataView(out.buffer);
-  let end = 8;
-  const alloc = (size: number, align: number) => {
-    end = Math.ceil(end / align) * align;
-    end += size;
-    return end - size;
-  };
-  const link = (at: number, target: number) => view.setUint32(at, target - at, true);
-  const vector = (elementSize: number, length: number) => {
-    // The elements (after the length word) aligned to their size.
-    end = Math.ceil((end + 4) / Math.max(elementSize, 4)) * Math.max(elementSize, 4) - 4;
-    const at = alloc(4 + elementSize * length, 4);
-    view.setUint32(at, length, true);
-    return at + 4;
-  };
-  const table = (fields: Fields): number => {
-    const vtable = alloc(4 + 2 * fields.length, 2);
-    const start = alloc(4 + 4 * fields.length, 4); // each field in its own 4-byte slot
-    view.setUint16(vtable, 4 + 2 * fields.length, true);
-    view.setUint16(vtable + 2, 4 + 4 * fields.length, true);
-    view.setInt32(start, start - vtable, true);
-    fields.forEach((f, id) => {
-      if (!f) return;
-      const at = start + 4 + 4 * id;
-      view.setUint16(vtable + 4 + 2 * id, at - start, true);
-      if ("i8" in f) view.setInt8(at, f.i8);
-      else if ("i32" in f) view.setInt32(at, f.i32, true);
-      else if ("f32" in f) view.setFloat32(at, f.f32, true);
-      else link(at, child(f));
-    });
-    return start;
-  };
-  const child = (f: Child): number => {
-    if ("table" in f) return table(f.table);
-    if ("ints" in f || "floats" in f) {
-      const values = "ints" in f ? f.ints : f.floats;
-      const at = vector(4, values.length);
-      values.forEach((v, i) =>
-        "ints" in f ? view.setInt32(at + 4 * i, v, true) : view.setFloat32(at + 4 * i, v, true)
-      );
-      return at - 4;
-    }
-    if ("longs" in f) {
-      const at = vector(8, f.longs.length);
-      f.longs.forEach((v, i) => view.setBigInt64(at + 8 * i, BigInt(v), true));
-      return at - 4;
-    }
-    if ("tables" in f) {
-      const at = vector(4, f.tables.length);
-      f.tables.forEach((t, i) => link(at + 4 * i, table(t)));
-      return at - 4;
-    }
-    const data = "str" in f ? [...new TextEncoder().encode(f.str), 0] : f.bytes;
-    const at = vector(1, data.length - ("str" in f ? 1 : 0));
-    out.set(data, at);
-    end = Math.max(end, at + data.length);
-    return at - 4;
-  };
-  out.set(new TextEncoder().encode("TFL3"), 4);
-  link(0, table(root));
-  return out.slice(0, end);
-}
-
-const FLOAT32 = 0, INT32 = 2, INT8 = 9;
-
-function tensor(
-  name: string,
-  shape: number[],
-  type: number,
-  buffer = 0,
-  q?: { scale: number[]; zeroPoint: number[]; dimension?: number },
-): Fields {
-  const quantization: Fields | undefined = q && [
-    undefined,
-    undefined,
-    { floats: q.scale },
-    { longs: q.zeroPoint },
-    undefined,
-    undefined,
-    { i32: q.dimension ?? 0 },
-  ];
-  return [
-    { ints: shape },
-    { i8: type },
-    { i32: buffer },
-    { str: name },
-    quantization && { table: quantization },
-  ];
-}
-
-function operator(opcode: number, inputs: number[], outputs: number[], options?: [number, Fields]) {
-  return [
-    { i32: opcode },
-    { ints: inputs },
-    { ints: outputs },
-    options && { i8: options[0] },
-    options && { table: options[1] },
-  ];
-}
-
-/**
- * A small float model with an int8 input: DEQUANTIZE → CONV_2D (per-channel int8 weights, stride
- * 4) → QUANTIZE → DEQUANTIZE → AVERAGE_POOL_2D → RESHAPE → SOFTMAX. `change` edits the parts
- * before they are written, to make broken variants.
- */
-function smallModel(
-  change: (parts: { codes: Fields[]; operators: Fields[]; tensors: Fields[] }) => void = () => {},
-): Uint8Array {
-  const int8 = (values: number[]) => values.map((v) => v & 0xff);
-  const int32 = (values: number[]) => [...new Uint8Array(Int32Array.from(values).buffer)];
-  const parts = {
-    codes: [
-      [{ i8: 6 }], // DEQUANTIZE
-      [undefined, undefined, undefined, { i32: 3 }], // CONV_2D, in the int32 field only
-      [{ i8: 114 }, undefined, undefined, { i32: 114 }], // QUANTIZE
-      [{ i8: 1 }], // AVERAGE_POOL_2D
-      [{ i8: 22 }], // RESHAPE
-      [{ i8: 25 }], // SOFTMAX
-    ],
-    tensors: [
-      tensor("image", [1, 16, 16, 3], INT8, 0, { scale: [0.5], zeroPoint: [-1] }),
-      tensor("image_float", [1, 16, 16, 3], FLOAT32),
-      tensor("w", [2, 1, 1, 3], INT8, 1, { scale: [0.5, 0.25], zeroPoint: [0, 1] }),
-      tensor("b", [2], INT32, 2, { scale: [0.1, 0.2], zeroPoint: [0, 0] }),
-      tensor("conv", [1, 4, 4, 2], FLOAT32),
-      tensor("conv_q", [1, 4, 4, 2], INT8, 0, { scale: [0.1], zeroPoint: [0] }),
-      tensor("conv_dq", [1, 4, 4, 2], FLOAT32),
-      tensor("pool", [1, 1, 1, 2], FLOAT32),
-      tensor("flat", [1, 2], FLOAT32),
-      tensor("probs", [1, 2], FLOAT32),
-    ],
-    operators: [
-      operator(0, [0], [1]),
-      // Conv2DOptions: VALID, stride 4×4, RELU.
-      operator(1, [1, 2, 3], [4], [1, [{ i8: 1 }, { i32: 4 }, { i32: 4 }, { i8: 1 }]]),
-      operator(2, [4], [5]),
-      operator(0, [5], [6]),
-      // Pool2DOptions: VALID, stride 1, a 4×4 window.
-      operator(3, [6], [7], [5, [{ i8: 1 }, { i32: 1 }, { i32: 1 }, { i32: 4 }, { i32: 4 }]]),
-      operator(4, [7], [8]),
-      operator(5, [8], [9], [9, [{ f32: 1 }]]),
-    ],
-  };
-  change(parts);
-  return buildFlatBuffer([
-    { i32: 3 },
-    { tables: parts.codes },
-    {
-      tables: [[
-        { tables: parts.tensors },
-        { ints: [0] },
-        { ints: [9] },
-        { tables: parts.operators },
-      ]],
-    },
-    undefined,
-    {
-      tables: [
-        [],
-        [{ bytes: int8([1, 2, 3, -4, 5, 6]) }],
-        [{ bytes: int32([10, -20]) }],
-      ],
-    },
-  ]);
-}
-
 Deno.test("per-channel int8, QUANTIZE/DEQUANTIZE and the int32 operator code field", () => {
   const graph = readTflite(smallModel(), "/models/small.tflite");
   assert.equal(graph.name, "small");
@@ -566,6 +392,7 @@ Deno.test("unsupported operators, activations and options are named", async () =
   );
 
   const path = "small.tflite";
+  const { FLOAT32, INT8 } = TensorType;
   const variants: [string, Parameters<typeof smallModel>[0], RegExp][] = [
     [
       "an unknown code",
@@ -636,4 +463,60 @@ Deno.test("labels read one per line", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("an empty weight with other sizes of 2^31 is refused without looping", async () => {
+  const { INT8, INT32 } = TensorType;
+  // 0 input channels per group times 2^31 − 1 filters: no value, but 6·10^9 loop steps.
+  const bytes = smallModel((m) => {
+    m.tensors[2] = tensor("w", [2 ** 31 - 1, 0, 1, 3], INT8, 0, { scale: [0.5], zeroPoint: [0] });
+    m.tensors[3] = tensor("b", [2 ** 31 - 1], INT32, 0, { scale: [0.1], zeroPoint: [0] });
+  });
+  const started = performance.now();
+  await assertFormatError(
+    () => readTflite(bytes, "empty.tflite"),
+    "empty.tflite",
+    /constant "b" holds 0 bytes; its shape \[2147483647\] of INT32 needs 8589934588/,
+  );
+  assert.ok(performance.now() - started < 1000, `${performance.now() - started} ms`);
+});
+
+Deno.test("constants sharing one buffer cannot make a small file decode to gigabytes", async () => {
+  const { FLOAT32, INT8 } = TensorType;
+  // Two convolutions whose weights (distinct tensors) both read buffer 1's 4095 bytes: twice the
+  // buffer in float32 copies, more than the whole file holds.
+  const q = { scale: [0.5], zeroPoint: [0] };
+  const twoConvolutions = (secondBuffer: number) =>
+    smallModel((m) => {
+      m.tensors.splice(
+        2,
+        Infinity,
+        tensor("w", [1365, 1, 1, 3], INT8, 1, q),
+        tensor("conv", [1, 4, 4, 1365], FLOAT32),
+        tensor("w2", [3, 1, 1, 1365], INT8, secondBuffer, q),
+        tensor("conv2", [1, 4, 4, 3], FLOAT32),
+      );
+      const options = (stride: number): [number, Fields] => [
+        1,
+        [{ i8: 1 }, { i32: stride }, { i32: stride }, { i8: 0 }],
+      ];
+      m.operators.splice(
+        1,
+        Infinity,
+        operator(1, [1, 2, -1], [3], options(4)),
+        operator(1, [3, 4, -1], [5], options(1)),
+      );
+      m.buffers[1] = new Array(4095).fill(7);
+      m.buffers[2] = secondBuffer === 2 ? new Array(4095).fill(9) : [];
+    });
+  // With a buffer each, the model reads.
+  const graph = readTflite(twoConvolutions(2), "own.tflite");
+  assert.deepEqual(graph.nodes.map((node) => node.name), ["conv", "conv2"]);
+  const bytes = twoConvolutions(1);
+  assert.ok(bytes.length < 2 * 4095);
+  await assertFormatError(
+    () => readTflite(bytes, "shared.tflite"),
+    "shared.tflite",
+    /its constants \(tensor "w2" and those before it\) hold more bytes in all than the file's/,
+  );
 });
