@@ -9,6 +9,7 @@
  * @module
  */
 
+import { holdAtTestPoint } from "./test_hold.ts";
 import { basename, dirname, extname, join, relative } from "node:path";
 import { InputError, isInputError } from "./errors.ts";
 
@@ -28,6 +29,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
       temporary,
       typeof data === "string" ? new TextEncoder().encode(data) : data,
     );
+    await holdAtTestPoint(`atomic-write/${basename(path)}`);
     await Deno.rename(temporary, path);
   } catch (error) {
     await Deno.remove(temporary).catch(() => {});

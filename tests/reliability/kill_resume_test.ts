@@ -1,8 +1,8 @@
 /**
  * Crash safety with real processes: `deno task train` is killed with SIGKILL during an epoch,
- * just before a checkpoint is written and while the maps are written (at the fault-injection
- * points of `ANODET_TEST_HOLD`, src/util/cli.ts), and after each kill every file of the run folder
- * is whole, `deno task eval` names what is missing, and `--resume` finishes the run: to the same
+ * inside a checkpoint write (temporary file written, not renamed) and while the maps are written
+ * (at the fault-injection points of src/util/test_hold.ts), and after each kill every file of the
+ * run folder is whole, `deno task eval` names what is missing, and `--resume` finishes the run: to the same
  * metrics as a run never killed, and without training again when training had finished.
  */
 
@@ -14,7 +14,7 @@ import { decodeTiff } from "../../src/eval/tiff.ts";
 import { evaluateRuns } from "../../src/eval/runs.ts";
 import { decodeSafetensors } from "../../src/nn/checkpoint.ts";
 import { readRun } from "../../src/run/folder.ts";
-import { TEST_HOLD_VARIABLE } from "../../src/util/cli.ts";
+import { TEST_HOLD_VARIABLE } from "../../src/util/test_hold.ts";
 import {
   assertOneLineError,
   REPO_ROOT,
@@ -150,16 +150,18 @@ Deno.test("train killed at any moment leaves whole files, and --resume finishes 
     });
 
     await t.step(
-      "resumed and killed before epoch 2's checkpoint: epoch 1's is intact",
+      "resumed and killed inside epoch 2's checkpoint write: epoch 1's is intact",
       async () => {
-        await trainUntilKilled(trainArgs(data, out, "--resume"), "fit-checkpoint:1");
-        assert.equal(await checkpointEpoch(runDir), 1);
-        // What a kill between an atomic write's temporary file and its rename leaves behind.
-        const whole = await Deno.readFile(join(runDir, "checkpoint.safetensors"));
-        await Deno.writeFile(
-          join(runDir, ".checkpoint.safetensors.0badf00d.tmp"),
-          whole.subarray(0, 100),
+        // Epoch 2's checkpoint is written to its temporary file; the kill comes before the rename.
+        await trainUntilKilled(
+          trainArgs(data, out, "--resume"),
+          "atomic-write/checkpoint.safetensors:1",
         );
+        assert.equal(await checkpointEpoch(runDir), 1);
+        const leftovers = [...Deno.readDirSync(runDir)].filter((entry) =>
+          isTemporary(join(runDir, entry.name))
+        );
+        assert.equal(leftovers.length, 1, "the kill left epoch 2's temporary checkpoint");
         await assertEveryFileWhole(runDir);
       },
     );
