@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { encodeSafetensors, loadSafetensors, type StoredTensor } from "../nn/checkpoint.ts";
 import { InputError } from "../util/errors.ts";
 import { jsonForMessage, readJsonFile, writeFileAtomic, writeJsonAtomic } from "../util/fs.ts";
+import { checkOptionValue, type MethodDefinition } from "./method.ts";
 
 /** The tensors' file in a model folder. */
 export const MODEL_TENSORS_FILE = "model.safetensors";
@@ -83,4 +84,44 @@ export async function readModelFiles<Settings extends { format: string }>(
       return stored;
     },
   };
+}
+
+/**
+ * A saved model's `settings` object, checked against its method's option declarations, so that a
+ * damaged or foreign file is refused with an error naming it instead of failing later: every
+ * option named in `required` must be present, and every declared option present must hold a value
+ * the option accepts.
+ *
+ * @param path the settings file, for messages
+ * @param method the method whose options the settings are
+ * @param value what the file's `settings` holds
+ * @param required the options the model cannot do without
+ * @throws InputError naming the file and the first bad setting
+ */
+export function checkSavedSettings<Settings>(
+  path: string,
+  method: Pick<MethodDefinition, "name" | "options">,
+  value: unknown,
+  required: readonly string[],
+): Settings {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new InputError(
+      `"${path}": "settings" holds ${jsonForMessage(value)}; expected a JSON object`,
+    );
+  }
+  const settings = value as Record<string, unknown>;
+  for (const name of required) {
+    if (settings[name] === undefined || settings[name] === null) {
+      throw new InputError(`"${path}": "settings" lacks "${name}"`);
+    }
+  }
+  for (const [name, spec] of Object.entries(method.options)) {
+    if (settings[name] === undefined || settings[name] === null) continue;
+    try {
+      checkOptionValue(method.name, name, spec, settings[name]);
+    } catch (error) {
+      throw new InputError(`"${path}": "settings.${name}" is invalid: ${(error as Error).message}`);
+    }
+  }
+  return settings as Settings;
 }

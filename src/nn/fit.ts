@@ -12,7 +12,7 @@ import { type Tensor, toArrays } from "../tensor/tensor.ts";
 import type { Module } from "./module.ts";
 import type { Optimizer } from "./optim.ts";
 import { isFile } from "../util/fs.ts";
-import { holdAtTestPoint } from "../util/cli.ts";
+import { holdAtTestPoint } from "../util/test_hold.ts";
 import { InputError } from "../util/errors.ts";
 import {
   CheckpointError,

@@ -17,7 +17,14 @@ import { convertChannels, type FloatImage, resize } from "../../data/image.ts";
 import type { MvtecCategory } from "../../data/mvtec.ts";
 import { Random } from "../../data/random.ts";
 import type { StoredTensor } from "../../nn/checkpoint.ts";
-import { MODEL_TENSORS_FILE, readModelFiles, saveModelFiles } from "../model_files.ts";
+import {
+  checkSavedSettings,
+  MODEL_TENSORS_FILE,
+  readModelFiles,
+  saveModelFiles,
+} from "../model_files.ts";
+import { InputError } from "../../util/errors.ts";
+import { jsonForMessage } from "../../util/fs.ts";
 import type { Backbone } from "../../nn/backbones/runner.ts";
 import * as op from "../../tensor/ops.ts";
 import { keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
@@ -316,26 +323,43 @@ export async function loadCnnDict(directory: string): Promise<CnnDictModel> {
     explainedVariance: number;
   }>(directory, SETTINGS_FILE, FORMAT, "CNN feature dictionary");
   const file = saved.settings;
+  const settingsPath = join(directory, SETTINGS_FILE);
+  const settings = checkSavedSettings<CnnDictSettings & { imageSize: number }>(
+    settingsPath,
+    cnnDictMethod,
+    file.settings,
+    ["backbone", "imageSize", "patchSize", "stride", "patchMode", "patchInput", "layer"],
+  );
+  const explained = file.explainedVariance;
+  if (typeof explained !== "number" || !(explained >= 0 && explained <= 1)) {
+    throw new InputError(
+      `"${settingsPath}": "explainedVariance" is ${jsonForMessage(explained)}; expected a ` +
+        "share in [0, 1]",
+    );
+  }
   const [mean, components, eigenvalues, centres] = ["mean", "components", "eigenvalues", "centres"]
     .map((name) => saved.tensor(name));
   const [d, k] = [mean.shape[0], eigenvalues.shape[0]];
-  if (components.shape.join() !== `${d},${k}` || centres.shape[1] !== k) {
-    throw new Error(
+  if (
+    mean.shape.length !== 1 || eigenvalues.shape.length !== 1 || centres.shape.length !== 2 ||
+    components.shape.join() !== `${d},${k}` || centres.shape[1] !== k
+  ) {
+    throw new InputError(
       `"${join(directory, MODEL_TENSORS_FILE)}": expected components [${d}, ${k}] and centres ` +
         `[clusters, ${k}], got [${components.shape}] and [${centres.shape}]`,
     );
   }
-  const backbone = await openBackbone(file.settings);
+  const backbone = await openBackbone(settings);
   return new CnnDictModel(
-    file.settings,
+    settings,
     {
       mean: mean.data,
       components: components.data,
       eigenvalues: eigenvalues.data,
-      explainedVariance: file.explainedVariance,
+      explainedVariance: explained,
       centres: centres.data,
     },
-    new PatchDescriber(backbone, file.settings),
+    new PatchDescriber(backbone, settings),
   );
 }
 

@@ -6,11 +6,14 @@
  * distance of a test image's features, upsampled to the working size and smoothed with σ = 4.
  */
 
+import { join } from "node:path";
 import { convertChannels, type FloatImage, resize } from "../../data/image.ts";
 import type { MvtecCategory } from "../../data/mvtec.ts";
 import { Random } from "../../data/random.ts";
 import type { StoredTensor } from "../../nn/checkpoint.ts";
-import { readModelFiles, saveModelFiles } from "../model_files.ts";
+import { checkSavedSettings, readModelFiles, saveModelFiles } from "../model_files.ts";
+import { InputError } from "../../util/errors.ts";
+import { jsonForMessage } from "../../util/fs.ts";
 import type { BackboneName } from "../../nn/backbones/backbones.ts";
 import type { Backbone } from "../../nn/backbones/runner.ts";
 import { tensor } from "../../tensor/tensor.ts";
@@ -218,15 +221,32 @@ export async function loadPadim(directory: string): Promise<PadimModel> {
     { format: string; settings: PadimSettings; grid: [number, number] }
   >(directory, SETTINGS_FILE, FORMAT, "PaDiM model");
   const file = saved.settings;
-  const d = file.settings.channels;
-  const positions = file.grid[0] * file.grid[1];
+  const settingsPath = join(directory, SETTINGS_FILE);
+  const settings = checkSavedSettings<PadimSettings>(
+    settingsPath,
+    padimMethod,
+    file.settings,
+    ["backbone", "imageSize", "channels"],
+  );
+  const grid = file.grid;
+  if (
+    !Array.isArray(grid) || grid.length !== 2 ||
+    !grid.every((side) => Number.isInteger(side) && side >= 1 && side <= settings.imageSize)
+  ) {
+    throw new InputError(
+      `"${settingsPath}": "grid" is ${jsonForMessage(grid)}; expected [rows, columns] of the ` +
+        `feature grid (positive integers up to the image size ${settings.imageSize})`,
+    );
+  }
+  const d = settings.channels;
+  const positions = grid[0] * grid[1];
   const statistics: PadimStatistics = {
     channelIndices: Int32Array.from(saved.tensor("channel_indices", d).data),
-    grid: file.grid,
+    grid,
     mean: saved.tensor("mean", positions * d).data,
     inverseCovariance: saved.tensor("inverse_covariance", positions * d * d).data,
   };
-  return new PadimModel(file.settings, statistics, await openBackbone(file.settings));
+  return new PadimModel(settings, statistics, await openBackbone(settings));
 }
 
 /** Options of {@link trainPadim}. */

@@ -18,7 +18,13 @@ import { join } from "node:path";
 import { convertChannels, type FloatImage, resize } from "../../data/image.ts";
 import type { MvtecCategory } from "../../data/mvtec.ts";
 import type { StoredTensor } from "../../nn/checkpoint.ts";
-import { MODEL_TENSORS_FILE, readModelFiles, saveModelFiles } from "../model_files.ts";
+import {
+  checkSavedSettings,
+  MODEL_TENSORS_FILE,
+  readModelFiles,
+  saveModelFiles,
+} from "../model_files.ts";
+import { InputError } from "../../util/errors.ts";
 import type { Backbone } from "../../nn/backbones/runner.ts";
 import * as op from "../../tensor/ops.ts";
 import { keep, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
@@ -254,19 +260,24 @@ export async function loadPatchcore(directory: string): Promise<PatchcoreModel> 
     FORMAT,
     "PatchCore model",
   );
-  const file = saved.settings;
+  const settings = checkSavedSettings<PatchcoreSettings>(
+    join(directory, SETTINGS_FILE),
+    patchcoreMethod,
+    saved.settings.settings,
+    ["backbone", "imageSize", "embeddingDim", "neighbours"],
+  );
   const memory = saved.tensor("memory_bank");
-  if (memory.shape.length !== 2 || memory.shape[1] !== file.settings.embeddingDim) {
-    throw new Error(
+  if (memory.shape.length !== 2 || memory.shape[1] !== settings.embeddingDim) {
+    throw new InputError(
       `"${join(directory, MODEL_TENSORS_FILE)}": expected a tensor "memory_bank" [rows, ` +
-        `${file.settings.embeddingDim}], got [${memory.shape}]`,
+        `${settings.embeddingDim}], got [${memory.shape}]`,
     );
   }
-  const backbone = await openBackbone(file.settings);
+  const backbone = await openBackbone(settings);
   return new PatchcoreModel(
-    file.settings,
+    settings,
     memory.data,
-    new PatchFeatures(backbone, file.settings.embeddingDim),
+    new PatchFeatures(backbone, settings.embeddingDim),
   );
 }
 
