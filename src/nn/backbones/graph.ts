@@ -92,6 +92,12 @@ export interface Preprocessing {
   std: [number, number, number];
 }
 
+/**
+ * The largest input side a model file may declare. ImageNet backbones take 192–600 pixels; a
+ * declared side beyond this is a broken file, and `classify` would resize images to it.
+ */
+export const MAX_MODEL_INPUT_SIDE = 4096;
+
 /** A network ready to run: nodes in execution order, weights, and how to feed it. */
 export interface BackboneGraph {
   /** For messages and run configs, e.g. "resnet50". */

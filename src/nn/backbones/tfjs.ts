@@ -21,6 +21,7 @@ import {
   type GraphNode,
   type GraphOp,
   type GraphWeight,
+  MAX_MODEL_INPUT_SIDE,
   ModelFormatError,
   type Preprocessing,
 } from "./graph.ts";
@@ -460,9 +461,12 @@ class GraphBuilder {
     const shape = layer.config.batch_input_shape;
     if (
       !Array.isArray(shape) || shape.length !== 4 || shape[3] !== 3 ||
-      !shape.slice(1, 3).every((n) => Number.isInteger(n) && n > 0)
+      !shape.slice(1, 3).every((n) => Number.isInteger(n) && n > 0 && n <= MAX_MODEL_INPUT_SIDE)
     ) {
-      throw fail(`batch_input_shape is ${short(shape)}, expected [null, height, width, 3]`);
+      throw fail(
+        `batch_input_shape is ${short(shape)}, expected [null, height, width, 3] with height ` +
+          `and width at most ${MAX_MODEL_INPUT_SIDE}`,
+      );
     }
     this.inputSize = [shape[1], shape[2]];
     this.produced.set(layer.name, GRAPH_INPUT);

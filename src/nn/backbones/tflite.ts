@@ -21,6 +21,7 @@ import {
   type GraphOp,
   type GraphPadding,
   type GraphWeight,
+  MAX_MODEL_INPUT_SIDE,
   ModelFormatError,
 } from "./graph.ts";
 
@@ -807,8 +808,14 @@ export function readTflite(bytes: Uint8Array, path: string, name?: string): Back
       }; expected an index below ${model.tensors.length}`,
     );
   const [batch, height, width, channels] = input.shape;
-  if (input.shape.length !== 4 || batch < 1 || height < 1 || width < 1 || channels !== 3) {
-    file.fail(`the input "${input.name}" has shape [${input.shape}]; expected [1, H, W, 3]`);
+  if (
+    input.shape.length !== 4 || batch < 1 || height < 1 || width < 1 || channels !== 3 ||
+    height > MAX_MODEL_INPUT_SIDE || width > MAX_MODEL_INPUT_SIDE
+  ) {
+    file.fail(
+      `the input "${input.name}" has shape [${input.shape}]; expected [1, H, W, 3] with H and ` +
+        `W at most ${MAX_MODEL_INPUT_SIDE}`,
+    );
   }
   // The input's quantization says how a 0–255 pixel q maps to the value the network was trained
   // on (an INT8 input stores q − 128), which is our (x − mean) / std with std = 1 / scale.

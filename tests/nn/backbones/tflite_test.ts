@@ -7,7 +7,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { GRAPH_INPUT, type GraphNode, ModelFormatError } from "../../../src/nn/backbones/graph.ts";
+import {
+  GRAPH_INPUT,
+  type GraphNode,
+  MAX_MODEL_INPUT_SIDE,
+  ModelFormatError,
+} from "../../../src/nn/backbones/graph.ts";
 import { loadTflite, readLabels, readTflite } from "../../../src/nn/backbones/tflite.ts";
 import {
   type Fields,
@@ -518,5 +523,17 @@ Deno.test("constants sharing one buffer cannot make a small file decode to gigab
     () => readTflite(bytes, "shared.tflite"),
     "shared.tflite",
     /its constants \(tensor "w2" and those before it\) hold more bytes in all than the file's/,
+  );
+});
+
+Deno.test("an input side beyond MAX_MODEL_INPUT_SIDE is refused: classify would resize to it", async () => {
+  const { INT8 } = TensorType;
+  const bytes = smallModel((m) => {
+    m.tensors[0] = tensor("image", [1, 100000, 16, 3], INT8, 0, { scale: [0.5], zeroPoint: [-1] });
+  });
+  await assertFormatError(
+    () => readTflite(bytes, "wide.tflite"),
+    "wide.tflite",
+    new RegExp(`\\[1,100000,16,3\\]; expected \\[1, H, W, 3\\] .*at most ${MAX_MODEL_INPUT_SIDE}`),
   );
 });
