@@ -71,7 +71,7 @@ export async function evaluateRuns(
     const cell = `${runColumnName(run.config)}\u0000${run.config.category}`;
     const previous = cells.get(cell);
     if (previous !== undefined) {
-      throw new Error(
+      throw new InputError(
         `Two runs of ${runColumnName(run.config)} on "${run.config.category}": "${previous}" and ` +
           `"${run.dir}". Evaluate one of them with --run DIR.`,
       );
@@ -93,7 +93,9 @@ export async function evaluateRuns(
       onWarning: options.onWarning,
       validationIds: run.config.validation_ids,
     }).catch((error: Error) => {
-      throw new Error(`Run "${run.dir}": ${error.message}`, { cause: error });
+      // A bad run folder or dataset stays the user's error (one line), a bug stays a bug.
+      const Kind = error instanceof InputError ? InputError : Error;
+      throw new Kind(`Run "${run.dir}": ${error.message}`, { cause: error });
     });
     const list = methods.get(column) ?? [];
     list.push(result);
