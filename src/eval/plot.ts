@@ -414,28 +414,40 @@ export function renderRegionOverlapChart(
   });
 }
 
+/** (step, loss) pairs of one loss. */
+export type LossPoints = readonly (readonly [number, number])[];
+
 /**
  * Training loss against step: the `loss.png` of a run folder. The y axis starts at 0 (or at the
  * lowest loss when one is negative), so the drop reads in true proportion.
  *
- * @param losses `[step, loss]` pairs in step order
+ * @param losses `[step, loss]` pairs in step order, or several such series by name (a GAN's
+ *   discriminator and generator losses), drawn on shared axes with a legend
  * @param title chart title, e.g. `"ae-ssim training loss"`
  * @returns the chart image (640x480)
  */
 export function renderLossCurve(
-  losses: readonly (readonly [number, number])[],
+  losses: LossPoints | Readonly<Record<string, LossPoints>>,
   title: string,
 ): RgbaImage {
-  const steps = losses.map(([step]) => step);
-  const values = losses.map(([, loss]) => loss);
-  const low = values.reduce((a, b) => Math.min(a, b), 0);
-  const high = values.reduce((a, b) => Math.max(a, b), low);
+  const named: [string, LossPoints][] = Array.isArray(losses)
+    ? [["loss", losses as LossPoints]]
+    : Object.entries(losses as Readonly<Record<string, LossPoints>>);
+  const series = named.map(([name, points]) => ({
+    name,
+    x: points.map(([step]) => step),
+    y: points.map(([, loss]) => loss),
+  }));
+  const allValues = series.flatMap((s) => s.y);
+  const low = allValues.reduce((a, b) => Math.min(a, b), 0);
+  const high = allValues.reduce((a, b) => Math.max(a, b), low);
+  const lastStep = series.reduce((last, s) => Math.max(last, s.x.at(-1) ?? 0), 0);
   return renderLineChart({
     title,
     xLabel: "step",
     yLabel: "loss",
-    series: [{ name: "loss", x: steps, y: values }],
-    xRange: [0, Math.max(1, steps.at(-1) ?? 0)],
+    series,
+    xRange: [0, Math.max(1, lastStep)],
     // A little headroom above the highest loss keeps its peak off the frame.
     yRange: [low, high > low ? high + 0.05 * (high - low) : low + 1],
   });

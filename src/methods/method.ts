@@ -54,6 +54,11 @@ export interface AnomalyDetector {
    */
   anomalyMap(image: FloatImage): Promise<Float32Array>;
   /**
+   * The maps of several images at once, for methods that gain from it (AnoGAN searches the latents
+   * of a whole batch in one loop); the run writer then passes images in chunks.
+   */
+  anomalyMaps?(images: readonly FloatImage[]): Promise<Float32Array[]>;
+  /**
    * The map and the image's anomaly score together, for methods whose image score is not the
    * map's maximum (PatchCore reweights it); without it, evaluation uses the map's maximum.
    */
@@ -77,6 +82,11 @@ export interface TrainResult<Detector extends AnomalyDetector = AnomalyDetector>
   stopped: boolean;
   /** (step, loss) of every optimisation step, for the loss curve; empty for methods without. */
   losses: [number, number][];
+  /**
+   * Several named losses of every step, for methods that optimise more than one (a GAN's
+   * discriminator and generator); when present the loss curve draws these instead of `losses`.
+   */
+  lossSeries?: Record<string, [number, number][]>;
 }
 
 /** A value an option can take. */

@@ -5,6 +5,7 @@
  */
 
 import { aeL2, aeSsim } from "./ae/ae.ts";
+import { anogan } from "./anogan/anogan.ts";
 import { cnnDictMethod } from "./cnn_dict/cnn_dict.ts";
 import { gmmMethod } from "./gmm/model.ts";
 import type { MethodDefinition } from "./method.ts";
@@ -21,6 +22,7 @@ export const BUILTIN_METHODS: readonly MethodDefinition[] = [
   aeL2,
   gmmMethod,
   variationMethod,
+  anogan,
 ];
 
 const registry = new Map<string, MethodDefinition>(BUILTIN_METHODS.map((m) => [m.name, m]));

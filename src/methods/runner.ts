@@ -22,7 +22,7 @@ import {
   writeRunThreshold,
 } from "../run/folder.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../util/fs.ts";
-import { holdAtTestPoint } from "../util/cli.ts";
+import { holdAtTestPoint } from "../util/test_hold.ts";
 import { InputError } from "../util/errors.ts";
 import { VERSION } from "../version.ts";
 import type { AnomalyDetector, MethodDefinition, TrainOptions } from "./method.ts";
@@ -54,6 +54,9 @@ export interface RunResult {
   /** Whether training was stopped early by the signal. */
   stopped: boolean;
 }
+
+/** Images per call of a detector's {@link AnomalyDetector.anomalyMaps}, when it has one. */
+const MAP_BATCH = 32;
 
 /**
  * Trains and writes a complete run folder. `threshold.json` is written last and removed first, so
@@ -104,7 +107,7 @@ export async function trainRun(options: RunOptions): Promise<RunResult> {
   if (trained.losses.length > 1) {
     await writePng(
       join(runDir, RUN_FILES.lossCurve),
-      renderLossCurve(trained.losses, `${method.name} training loss`),
+      renderLossCurve(trained.lossSeries ?? trained.losses, `${method.name} training loss`),
     );
   }
   await flushLog();
@@ -178,29 +181,45 @@ export async function writeRunOutputs(options: RunOutputOptions): Promise<RunThr
   // Only methods whose image score is not the map's maximum give one.
   const imageScores: Record<string, number> = {};
   let done = 0;
-  for (const sample of samples) {
-    const image = await category.loadImage(sample, { channels: detector.channels });
-    let map: Float32Array;
+  // A detector that scores many images at once (AnoGAN's batched latent search) gets them in
+  // chunks; the others one at a time.
+  const chunkSize = detector.anomalyMaps && !detector.scoreImage ? MAP_BATCH : 1;
+  for (let start = 0; start < samples.length; start += chunkSize) {
+    const chunk = samples.slice(start, start + chunkSize);
+    const images = await Promise.all(
+      chunk.map((sample) => category.loadImage(sample, { channels: detector.channels })),
+    );
+    let maps: Float32Array[];
     if (detector.scoreImage) {
-      const scored = await detector.scoreImage(image);
-      map = scored.map;
-      if (sample.split === "test") imageScores[imageScoreKey(sample)] = scored.imageScore;
+      const scored = await detector.scoreImage(images[0]);
+      maps = [scored.map];
+      if (chunk[0].split === "test") imageScores[imageScoreKey(chunk[0])] = scored.imageScore;
+    } else if (detector.anomalyMaps && chunk.length > 1) {
+      maps = await detector.anomalyMaps(images);
     } else {
-      map = await detector.anomalyMap(image);
+      maps = [await detector.anomalyMap(images[0])];
     }
-    if (sample.split === "validation") {
-      validationMaps.push({ map, width: image.width, height: image.height });
-      await writeTiffFile(
-        validationMapPath(mapsRoot, category.name, sample.id),
-        map,
-        image.width,
-        image.height,
-      );
-    } else {
-      await writeTiffFile(mapPath(mapsRoot, category.name, sample), map, image.width, image.height);
+    for (const [i, sample] of chunk.entries()) {
+      const [map, image] = [maps[i], images[i]];
+      if (sample.split === "validation") {
+        validationMaps.push({ map, width: image.width, height: image.height });
+        await writeTiffFile(
+          validationMapPath(mapsRoot, category.name, sample.id),
+          map,
+          image.width,
+          image.height,
+        );
+      } else {
+        await writeTiffFile(
+          mapPath(mapsRoot, category.name, sample),
+          map,
+          image.width,
+          image.height,
+        );
+      }
+      options.onMapProgress?.(++done, samples.length);
+      await holdAtTestPoint("map");
     }
-    options.onMapProgress?.(++done, samples.length);
-    await holdAtTestPoint("map");
   }
   if (detector.scoreImage) {
     await writeJsonAtomic(imageScoresPath(mapsRoot, category.name), imageScores);

@@ -171,3 +171,24 @@ Deno.test("loss curve: steps on x from 0, losses on y from 0 with headroom", () 
   // Without losses the chart is still drawn (empty axes), not an error.
   assert.equal(renderLossCurve([], "empty").width, 640);
 });
+
+Deno.test("loss curve: named series share the axes, each in its own colour", () => {
+  const chart = renderLossCurve(
+    { discriminator: [[0, 2], [100, 0.5]], generator: [[0, 0.5], [200, 4]] },
+    "anogan training loss",
+  );
+  const colours = new Set<number>();
+  for (let y = 0; y < chart.height; y++) {
+    for (let x = 0; x < chart.width; x++) colours.add(pixel(chart, x, y));
+  }
+  assert.ok(colours.has(0x1f77b4ff), "the first series (discriminator) in the first colour");
+  assert.ok(colours.has(0xd62728ff), "the second series (generator) in the second colour");
+  // x runs to the last step of either series (200) and y to the highest loss of either (4 + 5 %):
+  // the generator's last point (200, 4) lies at x = 620, y = 425 − 4 / 4.2 · 385 = 58.3.
+  const lastPoint = [57, 58, 59, 60].some((y) => pixel(chart, 619, y) === 0xd62728ff);
+  assert.ok(lastPoint, "the generator's curve ends near (619, 58)");
+  // A single series given by name is the same chart as the bare list.
+  const bare = renderLossCurve([[0, 2], [50, 1]], "t");
+  const named = renderLossCurve({ loss: [[0, 2], [50, 1]] }, "t");
+  assert.deepEqual(named.data, bare.data);
+});

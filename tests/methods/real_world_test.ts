@@ -37,6 +37,14 @@ const SMALL: Readonly<Record<string, Record<string, unknown>>> = {
   "ae-l2": { epochs: 1, patches: 8, batch: 8, objectSize: 128, textureZoom: 128 },
   gmm: { imageSize: 48, trainImages: 4, components: 4, levels: 2 },
   variation: { trainImages: 6, imageSize: 48 },
+  anogan: {
+    epochs: 1,
+    batch: 8,
+    samples: 16,
+    textureZoom: 64,
+    patchStride: 32,
+    searchSteps: 5,
+  },
 };
 
 let generated: Promise<string> | null = null;
