@@ -8,6 +8,7 @@ import { aeL2, aeSsim } from "./ae/ae.ts";
 import { anogan } from "./anogan/anogan.ts";
 import { cnnDictMethod } from "./cnn_dict/cnn_dict.ts";
 import { gmmMethod } from "./gmm/model.ts";
+import { inpaint } from "./inpaint/inpaint.ts";
 import type { MethodDefinition } from "./method.ts";
 import { padimMethod } from "./padim/padim.ts";
 import { patchcoreMethod } from "./patchcore/patchcore.ts";
@@ -18,6 +19,7 @@ export const BUILTIN_METHODS: readonly MethodDefinition[] = [
   patchcoreMethod,
   padimMethod,
   cnnDictMethod,
+  inpaint,
   aeSsim,
   aeL2,
   gmmMethod,

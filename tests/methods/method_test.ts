@@ -122,7 +122,7 @@ Deno.test("a stop before a method has a model is a stopped result, not an error"
 Deno.test("the registry finds built-in and registered methods, and refuses a taken name", () => {
   assert.deepEqual(
     BUILTIN_METHODS.map((m) => m.name),
-    ["patchcore", "padim", "cnn-dict", "ae-ssim", "ae-l2", "gmm", "variation"],
+    ["patchcore", "padim", "cnn-dict", "inpaint", "ae-ssim", "ae-l2", "gmm", "variation", "anogan"],
   );
   registerMethod(constant);
   assert.equal(getMethod("constant"), constant);
@@ -130,7 +130,7 @@ Deno.test("the registry finds built-in and registered methods, and refuses a tak
   assert.throws(() => registerMethod(constant), /already registered/);
   assert.throws(
     () => getMethod("nope"),
-    /Unknown method "nope". Known methods: patchcore, padim, cnn-dict, ae-ssim/,
+    /Unknown method "nope". Known methods: patchcore, padim, cnn-dict, inpaint, ae-ssim/,
   );
   assert.equal(flagOf("imageSize"), "--image-size");
 });

@@ -34,6 +34,7 @@ const SMALL: Readonly<Record<string, Record<string, unknown>>> = {
     trainImages: 4,
   },
   "ae-ssim": { epochs: 1, patches: 8, batch: 8, objectSize: 128, textureZoom: 128 },
+  inpaint: { epochs: 1, batch: 4, images: 8, textureSize: 64, objectSize: 64 },
   "ae-l2": { epochs: 1, patches: 8, batch: 8, objectSize: 128, textureZoom: 128 },
   gmm: { imageSize: 48, trainImages: 4, components: 4, levels: 2 },
   variation: { trainImages: 6, imageSize: 48 },
