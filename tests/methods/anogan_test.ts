@@ -170,6 +170,25 @@ Deno.test("mean pairwise distance and the sample grid's layout", () => {
   assert.equal(grid.data[0], 0, "the first sample's top-left pixel (−1)");
   assert.equal(grid.data[4], 1, "the second sample's top-left pixel (1), after the gap");
   assert.equal(grid.data[2], 0, "the gap");
+  const zoomed = sampleGrid(samples, 4, 1, 2, 3);
+  assert.deepEqual([zoomed.width, zoomed.height], [14, 14]);
+  // The first row: sample 0 three times wider (0), the gap (0), sample 1 three times wider (1).
+  assert.deepEqual(Array.from(zoomed.data.subarray(0, 14)), [
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    1,
+    1,
+    1,
+    1,
+    1,
+    1,
+  ]);
 });
 
 Deno.test("the collapse detector fires on a generator whose output ignores z", async () => {

@@ -439,29 +439,35 @@ export async function checkDiversity(
   return { ratio, collapsed: ratio < COLLAPSE_RATIO, samples };
 }
 
-/** A square grid of `count` images [count, c, s, s] in [−1, 1], with 2-pixel gaps, in [0, 1]. */
+/**
+ * A square grid of `count` images [count, c, s, s] in [−1, 1], with 2-pixel gaps, in [0, 1]; each
+ * sample's pixels repeated `zoom` times each way, so that small samples can be looked at.
+ */
 export function sampleGrid(
   samples: Float32Array,
   count: number,
   channels: Channels,
   size: number,
+  zoom = 1,
 ): FloatImage {
   const columns = Math.ceil(Math.sqrt(count));
   const rows = Math.ceil(count / columns);
   const gap = 2;
-  const width = columns * (size + gap) - gap;
-  const height = rows * (size + gap) - gap;
+  const cell = size * zoom;
+  const width = columns * (cell + gap) - gap;
+  const height = rows * (cell + gap) - gap;
   const grid = createImage(width, height, channels);
   for (let i = 0; i < count; i++) {
-    const left = (i % columns) * (size + gap);
-    const top = Math.floor(i / columns) * (size + gap);
+    const left = (i % columns) * (cell + gap);
+    const top = Math.floor(i / columns) * (cell + gap);
     for (let c = 0; c < channels; c++) {
-      for (let row = 0; row < size; row++) {
-        for (let column = 0; column < size; column++) {
-          const value = samples[((i * channels + c) * size + row) * size + column];
+      for (let row = 0; row < cell; row++) {
+        for (let column = 0; column < cell; column++) {
+          const from = ((i * channels + c) * size + Math.floor(row / zoom)) * size +
+            Math.floor(column / zoom);
           grid.data[(c * height + top + row) * width + left + column] = Math.min(
             1,
-            Math.max(0, (value + 1) / 2),
+            Math.max(0, (samples[from] + 1) / 2),
           );
         }
       }
@@ -469,6 +475,9 @@ export function sampleGrid(
   }
   return grid;
 }
+
+/** Samples are shown at least this many pixels wide in the grids (32-pixel samples, 3× zoom). */
+const GRID_CELL_PIXELS = 96;
 
 /** The path of an epoch's sample grid in a run folder. */
 export function sampleGridPath(directory: string, epoch: number): string {
@@ -572,7 +581,13 @@ export async function trainAnogan(
     if (options.checkpointDir) {
       await writePng(
         sampleGridPath(options.checkpointDir, epoch),
-        sampleGrid(health.samples, SAMPLE_COUNT, settings.channels, size),
+        sampleGrid(
+          health.samples,
+          SAMPLE_COUNT,
+          settings.channels,
+          size,
+          Math.max(1, Math.ceil(GRID_CELL_PIXELS / size)),
+        ),
       );
       await writeJsonAtomic(
         join(options.checkpointDir, GENERATOR_LOSSES_FILE),
