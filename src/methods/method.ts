@@ -290,6 +290,37 @@ export function checkOptionValue(
 }
 
 /**
+ * A network method's settings: the named preset's values (default `quick`), overridden by the
+ * given ones, each checked against the method's option declarations, so that callers of its train
+ * function and the settings saved with a model meet the same rules as command-line flags.
+ *
+ * @throws OptionError naming the flag of the first bad value, or the unknown preset
+ */
+export function presetSettings<Settings extends object>(
+  methodName: string,
+  presets: Readonly<Record<string, Settings>>,
+  specs: OptionSpecs,
+  options: Partial<Settings> & { preset?: string },
+): Settings {
+  const presetName = options.preset ?? "quick";
+  const preset = presets[presetName];
+  if (!preset) {
+    throw new OptionError(
+      `${methodName}: --preset expects ${Object.keys(presets).join(" or ")}, got "${presetName}"`,
+    );
+  }
+  const settings = { ...preset } as Record<string, unknown>;
+  for (const key of Object.keys(preset)) {
+    const value = (options as Record<string, unknown>)[key];
+    if (value !== undefined) settings[key] = value;
+  }
+  for (const [name, spec] of Object.entries(specs)) {
+    if (name in settings) checkOptionValue(methodName, name, spec, settings[name]);
+  }
+  return settings as Settings;
+}
+
+/**
  * Declares a method. The result checks every option given to `train` against the declaration,
  * fills unset ones from the preset, and refuses `resume` for methods without checkpoints.
  */

@@ -45,9 +45,12 @@ Deno.test("presets resolve, and bad settings are refused by name", () => {
   assert.equal(resolveSettings({ preset: "paper" }).patches, 10000);
   assert.equal(resolveSettings({ preset: "paper" }).lr, 2e-4);
   assert.equal(resolveSettings({ preset: "quick", epochs: 3 }).epochs, 3);
-  assert.throws(() => resolveSettings({ batch: 0 }), /batch must be a positive integer/);
-  assert.throws(() => resolveSettings({ channels: 2 as 1 }), /channels must be 1 or 3/);
-  assert.throws(() => resolveSettings({ preset: "slow" as "quick" }), /Unknown preset "slow"/);
+  assert.throws(() => resolveSettings({ batch: 0 }), /--batch expects a positive integer, got 0/);
+  assert.throws(() => resolveSettings({ channels: 2 as 1 }), /--channels expects 1 or 3, got 2/);
+  assert.throws(
+    () => resolveSettings({ preset: "slow" as "quick" }),
+    /--preset expects quick or paper, got "slow"/,
+  );
 });
 
 Deno.test("training lowers the SSIM loss on synthetic carpet patches", async () => {

@@ -32,6 +32,7 @@ import {
   defineMethod,
   type MethodDefinition,
   type OptionSpecs,
+  presetSettings,
   type TrainOptions,
   type TrainResult,
 } from "../method.ts";
@@ -242,35 +243,7 @@ function resizeMap(
 export function resolveSettings(
   options: Partial<AutoencoderSettings> & { preset?: AutoencoderPreset },
 ): AutoencoderSettings {
-  const preset = AUTOENCODER_PRESETS[options.preset ?? "quick"];
-  if (!preset) throw new Error(`Unknown preset "${options.preset}" (expected quick or paper)`);
-  const settings = { ...preset };
-  for (const key of Object.keys(preset) as (keyof AutoencoderSettings)[]) {
-    const value = options[key];
-    if (value !== undefined) (settings as Record<string, number>)[key] = value;
-  }
-  for (
-    const key of [
-      "epochs",
-      "batch",
-      "patches",
-      "latent",
-      "textureZoom",
-      "patchStride",
-      "objectSize",
-    ] as const
-  ) {
-    if (!Number.isInteger(settings[key]) || settings[key] <= 0) {
-      throw new Error(`${key} must be a positive integer, got ${settings[key]}`);
-    }
-  }
-  if (settings.channels !== 1 && settings.channels !== 3) {
-    throw new Error(`channels must be 1 or 3, got ${settings.channels}`);
-  }
-  if (settings.textureZoom < patchSize) {
-    throw new Error(`textureZoom must be at least ${patchSize}`);
-  }
-  return settings;
+  return presetSettings("ae", AUTOENCODER_PRESETS, autoencoderOptions, options);
 }
 
 /** Trains an autoencoder on a category's training split. */

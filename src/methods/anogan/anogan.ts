@@ -48,11 +48,11 @@ import { patchPositions } from "../ae/ae.ts";
 import { Dcgan, type GanShape, withFrozen } from "./model.ts";
 import {
   type AnomalyDetector,
-  checkOptionValue,
   defineMethod,
   type MethodDefinition,
   OptionError,
   type OptionSpecs,
+  presetSettings,
   type TrainOptions,
   type TrainResult,
 } from "../method.ts";
@@ -362,19 +362,8 @@ function cropPatch(image: FloatImage, y: number, x: number, size: number): Float
 export function resolveAnoganSettings(
   options: Partial<AnoganSettings> & { preset?: AnoganPreset },
 ): AnoganSettings {
-  const preset = ANOGAN_PRESETS[options.preset ?? "quick"];
-  if (!preset) {
-    throw new OptionError(`anogan: --preset expects quick or paper, got "${options.preset}"`);
-  }
-  const settings = { ...preset };
-  for (const key of Object.keys(preset) as (keyof AnoganSettings)[]) {
-    const value = options[key];
-    if (value !== undefined) (settings as Record<string, number>)[key] = value;
-  }
   // Settings saved with a model are checked here too, so one rule covers flags and files.
-  for (const [key, spec] of Object.entries(anoganOptions)) {
-    checkOptionValue("anogan", key, spec, settings[key as keyof AnoganSettings]);
-  }
+  const settings = presetSettings("anogan", ANOGAN_PRESETS, anoganOptions, options);
   const refuse = (flag: string, expected: string, got: number): never => {
     throw new OptionError(`anogan: ${flag} expects ${expected}, got ${got}`);
   };

@@ -40,11 +40,11 @@ import { readJsonFile, writeJsonAtomic } from "../../util/fs.ts";
 import { InputError } from "../../util/errors.ts";
 import {
   type AnomalyDetector,
-  checkOptionValue,
   defineMethod,
   type MethodDefinition,
   OptionError,
   type OptionSpecs,
+  presetSettings,
   type TrainOptions,
   type TrainResult,
 } from "../method.ts";
@@ -372,19 +372,7 @@ function meanOf(values: Float32Array): number {
 export function resolveInpaintSettings(
   options: Partial<InpaintSettings> & { preset?: InpaintPreset },
 ): InpaintSettings {
-  const preset = INPAINT_PRESETS[options.preset ?? "quick"];
-  if (!preset) {
-    throw new OptionError(`inpaint: --preset expects quick or paper, got "${options.preset}"`);
-  }
-  const settings: InpaintSettings = { ...preset };
-  for (const key of Object.keys(preset) as (keyof InpaintSettings)[]) {
-    const value = options[key];
-    if (value !== undefined) (settings as unknown as Record<string, unknown>)[key] = value;
-  }
-  for (const [name, spec] of Object.entries(inpaintOptions)) {
-    // Checked as the method's declaration checks flags, for callers of trainInpaint too.
-    checkOptionValue("inpaint", name, spec, settings[name as keyof InpaintSettings]);
-  }
+  const settings = presetSettings("inpaint", INPAINT_PRESETS, inpaintOptions, options);
   for (const name of ["textureSize", "objectSize"] as const) {
     if (settings[name] % 8 !== 0) {
       const flag = name === "textureSize" ? "--texture-size" : "--object-size";
