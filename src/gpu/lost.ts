@@ -34,6 +34,9 @@ export class GpuDeviceLostError extends Error {
   }
 }
 
+/** How long a failed wait gives `device.lost` to settle before its own error is taken. */
+const LOSS_GRACE_MS = 200;
+
 /** Watches one device for its loss. */
 export class DeviceLossWatch {
   /** How the device was lost, once it is. */
@@ -74,6 +77,13 @@ export class DeviceLossWatch {
     try {
       return await Promise.race([wait, this.lost]);
     } catch (error) {
+      // The loss can fail the wait before `device.lost` settles: give it a moment to.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.lost,
+        new Promise((resolve) => (timer = setTimeout(resolve, LOSS_GRACE_MS))),
+      ]).catch(() => {});
+      clearTimeout(timer);
       this.throwIfLost();
       throw error;
     }

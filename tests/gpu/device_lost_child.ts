@@ -25,6 +25,15 @@ import { fit } from "../../src/nn/fit.ts";
 /** Milliseconds of work before the device is destroyed. */
 const lossAfterMs = 300;
 
+/**
+ * Destroys the device as a driver reset would (the device itself, not Gpu.destroy(): the context
+ * does not know), and tells the test when on stdout, so that it times the stop from the loss.
+ */
+function loseDevice(device: GPUDevice): void {
+  console.log(`device destroyed at ${Date.now()}`);
+  device.destroy();
+}
+
 async function readbackLoop(): Promise<void> {
   const x = tensor([-1, 2, -3, 4]);
   for (;;) await op.relu(x).toArray();
@@ -70,7 +79,7 @@ async function trainTaskUntilLoss(args: string[]): Promise<void> {
   const watch = setInterval(async () => {
     if (await isFile(checkpoint)) {
       clearInterval(watch);
-      gpu.device.destroy();
+      loseDevice(gpu.device);
     }
   }, 20);
   await trainTask(args);
@@ -84,8 +93,7 @@ async function main(args: string[]): Promise<void> {
     throw new UsageError(`expected readback, train or train-task, got "${mode}"`);
   }
   const gpu = await init();
-  // The device itself, not Gpu.destroy(): the context does not know, as with a driver reset.
-  setTimeout(() => gpu.device.destroy(), lossAfterMs);
+  setTimeout(() => loseDevice(gpu.device), lossAfterMs);
   await work();
 }
 
