@@ -278,20 +278,17 @@ export async function evaluateMapsFolder(
   }
   // Check every category before the slow work, so a typo fails at once.
   for (const name of categories) {
-    const testFolder = join(dataRoot, name, "test");
-    const noTestImages = async () =>
-      await isDirectory(join(dataRoot, name)) && !(await hasTestImages(testFolder));
-    // A run on a category without test images has no test maps either: say what is missing.
-    if (!(await isDirectory(join(mapsRoot, name, "test"))) && !(await noTestImages())) {
-      await requireDirectory(join(mapsRoot, name, "test"), `Maps of category "${name}":`);
-    }
-    await requireDirectory(join(dataRoot, name), `Data of category "${name}":`);
-    if (await noTestImages()) {
+    const dataFolder = join(dataRoot, name);
+    const testFolder = join(dataFolder, "test");
+    // A run on a category without test images has no test maps either: that is what to say.
+    if (await isDirectory(dataFolder) && !(await hasTestImages(testFolder))) {
       throw new InputError(
         `Category "${name}" has no test images in "${testFolder}" (expected ` +
           "test/good/*.png and test/<defect>/*.png), so there is nothing to evaluate",
       );
     }
+    await requireDirectory(join(mapsRoot, name, "test"), `Maps of category "${name}":`);
+    await requireDirectory(dataFolder, `Data of category "${name}":`);
   }
   const results: CategoryEvaluation[] = [];
   for (const name of categories) results.push(await evaluateOneCategory(name, options));

@@ -1,7 +1,6 @@
 /**
- * What the command-line tasks share: one kind of usage error, parseArgs' errors made plain, the
- * wrapper that turns a task's errors into one line and an exit code ({@link runTask}), and the
- * fault-injection points of the crash-safety tests (src/util/test_hold.ts).
+ * What the command-line tasks share: one kind of usage error, parseArgs' errors made plain, and the
+ * wrapper that turns a task's errors into one line and an exit code ({@link runTask}).
  */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
@@ -139,6 +138,3 @@ export async function runTask(
     fail(error, debug);
   }
 }
-
-// Fault injection lives in its own dependency-free module, so that src/util/fs.ts can use it.
-export { holdAtTestPoint, TEST_HOLD_VARIABLE } from "./test_hold.ts";

@@ -22,15 +22,16 @@ export const TINY: GenerateOptions = {
  * Generates the tiny dataset into a fresh temporary folder.
  *
  * @param options overrides of {@link TINY}
- * @returns the dataset root and a cleanup function
+ * @returns the dataset root, the temporary folder holding it (room for a test's other files) and
+ *   a cleanup function that removes that folder
  */
 export async function tinyDataset(
   options: GenerateOptions = {},
-): Promise<{ root: string; cleanup: () => Promise<void> }> {
+): Promise<{ root: string; parent: string; cleanup: () => Promise<void> }> {
   const parent = await Deno.makeTempDir({ prefix: "anodet-data-test-" });
   const root = join(parent, "mvtec");
   await generateFixtures(root, 7, { ...TINY, ...options });
-  return { root, cleanup: () => Deno.remove(parent, { recursive: true }) };
+  return { root, parent, cleanup: () => Deno.remove(parent, { recursive: true }) };
 }
 
 /**

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { generateFixtures } from "../../fixtures/mod.ts";
+import { tinyDataset } from "../data/helpers.ts";
 import { createGpu, type Gpu, GpuDeviceLostError } from "../../src/gpu/device.ts";
 import { launch } from "../../src/gpu/kernel.ts";
 import { isFile } from "../../src/util/fs.ts";
@@ -137,17 +137,11 @@ for (const mode of ["readback", "train"]) {
 }
 
 Deno.test("train losing its device after a checkpoint says so, and --resume continues", async () => {
-  const temp = await Deno.makeTempDir({ prefix: "anodet-device-lost-" });
+  const { parent: temp, root: data } = await tinyDataset({
+    categories: ["bottle"],
+    testDefectiveCount: 3,
+  });
   try {
-    const data = join(temp, "data");
-    await generateFixtures(data, 19, {
-      categories: ["bottle"],
-      trainCount: 10,
-      testGoodCount: 2,
-      testDefectiveCount: 3,
-      size: 64,
-      workers: 1,
-    });
     const out = join(temp, "runs");
     const tiny = ["--patches", "8", "--batch", "4", "--latent", "8", "--object-size", "128"];
     const args = ["bottle", "--data", data, "--out", out, "--method", "ae-l2", ...tiny];

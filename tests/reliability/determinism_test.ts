@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { generateFixtures } from "../../fixtures/mod.ts";
+import { tinyDataset } from "../data/helpers.ts";
 import { openCategory } from "../../src/data/mvtec.ts";
 import { evaluateRuns } from "../../src/eval/runs.ts";
 import { readTiffFile } from "../../src/eval/tiff.ts";
@@ -71,15 +71,9 @@ function largestDifference(a: Float32Array, b: Float32Array): number {
 }
 
 Deno.test("one command, one seed, one adapter: the same maps and metrics", async (t) => {
-  const temp = await Deno.makeTempDir({ prefix: "anodet-determinism-" });
-  const dataRoot = join(temp, "data");
-  await generateFixtures(dataRoot, 13, {
+  const { parent: temp, root: dataRoot } = await tinyDataset({
     categories: ["bottle", "carpet"],
-    trainCount: 10,
-    testGoodCount: 2,
     testDefectiveCount: 3,
-    size: 64,
-    workers: 1,
   });
   try {
     for (const tiny of CASES) {

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { basename, join } from "node:path";
-import { generateFixtures } from "../../fixtures/mod.ts";
+import { tinyDataset } from "../data/helpers.ts";
 import { decodeRgba } from "../../src/data/image.ts";
 import { decodeTiff } from "../../src/eval/tiff.ts";
 import { evaluateRuns } from "../../src/eval/runs.ts";
@@ -128,15 +128,9 @@ async function metricsOf(runDir: string) {
 }
 
 Deno.test("train killed at any moment leaves whole files, and --resume finishes it", async (t) => {
-  const temp = await Deno.makeTempDir({ prefix: "anodet-kill-resume-" });
-  const data = join(temp, "data");
-  await generateFixtures(data, 11, {
+  const { parent: temp, root: data } = await tinyDataset({
     categories: ["bottle"],
-    trainCount: 10,
-    testGoodCount: 2,
     testDefectiveCount: 3,
-    size: 64,
-    workers: 1,
   });
   const out = join(temp, "runs");
   const runDir = join(out, "ae-l2", "bottle");

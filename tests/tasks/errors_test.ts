@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { generateFixtures } from "../../fixtures/mod.ts";
+import { tinyDataset } from "../data/helpers.ts";
 import { asInputError, errorLine, UsageError } from "../../src/util/cli.ts";
 import { InputError } from "../../src/util/errors.ts";
 import { GpuDeviceLostError } from "../../src/gpu/device.ts";
@@ -20,17 +20,11 @@ import {
 
 /** A tiny dataset (bottle and carpet, 64×64) in a fresh temporary folder. */
 async function tinyData(): Promise<{ temp: string; data: string }> {
-  const temp = await Deno.makeTempDir({ prefix: "anodet-task-errors-" });
-  const data = join(temp, "data");
-  await generateFixtures(data, 17, {
+  const { parent, root } = await tinyDataset({
     categories: ["bottle", "carpet"],
-    trainCount: 10,
-    testGoodCount: 2,
     testDefectiveCount: 3,
-    size: 64,
-    workers: 1,
   });
-  return { temp, data };
+  return { temp: parent, data: root };
 }
 
 /** Each case: the task's arguments, the exit code, and what its one line must say. */
