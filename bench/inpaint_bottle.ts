@@ -3,7 +3,8 @@
  *
  *   deno run -A bench/inpaint_bottle.ts [--preset quick] [--epochs N] [--images N]
  *     [--object-size N] [--width F] [--corruption elastic] [--avgmap-exponent T]
- *     [--smooth-size K] [--smooth-passes N] [--seed 0] [--run-dir DIR] [--json FILE]
+ *     [--smooth-size K] [--smooth-passes N] [--map-search false] [--seed 0] [--run-dir DIR]
+ *     [--json FILE]
  *
  * Trains a preset (with the given overrides) through the runner into a run folder (a temporary
  * one unless --run-dir names one; a temporary one is removed at the end), so that the maps,
@@ -20,7 +21,7 @@ import { openCategory } from "../src/data/mvtec.ts";
 import { trainRun } from "../src/methods/runner.ts";
 import { evaluateRuns } from "../src/eval/runs.ts";
 import { readRun } from "../src/run/folder.ts";
-import { inpaint } from "../src/methods/inpaint/inpaint.ts";
+import { inpaint, type InpaintDetector } from "../src/methods/inpaint/inpaint.ts";
 import type { TrainProgress } from "../src/methods/method.ts";
 import { writeJsonAtomic } from "../src/util/fs.ts";
 
@@ -43,6 +44,7 @@ const { values } = parseArgs({
     "smooth-size": { type: "string" },
     "smooth-passes": { type: "string" },
     "avgmap-exponent": { type: "string" },
+    "map-search": { type: "string" },
     seed: { type: "string", default: "0" },
     "run-dir": { type: "string" },
     json: { type: "string" },
@@ -65,6 +67,7 @@ const overrides = {
   smoothSize: values["smooth-size"],
   smoothPasses: values["smooth-passes"],
   avgmapExponent: values["avgmap-exponent"],
+  mapSearch: values["map-search"],
 };
 let lastProgress: TrainProgress | undefined;
 let trainingEnd = 0;
@@ -87,6 +90,13 @@ try {
     },
     log: (line) => console.log(line),
   });
+  const mapSettings = run.detector
+    ? (({ smoothSize, smoothPasses, avgmapExponent }) => ({
+      smoothSize,
+      smoothPasses,
+      avgmapExponent,
+    }))((run.detector as InpaintDetector).config.settings)
+    : null;
   run.detector?.dispose();
   const mapsSeconds = (performance.now() - trainingEnd) / 1000;
   const [evaluation] = await evaluateRuns([await readRun(runDir)]);
@@ -96,6 +106,7 @@ try {
     method: "inpaint",
     preset: values.preset,
     options: inpaint.resolveOptions(overrides, values.preset),
+    mapSettingsUsed: mapSettings,
     adapter: gpu.adapter.description,
     trainImages: category.train.length,
     validationImages: category.validation.length,

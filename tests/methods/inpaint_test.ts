@@ -22,6 +22,7 @@ import {
   trainInpaint,
 } from "../../src/methods/inpaint/inpaint.ts";
 import { OptionError } from "../../src/methods/method.ts";
+import { DEFAULT_MAP_GRID } from "../../src/methods/inpaint/map_search.ts";
 import { InputError } from "../../src/util/errors.ts";
 import { assertSaveLoadKeepsMap, evaluationSubset, pixelRocAucOn } from "./helpers.ts";
 
@@ -116,6 +117,7 @@ Deno.test("an inpaint run folder: ensemble, avgmap, progressive crops and image 
         epochs: 1,
         objective: "ensemble",
         avgmapExponent: 2,
+        mapSearch: false,
         progressive: true,
         corruption: "swap",
         seed: 5,
@@ -163,6 +165,63 @@ Deno.test("an inpaint run folder: ensemble, avgmap, progressive crops and image 
   }
 });
 
+Deno.test("the map search's choice is used, recorded and saved; textures keep t = 0", async () => {
+  const root = await ensureFixtures();
+  const dir = await Deno.makeTempDir();
+  try {
+    const bottle = await openCategory(root, "bottle");
+    const lines: string[] = [];
+    const { detector } = await trainInpaint(bottle, {
+      ...TINY,
+      epochs: 1,
+      seed: 7,
+      log: (line) => lines.push(line),
+    });
+    const { settings, calibration } = detector!.config;
+    const chosen = calibration.mapSearch!;
+    assert.deepEqual(
+      [settings.smoothSize, settings.smoothPasses, settings.avgmapExponent],
+      [chosen.smoothSize, chosen.smoothPasses, chosen.avgmapExponent],
+    );
+    assert.ok(DEFAULT_MAP_GRID.smoothSizes.includes(chosen.smoothSize));
+    assert.ok(chosen.pixelRocAuc > 0.5, `search pixel ROC AUC ${chosen.pixelRocAuc}`);
+    assert.equal(chosen.corruptedImages, 8 * bottle.validation.length);
+    assert.ok(lines.some((line) => line.includes("the map search chose --smooth-size")));
+    if (settings.avgmapExponent > 0) assert.ok(calibration.avgmapMax! > 0, "avgmap calibrated");
+
+    await detector!.save(dir);
+    const loaded = await loadInpaint(dir);
+    assert.deepEqual(loaded.config.settings, settings);
+    const image = await bottle.loadImage(bottle.test[0], { channels: 3 });
+    const [before, after] = [await detector!.anomalyMap(image), await loaded.anomalyMap(image)];
+    assert.ok(before.every((v, i) => Math.abs(v - after[i]) <= 1e-6 * Math.max(1, v)));
+    loaded.dispose();
+    detector!.dispose();
+
+    const carpet = await openCategory(root, "carpet");
+    const texture = await trainInpaint(carpet, { ...TINY, epochs: 1, seed: 7 });
+    assert.equal(texture.detector!.config.settings.avgmapExponent, 0, "no avgmap for textures");
+    assert.ok(texture.detector!.config.calibration.mapSearch);
+    texture.detector!.dispose();
+
+    // Without validation images there is nothing to search on: the settings stay, with a note.
+    const unsplit = await openCategory(root, "bottle", { validationFraction: 0 });
+    lines.length = 0;
+    const given = await trainInpaint(unsplit, {
+      ...TINY,
+      epochs: 1,
+      smoothSize: 5,
+      log: (line) => lines.push(line),
+    });
+    assert.equal(given.detector!.config.settings.smoothSize, 5);
+    assert.equal(given.detector!.config.calibration.mapSearch, undefined);
+    assert.ok(lines.some((line) => /needs validation images, so the map settings stay/.test(line)));
+    given.detector!.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("maps come back at each image's own size, SSIM-based Diff included", async () => {
   const category = await openCategory(await ensureFixtures(), "carpet");
   const { detector } = await trainInpaint(category, { ...TINY, epochs: 1, ssim: true, seed: 6 });
@@ -205,6 +264,7 @@ Deno.test("presets resolve, and bad inpaint options are refused naming the flag"
     [{ avgmapExponent: -1 }, /--avgmap-exponent/],
     [{ channels: 2 }, /--channels/],
     [{ progressive: "yes" }, /--progressive/],
+    [{ mapSearch: "sometimes" }, /--map-search/],
     [{ patchSize: 3 }, /does not take --patch-size/],
     [{ preset: "slow" }, /--preset expects quick or paper/],
   ];

@@ -22,6 +22,10 @@
  *   same whatever the residuals' scale), which damps the places that are hard to reconstruct even
  *   on good images. The map is brought back to the image's own size; the image score is the sum
  *   of the map at the input side, so images of any size are scored on one scale.
+ * - Map search (on in both presets): k, n and t are chosen after training on the validation
+ *   images corrupted as in training (./map_search.ts), since the best values depend on the
+ *   category and on how well the network learnt it (the bottle wants k 9, n 3, t 4 from the quick
+ *   network, the carpet much less smoothing and no avgmap), and no defect labels are at hand.
  *
  * @module
  */
@@ -51,6 +55,17 @@ import {
 import { augmentationFor, corrupt, type CorruptionOptions } from "./corruption.ts";
 import { inpaintingObjective, type ObjectiveKind } from "./objectives.ts";
 import { InpaintingNetwork } from "./model.ts";
+import {
+  avgmapWeight,
+  DEFAULT_MAP_GRID,
+  MapSearchError,
+  type MapSearchGrid,
+  type ScoredMapCandidate,
+  searchMapSettings,
+} from "./map_search.ts";
+
+/** Corrupted copies of each validation image that the map search scores. */
+const MAP_SEARCH_COPIES = 8;
 
 /** The objectives a run trains: one of them, or both for the ensemble. */
 export type InpaintObjective = ObjectiveKind | "ensemble";
@@ -99,6 +114,11 @@ export interface InpaintSettings {
   avgmapExponent: number;
   /** Diff = 1 − SSIM instead of the squared residual. */
   ssim: boolean;
+  /**
+   * After training, replace k, n and (objects) t by the values with which the maps best find the
+   * training corruption on the validation images (see ./map_search.ts).
+   */
+  mapSearch: boolean;
 }
 
 /** Presets: `paper` for a GPU, `quick` to learn something useful in minutes on a CPU adapter. */
@@ -108,7 +128,7 @@ export const INPAINT_PRESETS: Readonly<Record<"quick" | "paper", InpaintSettings
     textureSize: 64,
     objectSize: 64,
     channels: 3,
-    epochs: 8,
+    epochs: 24,
     batch: 8,
     images: 160,
     lr: 2e-3,
@@ -122,6 +142,7 @@ export const INPAINT_PRESETS: Readonly<Record<"quick" | "paper", InpaintSettings
     smoothPasses: 2,
     avgmapExponent: 0,
     ssim: false,
+    mapSearch: true,
   },
   paper: {
     width: 1,
@@ -142,6 +163,7 @@ export const INPAINT_PRESETS: Readonly<Record<"quick" | "paper", InpaintSettings
     smoothPasses: 3,
     avgmapExponent: 1,
     ssim: false,
+    mapSearch: true,
   },
 };
 
@@ -161,6 +183,8 @@ interface Calibration {
   scales: Partial<Record<ObjectiveKind, number>>;
   /** The largest value of the mean validation map, which scales avgmap to a maximum of 1. */
   avgmapMax: number | null;
+  /** The map search's choice and its pixel ROC AUC on the corrupted validation images. */
+  mapSearch?: ScoredMapCandidate & { corruptedImages: number };
 }
 
 /** inpaint.json: what a saved detector needs besides its weights. */
@@ -233,12 +257,18 @@ export class InpaintDetector implements AnomalyDetector {
     const { avgmapMax } = this.config.calibration;
     const exponent = this.config.settings.avgmapExponent;
     this.#avgmapWeight = avgmap && avgmapMax && avgmapMax > 0 && exponent > 0
-      ? Float32Array.from(avgmap, (v) => Math.max(0, 1 - v / avgmapMax) ** exponent)
+      ? avgmapWeight(avgmap, exponent, avgmapMax)
       : null;
   }
 
-  /** Each network's smoothed Diff map of one image at the input side, without calibration. */
-  async rawMaps(image: FloatImage): Promise<Map<ObjectiveKind, Float32Array>> {
+  /**
+   * Each network's smoothed Diff map of one image at the input side, without calibration.
+   * `smoothing` overrides the settings' filter (e.g. passes 0 for the unsmoothed Diff).
+   */
+  async rawMaps(
+    image: FloatImage,
+    smoothing: MapSmoothing = this.config.settings,
+  ): Promise<Map<ObjectiveKind, Float32Array>> {
     await init();
     const side = this.inputSize;
     const scaled = resize(convertChannels(image, this.channels), side, side);
@@ -251,11 +281,7 @@ export class InpaintDetector implements AnomalyDetector {
           const perChannel = settings.ssim
             ? op.affine(op.ssim(reconstruction, input).map, -1, 1)
             : op.square(op.sub(reconstruction, input));
-          let map = op.mean(perChannel, [1], true);
-          for (let pass = 0; pass < settings.smoothPasses; pass++) {
-            map = op.boxFilter(map, settings.smoothSize, { normalizeBorder: true });
-          }
-          return map;
+          return smoothMaps(op.mean(perChannel, [1], true), smoothing);
         })
       )
     );
@@ -263,6 +289,20 @@ export class InpaintDetector implements AnomalyDetector {
     const values = await toArrays(maps);
     maps.forEach((map) => map.dispose());
     return new Map([...this.networks.keys()].map((kind, i) => [kind, values[i]]));
+  }
+
+  /** Each network's unsmoothed Diff at the input side, divided by its calibration scale. */
+  async unsmoothedDiffs(image: FloatImage): Promise<Float32Array[]> {
+    const raw = await this.rawMaps(image, { smoothSize: 1, smoothPasses: 0 });
+    return [...raw].map(([objective, map]) => {
+      const scale = this.config.calibration.scales[objective] ?? 1;
+      return map.map((v) => v / scale);
+    });
+  }
+
+  /** Applies an averaging filter to NCHW maps (for {@link searchMapSettings}). */
+  smooth(maps: Tensor, smoothSize: number, smoothPasses: number): Tensor {
+    return smoothMaps(maps, { smoothSize, smoothPasses });
   }
 
   /** The calibrated map at the input side: scaled, the ensemble's maximum, avgmap-weighted. */
@@ -344,6 +384,18 @@ export class InpaintDetector implements AnomalyDetector {
   }
 }
 
+/** The map's averaging filter: its side k and how many times n it is applied. */
+export type MapSmoothing = Pick<InpaintSettings, "smoothSize" | "smoothPasses">;
+
+/** Applies the k×k averaging filter n times to NCHW maps (borders: the mean of what is inside). */
+export function smoothMaps(maps: Tensor, smoothing: MapSmoothing): Tensor {
+  let smoothed = maps;
+  for (let pass = 0; pass < smoothing.smoothPasses; pass++) {
+    smoothed = op.boxFilter(smoothed, smoothing.smoothSize, { normalizeBorder: true });
+  }
+  return smoothed;
+}
+
 /** Each map divided by its scale, then the pixel-wise maximum over the networks. */
 function combineMaps(
   maps: ReadonlyMap<ObjectiveKind, Float32Array>,
@@ -394,11 +446,12 @@ export function resolveInpaintSettings(
 /**
  * The corruption settings for an input side: the generator's defaults are meant for a 256-pixel
  * image, so its pixel-valued settings scale with the side (a 64-pixel input gets a quarter of the
- * mask's softness and of the displacement), and the category's augmentation is applied if asked.
+ * mask's softness and of the displacement), and the category's augmentation is applied if asked
+ * and a category is given.
  */
-function corruptionFor(
+export function corruptionFor(
   settings: InpaintSettings,
-  category: MvtecCategory,
+  category: MvtecCategory | null,
   side: number,
 ): CorruptionOptions {
   const scale = side / 256;
@@ -408,7 +461,7 @@ function corruptionFor(
     maskSmoothness: 2 * scale,
     elasticAmplitude: 4 * scale,
     elasticSmoothness: Math.max(0.5, 4 * scale),
-    ...(settings.augment ? augmentationFor(category.info) : {}),
+    ...(settings.augment && category ? augmentationFor(category.info) : {}),
   };
 }
 
@@ -600,6 +653,11 @@ export async function trainInpaint(
       );
     }
     await detector.calibrate(validation);
+    if (settings.mapSearch) {
+      // `swap` takes its patches from other images: here, the other validation images.
+      const corruption = { ...corruptionFor(settings, null, side), pool: validation };
+      await chooseMapSettings(detector, validation, options, corruption);
+    }
     return { detector, stopped: false, losses: result.losses };
   } catch (error) {
     disposeNetworks();
@@ -607,6 +665,52 @@ export async function trainInpaint(
   } finally {
     optimizers.forEach((optimizer) => optimizer.dispose());
   }
+}
+
+/** What the map search tries: textures without avgmap, which is for objects. */
+function searchGrid(kind: "texture" | "object"): MapSearchGrid {
+  return kind === "texture" ? { ...DEFAULT_MAP_GRID, avgmapExponents: [0] } : DEFAULT_MAP_GRID;
+}
+
+/**
+ * Runs the map search on the validation images, takes its best candidate into the detector's
+ * settings and calibrates again, so that avgmap is the mean of maps smoothed as chosen.
+ */
+async function chooseMapSettings(
+  detector: InpaintDetector,
+  validation: readonly FloatImage[],
+  options: InpaintTrainOptions,
+  corruption: CorruptionOptions,
+): Promise<void> {
+  const { settings, kind, calibration } = detector.config;
+  let scored;
+  try {
+    scored = await searchMapSettings(detector, validation, {
+      useAvgmap: kind === "object",
+      grid: searchGrid(kind),
+      copies: MAP_SEARCH_COPIES,
+      seed: options.seed ?? 0,
+      corruption,
+    });
+  } catch (error) {
+    if (!(error instanceof MapSearchError)) throw error;
+    options.log?.(`inpaint: ${error.message}, so the map settings stay as given`);
+    return;
+  }
+  const best = scored[0];
+  settings.smoothSize = best.smoothSize;
+  settings.smoothPasses = best.smoothPasses;
+  settings.avgmapExponent = best.avgmapExponent;
+  await detector.calibrate(validation);
+  calibration.mapSearch = { ...best, corruptedImages: validation.length * MAP_SEARCH_COPIES };
+  options.log?.(
+    `inpaint: the map search chose --smooth-size ${best.smoothSize} --smooth-passes ` +
+      `${best.smoothPasses}${
+        kind === "object" ? ` --avgmap-exponent ${best.avgmapExponent}` : ""
+      } ` +
+      `(pixel ROC AUC ${best.pixelRocAuc.toFixed(3)} on the corruption of ` +
+      `${validation.length * MAP_SEARCH_COPIES} validation images, best of ${scored.length})`,
+  );
 }
 
 /** Loads a detector saved by {@link InpaintDetector.save}. */
@@ -712,6 +816,12 @@ const inpaintOptions = {
     help: "objects: exponent t of (1 − avgmap)^t over the validation images' mean map (0: off)",
   },
   ssim: { type: "boolean", help: "Diff = 1 − SSIM instead of the squared residual" },
+  mapSearch: {
+    type: "boolean",
+    help: "after training, choose --smooth-size, --smooth-passes and (objects) " +
+      "--avgmap-exponent by how well the maps find the training corruption on the validation " +
+      "images (false: use them as given)",
+  },
 } as const satisfies OptionSpecs;
 
 /** The `inpaint` method. */
