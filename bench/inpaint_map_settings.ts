@@ -122,8 +122,8 @@ interface Row extends ScoredMapCandidate {
 const rows: Row[] = [];
 for (const candidate of searched) {
   const { smoothSize, smoothPasses, avgmapExponent } = candidate;
-  const clean = await smoothedMaps(detector!, cleanDiffs, smoothSize, smoothPasses);
-  const test = await smoothedMaps(detector!, testDiffs, smoothSize, smoothPasses);
+  const clean = await smoothedMaps(side, cleanDiffs, smoothSize, smoothPasses);
+  const test = await smoothedMaps(side, testDiffs, smoothSize, smoothPasses);
   const weight = avgmapWeight(meanMap(clean, plane), avgmapExponent);
   const scores = new Float32Array(labels.length);
   const imageScores = new Float32Array(test.length);

@@ -60,8 +60,10 @@ import {
   DEFAULT_MAP_GRID,
   MapSearchError,
   type MapSearchGrid,
+  type MapSmoothing,
   type ScoredMapCandidate,
   searchMapSettings,
+  smoothMaps,
 } from "./map_search.ts";
 
 /** Corrupted copies of each validation image that the map search scores. */
@@ -300,11 +302,6 @@ export class InpaintDetector implements AnomalyDetector {
     });
   }
 
-  /** Applies an averaging filter to NCHW maps (for {@link searchMapSettings}). */
-  smooth(maps: Tensor, smoothSize: number, smoothPasses: number): Tensor {
-    return smoothMaps(maps, { smoothSize, smoothPasses });
-  }
-
   /** The calibrated map at the input side: scaled, the ensemble's maximum, avgmap-weighted. */
   async #inputSideMap(image: FloatImage): Promise<Float32Array> {
     const raw = await this.rawMaps(image);
@@ -382,18 +379,6 @@ export class InpaintDetector implements AnomalyDetector {
   dispose(): void {
     for (const network of this.networks.values()) network.dispose();
   }
-}
-
-/** The map's averaging filter: its side k and how many times n it is applied. */
-export type MapSmoothing = Pick<InpaintSettings, "smoothSize" | "smoothPasses">;
-
-/** Applies the k×k averaging filter n times to NCHW maps (borders: the mean of what is inside). */
-export function smoothMaps(maps: Tensor, smoothing: MapSmoothing): Tensor {
-  let smoothed = maps;
-  for (let pass = 0; pass < smoothing.smoothPasses; pass++) {
-    smoothed = op.boxFilter(smoothed, smoothing.smoothSize, { normalizeBorder: true });
-  }
-  return smoothed;
 }
 
 /** Each map divided by its scale, then the pixel-wise maximum over the networks. */

@@ -17,6 +17,7 @@ import type { FloatImage } from "../../data/image.ts";
 import { hashSeed } from "../../data/random.ts";
 import { rocAuc } from "../../eval/metrics.ts";
 import { init, noGrad, type Tensor, tensor, tidy, toArrays } from "../../tensor/tensor.ts";
+import * as op from "../../tensor/ops.ts";
 import { corrupt, type CorruptionOptions } from "./corruption.ts";
 
 /** A corrupted pixel counts as a defect when its mean change over the channels exceeds this. */
@@ -70,8 +71,21 @@ export interface MapSearchSubject {
    * scale: the map is the pixel-wise maximum of these once each is smoothed.
    */
   unsmoothedDiffs(image: FloatImage): Promise<Float32Array[]>;
-  /** Applies an averaging filter to NCHW maps. */
-  smooth(maps: Tensor, smoothSize: number, smoothPasses: number): Tensor;
+}
+
+/** The map's averaging filter: its side k and how many times n it is applied. */
+export interface MapSmoothing {
+  smoothSize: number;
+  smoothPasses: number;
+}
+
+/** Applies the k×k averaging filter n times to NCHW maps (borders: the mean of what is inside). */
+export function smoothMaps(maps: Tensor, smoothing: MapSmoothing): Tensor {
+  let smoothed = maps;
+  for (let pass = 0; pass < smoothing.smoothPasses; pass++) {
+    smoothed = op.boxFilter(smoothed, smoothing.smoothSize, { normalizeBorder: true });
+  }
+  return smoothed;
 }
 
 /** Options of {@link searchMapSettings}. */
@@ -140,8 +154,8 @@ export async function searchMapSettings(
   const scored: ScoredMapCandidate[] = [];
   for (const smoothSize of grid.smoothSizes) {
     for (const smoothPasses of grid.smoothPasses) {
-      const clean = await smoothedMaps(subject, cleanDiffs, smoothSize, smoothPasses);
-      const corrupted = await smoothedMaps(subject, corruptedDiffs, smoothSize, smoothPasses);
+      const clean = await smoothedMaps(side, cleanDiffs, smoothSize, smoothPasses);
+      const corrupted = await smoothedMaps(side, corruptedDiffs, smoothSize, smoothPasses);
       const avgmap = meanMap(clean, plane);
       for (const avgmapExponent of exponents) {
         const weight = avgmapWeight(avgmap, avgmapExponent);
@@ -185,7 +199,7 @@ export function meanMap(maps: readonly Float32Array[], plane: number): Float32Ar
  * @param diffs per image, each network's unsmoothed Diff
  */
 export async function smoothedMaps(
-  subject: MapSearchSubject,
+  side: number,
   diffs: readonly (readonly Float32Array[])[],
   smoothSize: number,
   smoothPasses: number,
@@ -195,7 +209,7 @@ export async function smoothedMaps(
   let maps: Float32Array[] = [];
   for (let network = 0; network < networks; network++) {
     const smoothed = await smoothAll(
-      subject,
+      side,
       diffs.map((perNetwork) => perNetwork[network]),
       smoothSize,
       smoothPasses,
@@ -209,16 +223,16 @@ export async function smoothedMaps(
 
 /** All maps smoothed in one batch. */
 async function smoothAll(
-  subject: MapSearchSubject,
+  side: number,
   maps: readonly Float32Array[],
   smoothSize: number,
   smoothPasses: number,
 ): Promise<Float32Array[]> {
-  const plane = subject.inputSize * subject.inputSize;
+  const plane = side * side;
   const stacked = new Float32Array(maps.length * plane);
   maps.forEach((map, i) => stacked.set(map, i * plane));
-  const input = tensor(stacked, [maps.length, 1, subject.inputSize, subject.inputSize]);
-  const output = noGrad(() => tidy(() => subject.smooth(input, smoothSize, smoothPasses)));
+  const input = tensor(stacked, [maps.length, 1, side, side]);
+  const output = noGrad(() => tidy(() => smoothMaps(input, { smoothSize, smoothPasses })));
   const [data] = await toArrays([output]);
   input.dispose();
   if (output !== input) output.dispose();
