@@ -3,7 +3,8 @@
  *
  *   deno run -A bench/inpaint_bottle.ts [--preset quick] [--epochs N] [--images N]
  *     [--object-size N] [--width F] [--corruption elastic] [--avgmap-exponent T]
- *     [--smooth-size K] [--smooth-passes N] [--map-search false] [--seed 0] [--run-dir DIR]
+ *     [--smooth-size K] [--smooth-passes N] [--map-search false] [--progressive true]
+ *     [--seed 0] [--run-dir DIR]
  *     [--json FILE]
  *
  * Trains a preset (with the given overrides) through the runner into a run folder (a temporary
@@ -45,6 +46,7 @@ const { values } = parseArgs({
     "smooth-passes": { type: "string" },
     "avgmap-exponent": { type: "string" },
     "map-search": { type: "string" },
+    progressive: { type: "string" },
     seed: { type: "string", default: "0" },
     "run-dir": { type: "string" },
     json: { type: "string" },
@@ -68,6 +70,7 @@ const overrides = {
   smoothPasses: values["smooth-passes"],
   avgmapExponent: values["avgmap-exponent"],
   mapSearch: values["map-search"],
+  progressive: values.progressive,
 };
 let lastProgress: TrainProgress | undefined;
 let trainingEnd = 0;
