@@ -771,7 +771,9 @@ fn pick(which: u32, x: vec4f, y: vec4f, z: vec4f, w: vec4f) -> vec4f {
   return x;
 }
 
-@compute @workgroup_size(8, 8)
+// A workgroup is GROUP_X × GROUP_Y threads (8 × 8, or 8 threads for a small product; see
+// workgroupShape in gemm.ts).
+@compute @workgroup_size(GROUP_X, GROUP_Y)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let g = gid.z;
   let column = gid.x; // texel column of B within this chunk (or CN/4 of them)

@@ -63,6 +63,8 @@ export class Tensor {
   private storage: Storage | null;
   /** Set while this tensor is the gradient of another, so that it is never shared by two. */
   gradOf: Tensor | null = null;
+  /** Run by {@link dispose}: frees what an op keeps for this tensor's backward pass. */
+  private disposers: (() => void)[] | null = null;
 
   /** Use the factory functions ({@link zeros}, {@link tensor}, …) or ops instead. */
   constructor(
@@ -120,9 +122,20 @@ export class Tensor {
     if (!storage) return;
     this.storage = null;
     untrack(this);
+    const disposers = this.disposers;
+    this.disposers = null;
+    disposers?.forEach((disposer) => disposer());
     if (--storage.references === 0) storage.gpu.pool.release(storage.buffer);
     if (this.grad && this.grad.gradOf === this) this.grad.dispose();
     this.grad = null;
+  }
+
+  /**
+   * Runs `fn` when this tensor is disposed, for GPU resources that an op keeps until its
+   * backward pass (which cannot run once the tensor is gone).
+   */
+  onDispose(fn: () => void): void {
+    (this.disposers ??= []).push(fn);
   }
 
   /** A tensor of another shape over the same data (no copy). */

@@ -10,7 +10,8 @@
 
 import assert from "node:assert/strict";
 import * as op from "../../src/tensor/ops.ts";
-import type { Tensor } from "../../src/tensor/tensor.ts";
+import { empty, init, type Tensor, tidy, zeroGrad } from "../../src/tensor/tensor.ts";
+import { gemm, GemmMode, packConvImage, releaseConvImage } from "../../src/tensor/ops/gemm.ts";
 import {
   activateRef,
   type ActivationRef,
@@ -209,6 +210,13 @@ const convTCases: ConvTCase[] = [
     activation: leaky,
   },
   {
+    name: "3×3 stride 1 pad 1, 8 channels, inputs 4 pixels wide (dx and dw share dy's packing)",
+    x: [[2, 8, 3, 8], [1, 8, 2, 4]],
+    w: [8, 8, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  },
+  {
     name: "3×3 stride 2 output padding 1, bias only",
     x: [[1, 8, 4, 3], [1, 8, 2, 2]],
     w: [8, 2, 3, 3],
@@ -234,6 +242,79 @@ for (const c of convTCases) {
   Deno.test(`fused convTranspose2d ${c.name}: backward matches finite differences`, () =>
     expectOp(c.name, convTCase(c, 1)));
 }
+
+// 128² output pixels per channel: the bias gradient sums each channel with 256 threads (see
+// biasGradThreads in gemm.ts), where the small cases above use 64. Finite differences of the
+// bias alone keep the check fast.
+Deno.test("fused conv2d on 128² pixels: the bias gradient matches finite differences", () => {
+  const c: ConvCase = {
+    name: "3×3 pad 1 on 128², 4 channels to 2",
+    x: [[1, 4, 128, 128], [1, 4, 128, 128]],
+    w: [2, 4, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  };
+  return expectOp(c.name, { ...conv2dCase(c, 1), gradInputs: [2] });
+});
+
+Deno.test("conv2d returns the packing of x kept for the backward pass to the pool", async () => {
+  const gpu = await init();
+  // 8 channels and rows of 8 pixels: the forward product packs x as an image, which the weight
+  // gradient reads again.
+  const x = op.rand([2, 8, 8, 8], -1, 1, { seed: 3 });
+  const w = op.rand([4, 8, 3, 3], -1, 1, { seed: 4 });
+  const b = op.rand([4], -1, 1, { seed: 5 });
+  for (const t of [x, w, b]) t.requiresGrad = true;
+  const step = (backpropagate: boolean) =>
+    tidy(() => {
+      const y = op.conv2d(x, w, b, { padding: 1, activation: leaky });
+      if (backpropagate) op.sum(y).backward();
+    });
+  step(true);
+  step(false);
+  const allocated = gpu.textures.allocatedBytes;
+  for (let i = 0; i < 4; i++) {
+    step(false); // the packing goes when y is disposed
+    step(true); // the backward pass releases it
+  }
+  assert.equal(
+    gpu.textures.allocatedBytes,
+    allocated,
+    "no texture allocated after the first steps",
+  );
+  zeroGrad([x, w, b]);
+  for (const t of [x, w, b]) t.dispose();
+});
+
+Deno.test("a product given a packed image or sums it cannot use throws", async () => {
+  await init();
+  const x = op.rand([1, 4, 4, 4], -1, 1, { seed: 6 });
+  const other = op.rand([1, 4, 4, 4], -1, 1, { seed: 7 });
+  const w = op.rand([4, 4, 3, 3], -1, 1, { seed: 8 });
+  const y = empty([1, 4, 4, 4]);
+  const g = op.conv2dGeometry(x.shape, w.shape, { padding: 1 });
+  const image = packConvImage(x, g);
+  const spec = { mode: GemmMode.convForward, M: 4, N: 16, K: 36, batch: 1, conv: g };
+  const unpadded = op.conv2dGeometry(x.shape, w.shape, { padding: 0 });
+  assert.throws(
+    () => gemm(w, other, y, { ...spec, implicit: true, image }),
+    /not packed for/,
+  );
+  assert.throws(
+    () => gemm(w, x, y, { ...spec, N: 4, conv: unpadded, implicit: true, image }),
+    /not packed for/,
+  );
+  assert.throws(() => gemm(w, x, y, { ...spec, image }), /Only an implicit product/);
+  const sums = empty([4]);
+  assert.throws(() => gemm(w, x, y, { ...spec, biasGradient: sums }), /packs B as an image/);
+  assert.throws(
+    () => gemm(w, x, y, { ...spec, implicit: true, image, biasGradient: sums }),
+    /packs B as an image/,
+  );
+  sums.dispose();
+  releaseConvImage(image);
+  for (const t of [x, other, w, y]) t.dispose();
+});
 
 Deno.test("a fused conv2d equals leakyRelu(conv2d + bias) composed of separate ops", async () => {
   const [x, w, b] = [[2, 8, 9, 6], [5, 8, 3, 3], [5]].map((s) =>

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import * as op from "../../src/tensor/ops.ts";
-import { backward, init, type Tensor, tensor, tidy } from "../../src/tensor/tensor.ts";
+import { backward, init, shapeSize, type Tensor, tensor, tidy } from "../../src/tensor/tensor.ts";
 import {
   binaryRef,
   checkOp,
@@ -386,6 +386,13 @@ function permuteRef(x: Ref, perm: number[]): Ref {
   return { data, shape };
 }
 
+// Axes 2 and 3 stay together, so the copy runs over one merged axis (see mergeAxes in shape.ts).
+opTest("permute that keeps the inner axes together", (s) => ({
+  inputs: [input(s === "large" ? [3, 5, 7, 11] : [2, 3, 2, 2])],
+  gpu: (x) => op.permute(x, [1, 0, 2, 3]),
+  ref: (x) => permuteRef(x, [1, 0, 2, 3]),
+}));
+
 opTest("slice", (s) => ({
   inputs: [input(s === "large" ? [3, 5, 7, 11] : [2, 3, 4])],
   gpu: (x) => op.slice(x, [1, 1, 2], [1, 2, -1]),
@@ -432,6 +439,16 @@ opTest("concat along channels", (s) => ({
     return { data, shape: [n, ca + cb, h, w] };
   },
 }));
+
+// The backward pass of a mean: one value copied over every axis, merged into one.
+opTest("expand of one value to an image", (s) => {
+  const shape = s === "large" ? [3, 2, 17, 19] : [2, 1, 2, 3];
+  return {
+    inputs: [input([1, 1, 1, 1])],
+    gpu: (x) => op.expand(x, shape),
+    ref: (x) => ({ data: new Float64Array(shapeSize(shape)).fill(x.data[0]), shape }),
+  };
+});
 
 opTest("expand", (s) => ({
   inputs: [input(s === "large" ? [5, 1, 7] : [2, 1, 3])],

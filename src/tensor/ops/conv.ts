@@ -21,13 +21,16 @@ import { conv2dTiled, convTranspose2dTiled } from "./gemm_tiled.ts";
 import {
   biasGrad,
   type ConvGeometry,
+  type ConvImage,
   foldColumns,
   type FusedActivation,
   gemm,
   GemmMode,
   type GemmSpec,
   implicitConvFits,
+  packConvImage,
   phaseExtent,
+  releaseConvImage,
   type ThroughActivation,
 } from "./gemm.ts";
 
@@ -41,7 +44,7 @@ export {
 } from "./geometry.ts";
 
 /** What a product adds around the bare convolution: see {@link GemmSpec}. */
-type Fusion = Pick<GemmSpec, "bias" | "activation" | "throughA" | "throughB">;
+type Fusion = Pick<GemmSpec, "bias" | "activation" | "throughA" | "throughB" | "image">;
 
 /**
  * Whether the forward product reads its input's windows straight from an image texture rather
@@ -74,6 +77,8 @@ function forwardProduct(x: Tensor, w: Tensor, out: Tensor, g: ConvGeometry, fusi
  * (stride s, kernels divisible by s). Otherwise it is the column matrix Wᵀ·dy, which col2im
  * folds into the image. Neither does work for the taps a stride skips. On lavapipe the phases
  * made the AE's stride-2 input gradients 1.2–1.6× and its transposed convolutions 1.3–2.5× faster.
+ * Given `biasGradient`, the implicit products sum dy into it per channel as they pack it (see
+ * {@link GemmSpec.biasGradient}); returns whether it was summed.
  */
 function inputGradProduct(
   dy: Tensor,
@@ -81,7 +86,8 @@ function inputGradProduct(
   out: Tensor,
   g: ConvGeometry,
   fusion: Fusion,
-): void {
+  biasGradient?: Tensor,
+): boolean {
   // Both adjoint products below run one thread per 4 pixels × up to 8 of the cin output rows;
   // with fewer than 4 rows each texel of dy is used too rarely, and the column matrix wins
   // (the decoder's last layer, 32 → 1 channel: 15 ms by phases, 11 ms by columns).
@@ -99,9 +105,10 @@ function inputGradProduct(
       conv: adjoint,
       implicit: true,
       flipWeights: true,
+      biasGradient,
       ...fusion,
     });
-    return;
+    return true;
   }
   const phased = phaseGeometry(g);
   const phases = { padH: g.padH, padW: g.padW };
@@ -117,9 +124,10 @@ function inputGradProduct(
       conv: phased,
       implicit: true,
       phases,
+      biasGradient,
       ...fusion,
     });
-    return;
+    return true;
   }
   const taps = g.kernelH * g.kernelW;
   const spec: GemmSpec = {
@@ -134,6 +142,7 @@ function inputGradProduct(
   gemm(w, dy, columns, { ...spec, throughB: fusion.throughB });
   foldColumns(columns, out, { ...spec, bias: fusion.bias, activation: fusion.activation });
   columns.dispose();
+  return false;
 }
 
 /**
@@ -174,6 +183,12 @@ function phaseGeometry(g: ConvGeometry): ConvGeometry | null {
   };
 }
 
+/** Whether the weight gradient of convolution `g` of `x` reads x as an image (see gemm.wgsl). */
+function implicitWeightGrad(x: Tensor, g: ConvGeometry): boolean {
+  // The implicit product walks 4 output pixels of one row per step.
+  return g.outW % 4 === 0 && useImplicit(x, g);
+}
+
 function weightGradProduct(
   dy: Tensor,
   x: Tensor,
@@ -182,8 +197,7 @@ function weightGradProduct(
   fusion: Fusion,
 ): void {
   const taps = g.kernelH * g.kernelW;
-  // The implicit product walks 4 output pixels of one row per step (see gemm.wgsl).
-  const implicit = g.outW % 4 === 0 && useImplicit(x, g);
+  const implicit = implicitWeightGrad(x, g);
   gemm(dy, x, out, {
     mode: GemmMode.convWeightGrad,
     M: g.cout / g.groups,
@@ -197,22 +211,35 @@ function weightGradProduct(
 }
 
 /**
- * The backward pass of a layer's bias and activation, shared by both ops: the gradient `grad`
- * of the activated output `y` is read through the activation's derivative by the products
- * (`through`), and the bias gradient is reduced from it directly.
+ * The backward pass of a layer's activation, shared by both ops: the products read the gradient
+ * of the activated output `y` through the activation's derivative.
  */
-function epilogueBackward(
+function throughActivation(
+  y: Tensor,
+  activation: FusedActivation | undefined,
+): ThroughActivation | undefined {
+  return activation ? { activation, activated: y } : undefined;
+}
+
+/**
+ * A layer's bias gradient `db`, the sum of its output's gradient `grad` (through the activation)
+ * over images and pixels, or undefined when the bias needs none. The caller gives `db` to a
+ * product that packs `grad` as an image, which sums it on the way, and then calls
+ * `finish(summed)`: unless it was summed, a pass of its own reduces `grad` into it.
+ */
+function biasGradient(
   grad: Tensor,
   y: Tensor,
   bias: Tensor | undefined,
   activation: FusedActivation | undefined,
-): ThroughActivation | undefined {
-  if (bias?.requiresGrad) {
-    const db = empty(bias.shape);
-    biasGrad(grad, y, db, activation);
-    addGrad(bias, db);
-  }
-  return activation ? { activation, activated: y } : undefined;
+): { db: Tensor | undefined; finish: (summed: boolean) => void } {
+  const db = bias?.requiresGrad ? empty(bias.shape) : undefined;
+  const finish = (summed: boolean) => {
+    if (!db) return;
+    if (!summed) biasGrad(grad, y, db, activation);
+    addGrad(bias!, db);
+  };
+  return { db, finish };
 }
 
 /**
@@ -226,20 +253,36 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, options: Conv2dOptio
   checkBias(bias, g.cout);
   const activation = options.activation;
   const inputs = bias ? [x, w, bias] : [x, w];
+  // The forward product and the weight gradient both read x as an image of geometry g. The
+  // forward pass's packing is kept for the backward pass, which releases it, or until y goes.
+  let image: ConvImage | undefined;
+  const releaseImage = () => {
+    if (image) releaseConvImage(image);
+    image = undefined;
+  };
   const y: Tensor = opResult([g.images, g.cout, g.outH, g.outW], inputs, (grad) => {
-    const through = epilogueBackward(grad, y, bias, activation);
+    const through = throughActivation(y, activation);
+    const biasBackward = biasGradient(grad, y, bias, activation);
+    let summed = false;
     if (x.requiresGrad) {
       const dx = empty(x.shape);
-      inputGradProduct(grad, w, dx, g, { throughB: through });
+      summed = inputGradProduct(grad, w, dx, g, { throughB: through }, biasBackward.db);
       addGrad(x, dx);
     }
+    biasBackward.finish(summed);
     if (w.requiresGrad) {
       const dw = empty(w.shape);
-      weightGradProduct(grad, x, dw, g, { throughA: through });
+      weightGradProduct(grad, x, dw, g, { throughA: through, image });
       addGrad(w, dw);
     }
+    releaseImage();
   });
-  forwardProduct(x, w, y, g, { bias, activation });
+  // The implicit weight gradient implies an implicit forward product.
+  if (y.backwardFn && w.requiresGrad && implicitWeightGrad(x, g)) {
+    image = packConvImage(x, g);
+    y.onDispose(releaseImage);
+  }
+  forwardProduct(x, w, y, g, { bias, activation, image });
   return y;
 }
 
@@ -261,17 +304,30 @@ export function convTranspose2d(
   const activation = options.activation;
   const inputs = bias ? [x, w, bias] : [x, w];
   const y: Tensor = opResult([images, cout, outH, outW], inputs, (grad) => {
-    const through = epilogueBackward(grad, y, bias, activation);
+    const through = throughActivation(y, activation);
+    const biasBackward = biasGradient(grad, y, bias, activation);
+    // dx and dw are both products over dy read as an image of geometry g: one packing serves
+    // both, and sums the bias gradient on the way.
+    const implicitDx = x.requiresGrad && useImplicit(grad, g);
+    const implicitDw = w.requiresGrad && implicitWeightGrad(grad, g);
+    const wantsBias = biasBackward.db !== undefined;
+    const packOnce = (implicitDx && implicitDw) || ((implicitDx || implicitDw) && wantsBias);
+    const image = packOnce ? packConvImage(grad, g, through, biasBackward.db) : undefined;
+    biasBackward.finish(image !== undefined);
     if (x.requiresGrad) {
       const dx = empty(x.shape);
-      forwardProduct(grad, w, dx, g, { throughB: through });
+      forwardProduct(grad, w, dx, g, { throughB: through, image: implicitDx ? image : undefined });
       addGrad(x, dx);
     }
     if (w.requiresGrad) {
       const dw = empty(w.shape);
-      weightGradProduct(x, grad, dw, g, { throughB: through });
+      weightGradProduct(x, grad, dw, g, {
+        throughB: through,
+        image: implicitDw ? image : undefined,
+      });
       addGrad(w, dw);
     }
+    if (image) releaseConvImage(image);
   });
   inputGradProduct(x, w, y, g, { bias, activation });
   return y;

@@ -13,12 +13,12 @@
  * of such an activation is multiplied by the activation's derivative while it is packed.
  */
 
-import type { Tensor } from "../tensor.ts";
+import { empty, type Tensor } from "../tensor.ts";
 import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
 import { declareShader } from "../../gpu/shaders.ts";
 import { type OperandTexture, operandTextureWidth } from "../../gpu/textures.ts";
 import { bind, elementGrid, run } from "./launch.ts";
-import type { StorageBinding } from "../../gpu/kernel.ts";
+import { grid2d, type StorageBinding } from "../../gpu/kernel.ts";
 import { CONVOLUTION_FIELD_TYPES, convolutionFields } from "./geometry.ts";
 
 /** How the operands are gathered and the result scattered (see shaders/gemm.wgsl). */
@@ -129,6 +129,17 @@ export interface GemmSpec {
    * output phases, one per group; see gemm.wgsl and conv.ts.
    */
   phases?: { padH: number; padW: number };
+  /**
+   * With `implicit`: B already packed by {@link packConvImage}, for products that read the same
+   * image (the caller releases it). It must be this product's B, packed for this geometry.
+   */
+  image?: ConvImage;
+  /**
+   * With `implicit` and no `image`: receives B's sum over images and pixels per channel (through
+   * `throughB`), summed while B is packed. When B is a layer's output gradient, that is the
+   * gradient of the layer's bias.
+   */
+  biasGradient?: Tensor;
   /** Added to row m of every group's result (g·M + m) as it is stored. */
   bias?: Tensor;
   /** Applied to the result (after the bias) as it is stored. */
@@ -175,6 +186,24 @@ function columnsPerThread(spec: GemmSpec, rows: number): number {
     Math.ceil(spec.N / columns) * Math.ceil(spec.M / rows) * spec.batch;
   if (rows >= 8 && spec.K >= 64 && threads(16) >= minThreads) return 16;
   return threads(8) >= minThreads ? 8 : 4;
+}
+
+/**
+ * Threads of a workgroup along the columns and the rows of C: 8 × 8, but one SIMD row of 8 for a
+ * product with fewer threads than {@link minThreads}. A CPU driver runs a workgroup on one core,
+ * 8 lanes at a time, masking the threads past the product's edge: the weight gradients of the
+ * AE's one-channel layers (32 × 16 outputs, k = 32768) had 32 threads, which made one workgroup
+ * with half its lanes idle, on one of two cores. With 8-thread workgroups the first layer's
+ * forward and backward pass took 28–29 ms instead of 30.5–32 ms (lavapipe on 2 busy cores).
+ */
+function workgroupShape(
+  columnThreads: number,
+  rowThreads: number,
+  batch: number,
+): [number, number] {
+  if (columnThreads * rowThreads * batch >= minThreads) return [8, 8];
+  const x = Math.min(8, 2 ** Math.ceil(Math.log2(columnThreads)));
+  return [x, 8 / x];
 }
 
 /** Texels of one packed right-operand chunk at most (64 MiB). */
@@ -224,6 +253,8 @@ interface ImplicitImage {
   height: number;
   /** Columns, likewise. */
   width: number;
+  /** Texel planes, one per image and texel of channels: z of pack_image's grid. */
+  planes: number;
   /** Texels of the whole image (all images of the batch). */
   texels: number;
 }
@@ -236,7 +267,8 @@ function implicitImage(g: ConvGeometry, phases?: GemmSpec["phases"]): ImplicitIm
     height = phaseImageExtent(g.outH, g.strideH, g.kernelH, phases.padH);
     width = phaseImageExtent(g.outW, g.strideW, g.kernelW, phases.padW);
   }
-  return { c4, height, width, texels: g.images * c4 * height * width };
+  const planes = g.images * c4;
+  return { c4, height, width, planes, texels: planes * height * width };
 }
 
 /** Output rows (or columns) of phase r of an output `size` long split into `stride` phases. */
@@ -270,10 +302,13 @@ export function implicitConvFits(
   g: ConvGeometry,
   phases?: GemmSpec["phases"],
 ): boolean {
-  // The implicit product runs all columns in one dispatch (32 per workgroup along x).
+  // The implicit product runs all columns in one dispatch (32 per workgroup along x), and
+  // pack_image one texel plane (four channels of one image) per workgroup along z.
   const workgroups = Math.ceil((g.images * g.outH * g.outW) / 32);
-  return g.groups === 1 && implicitImage(g, phases).texels <= gpu.textures.maxTexels &&
-    workgroups <= gpu.device.limits.maxComputeWorkgroupsPerDimension;
+  const image = implicitImage(g, phases);
+  const maxWorkgroups = gpu.device.limits.maxComputeWorkgroupsPerDimension;
+  return g.groups === 1 && image.texels <= gpu.textures.maxTexels &&
+    workgroups <= maxWorkgroups && image.planes <= maxWorkgroups;
 }
 
 function activationCode(activation: FusedActivation | undefined): number {
@@ -284,9 +319,127 @@ function activationSlope(activation: FusedActivation | undefined): number {
   return activation?.kind === "leakyRelu" ? activation.slope : 0;
 }
 
-/** Constants of pack.wgsl for packing an operand that may be the gradient of an activation. */
-function packConstants(spec: GemmSpec, through: ThroughActivation | undefined) {
+/**
+ * A tensor packed as the zero-padded image texture that implicit products read (pack_image in
+ * pack.wgsl): made once by {@link packConvImage} where two products read the same image, as the
+ * input gradient and the weight gradient of a transposed convolution both read dy.
+ */
+export interface ConvImage {
+  /** The packed tensor. */
+  readonly source: Tensor;
+  /** The convolution it was packed for. */
+  readonly geometry: ConvGeometry;
+  /** The activation whose derivative multiplied it, when it is that activation's gradient. */
+  readonly through: ThroughActivation | undefined;
+  /** Its extent in the texture. */
+  readonly layout: ImplicitImage;
+  /** The texture. */
+  readonly texture: OperandTexture;
+}
+
+/**
+ * Packs `source` as the input image of implicit products of convolution `g`, and with
+ * `channelSums` also stores there its sum over images and pixels per channel.
+ */
+function packImage(
+  source: Tensor,
+  g: ConvGeometry,
+  phases: GemmSpec["phases"],
+  through: ThroughActivation | undefined,
+  channelSums?: Tensor,
+): ConvImage {
+  const layout = implicitImage(g, phases);
+  const texture = source.gpu.textures.acquire(layout.texels);
+  // Packing reads the geometry and the image's extent only; the product's sizes do not matter,
+  // and of the constants only the activation does: one pipeline serves every product.
+  const sizes = { mode: GemmMode.convForward, M: 0, N: 0, K: 0, batch: 1, conv: g };
+  const constants = packConstants({ ...sizes, implicit: true }, through);
+  const params = productParams(sizes, 0, 0, 0, layout, activationSlope(through?.activation));
+  const buffers = [bind(source), { view: texture.view }, bindActivated(source, through)];
+  if (!channelSums) {
+    run(source, {
+      shader: "pack",
+      entryPoint: "pack_image",
+      constants,
+      params,
+      buffers,
+      workgroups: [...elementGrid(layout.height * layout.width), layout.planes],
+    });
+    return { source, geometry: g, through, layout, texture };
+  }
+  const rows = layout.planes * layout.height;
+  const rowSums = empty([rows * 4]);
+  run(source, {
+    shader: "pack",
+    entryPoint: "pack_image_rows",
+    constants,
+    params,
+    buffers: [...buffers, bind(rowSums)],
+    workgroups: grid2d(Math.ceil(rows / 64)),
+  });
+  run(source, {
+    shader: "bias_grad",
+    entryPoint: "from_row_sums",
+    constants: { ACTIVATION: ActivationCode.none, THREADS: 64 },
+    params: BiasGradParams.pack({
+      images: g.images,
+      channels: g.cin,
+      pixels: layout.height,
+      slope: 0,
+    }),
+    buffers: [null, null, bind(channelSums), bind(rowSums)],
+    workgroups: [Math.ceil(g.cin / 64)],
+  });
+  rowSums.dispose();
+  return { source, geometry: g, through, layout, texture };
+}
+
+/**
+ * Packs `source` (through the derivative of `through`'s activation, if given) as the input image
+ * of implicit products of convolution `g`, for {@link GemmSpec.image}; `biasGradient` receives
+ * the sums as in {@link GemmSpec.biasGradient}. Release it with {@link releaseConvImage} once the
+ * products are recorded.
+ */
+export function packConvImage(
+  source: Tensor,
+  g: ConvGeometry,
+  through?: ThroughActivation,
+  biasGradient?: Tensor,
+): ConvImage {
+  return packImage(source, g, undefined, through, biasGradient);
+}
+
+/** Returns a packed image's texture to the pool (later dispatches run after its readers). */
+export function releaseConvImage(image: ConvImage): void {
+  image.source.gpu.textures.release(image.texture);
+}
+
+/** Throws unless `image` holds B of an implicit product `spec` of `b`, laid out as `layout`. */
+function checkSharedImage(image: ConvImage, b: Tensor, spec: GemmSpec, layout: ImplicitImage) {
+  const g = spec.conv!;
+  const packed = image.geometry;
+  const sameGeometry = packed.images === g.images && packed.cin === g.cin &&
+    packed.inH === g.inH && packed.inW === g.inW && packed.padH === g.padH &&
+    packed.padW === g.padW;
+  const sameLayout = image.layout.c4 === layout.c4 && image.layout.height === layout.height &&
+    image.layout.width === layout.width && image.layout.planes === layout.planes;
+  const through = spec.throughB;
+  const sameThrough = image.through === through ||
+    (image.through?.activated === through?.activated &&
+      activationCode(image.through?.activation) === activationCode(through?.activation) &&
+      activationSlope(image.through?.activation) === activationSlope(through?.activation));
+  if (image.source !== b || !sameGeometry || !sameLayout || !sameThrough) {
+    throw new Error("A packed convolution image was given to a product it was not packed for");
+  }
+}
+
+/**
+ * Constants of pack.wgsl for packing an operand that may be the gradient of an activation;
+ * `vec4Source` when each texel of it is four aligned neighbours in memory (see alignedPixels).
+ */
+function packConstants(spec: GemmSpec, through: ThroughActivation | undefined, vec4Source = false) {
   return {
+    VEC4_SOURCE: vec4Source,
     MODE: spec.mode,
     TRANS_A: spec.transA ?? false,
     TRANS_B: spec.transB ?? false,
@@ -301,6 +454,13 @@ function packConstants(spec: GemmSpec, through: ThroughActivation | undefined) {
 export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
   const gpu = a.gpu;
   const image = spec.implicit ? implicitImage(spec.conv!, spec.phases) : undefined;
+  if (spec.image) {
+    if (!image) throw new Error("Only an implicit product reads a packed image");
+    checkSharedImage(spec.image, b, spec, image);
+  }
+  if (spec.biasGradient && (!image || spec.image)) {
+    throw new Error("A product sums B per channel only where it packs B as an image itself");
+  }
   // An implicit forward product's k runs over (tap, channel), the channels padded to texels.
   const kPadded = image && spec.mode === GemmMode.convForward
     ? spec.conv!.kernelH * spec.conv!.kernelW * image.c4 * 4
@@ -311,19 +471,26 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
   run(a, {
     shader: "pack",
     entryPoint: "pack_a",
-    constants: packConstants(spec, spec.throughA),
+    constants: packConstants(spec, spec.throughA, alignedPixels(spec, GemmMode.convWeightGrad)),
     params: productParams(spec, kPadded, 0, spec.N, image, slopeA),
-    buffers: [bind(a), { view: packedA.view }, bindActivated(a, spec.throughA)],
+    buffers: packBuffers(a, packedA, spec.throughA),
     workgroups: elementGrid(aTexels),
   });
   const rows = rowsPerThread(spec);
   const columns = columnsPerThread(spec, rows);
+  const [groupX, groupY] = workgroupShape(
+    Math.ceil(spec.N / columns),
+    Math.ceil(spec.M / rows),
+    spec.batch,
+  );
   // Four consecutive columns are consecutive floats when rows (or images) start 4-aligned.
   const rowLength = spec.mode === GemmMode.convForward ? spec.conv!.outH * spec.conv!.outW : spec.N;
   const productConstants = {
     MODE: spec.mode,
     RM: rows,
     CN: columns,
+    GROUP_X: groupX,
+    GROUP_Y: groupY,
     IMPLICIT: spec.implicit ?? false,
     CONTIGUOUS_ROWS: rowLength % 4 === 0 && !spec.phases,
     // An implicit product's four columns are then four neighbours in one row of the output.
@@ -349,30 +516,17 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
       params,
       buffers: [{ view: packedA.view }, { view: packedB.view }, bind(c), biasBinding],
       workgroups: [
-        Math.ceil(Math.ceil(nCount / columns) / 8),
-        Math.ceil(Math.ceil(spec.M / rows) / 8),
+        Math.ceil(Math.ceil(nCount / columns) / groupX),
+        Math.ceil(Math.ceil(spec.M / rows) / groupY),
         spec.batch,
       ],
     });
   };
-  const slopeB = activationSlope(spec.throughB?.activation);
-  const bBuffers = (packedB: OperandTexture) => [
-    bind(b),
-    { view: packedB.view },
-    bindActivated(b, spec.throughB),
-  ];
   if (image) {
-    const packedImage = gpu.textures.acquire(image.texels);
-    run(b, {
-      shader: "pack",
-      entryPoint: "pack_image",
-      constants: packConstants(spec, spec.throughB),
-      params: productParams(spec, kPadded, 0, spec.N, image, slopeB),
-      buffers: bBuffers(packedImage),
-      workgroups: elementGrid(image.texels),
-    });
-    multiply(packedImage, 0, spec.N);
-    gpu.textures.release(packedImage);
+    const packed = spec.image ??
+      packImage(b, spec.conv!, spec.phases, spec.throughB, spec.biasGradient);
+    multiply(packed.texture, 0, spec.N);
+    if (!spec.image) releaseConvImage(packed);
   } else {
     const rowsOfB = spec.batch * kPadded;
     const chunkLimit = Math.min(maxChunkTexels, gpu.textures.maxTexels);
@@ -384,9 +538,20 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
       run(b, {
         shader: "pack",
         entryPoint: "pack_b",
-        constants: packConstants(spec, spec.throughB),
-        params: productParams(spec, kPadded, nOffset, nCount, undefined, slopeB),
-        buffers: bBuffers(packedB),
+        constants: packConstants(
+          spec,
+          spec.throughB,
+          alignedPixels(spec, GemmMode.convInputGrad),
+        ),
+        params: productParams(
+          spec,
+          kPadded,
+          nOffset,
+          nCount,
+          undefined,
+          activationSlope(spec.throughB?.activation),
+        ),
+        buffers: packBuffers(b, packedB, spec.throughB),
         workgroups: elementGrid(bTexels),
       });
       multiply(packedB, nOffset, nCount);
@@ -395,6 +560,24 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
   }
   gpu.textures.release(packedA);
   flopCounter += gemmFlops(spec);
+}
+
+/**
+ * Whether `spec` is a product of `mode` whose packed operand (A of a weight gradient, B of an
+ * input gradient's column matrix) is dy read along its pixels, with a whole number of texels per
+ * image: each texel is then four aligned neighbours in memory (VEC4_SOURCE in pack.wgsl).
+ */
+function alignedPixels(spec: GemmSpec, mode: number): boolean {
+  return spec.mode === mode && (spec.conv!.outH * spec.conv!.outW) % 4 === 0;
+}
+
+/**
+ * Bindings of pack_a and pack_b: the operand, the texture, the activated output, then both again
+ * as vec4 arrays (bindings 5 and 6; 4 is pack_image_rows' row sums).
+ */
+function packBuffers(operand: Tensor, packed: OperandTexture, through?: ThroughActivation) {
+  const activated = bindActivated(operand, through);
+  return [bind(operand), { view: packed.view }, activated, null, bind(operand), activated];
 }
 
 /** The activated output an operand is the gradient of, or the operand itself as a placeholder. */
@@ -441,7 +624,10 @@ export function biasGrad(
   const [images, channels, height, width] = dy.shape;
   run(dy, {
     shader: "bias_grad",
-    constants: { ACTIVATION: activationCode(activation) },
+    constants: {
+      ACTIVATION: activationCode(activation),
+      THREADS: biasGradThreads(images * height * width),
+    },
     params: BiasGradParams.pack({
       images,
       channels,
@@ -451,6 +637,15 @@ export function biasGrad(
     buffers: [bind(dy), bind(activated), bind(db)],
     workgroups: [channels],
   });
+}
+
+/**
+ * Threads that sum one channel of a bias gradient. On lavapipe 64 made the AE's small layers
+ * (8×8 and 16×16 pixels) 2–4× faster than 256, whose threads mostly idle there, but its 64×64
+ * layers slower: there each thread's loop is long and more threads share it.
+ */
+function biasGradThreads(valuesPerChannel: number): number {
+  return valuesPerChannel >= 64 * 256 ? 256 : 64;
 }
 
 function paddedK(spec: GemmSpec): number {

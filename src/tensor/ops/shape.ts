@@ -10,7 +10,6 @@ import { sumToShape } from "./reduce.ts";
 /** A strided copy of `n` elements of a region of up to 8 dimensions (shapes as two vec4s). */
 const CopyParams = uniformStruct("CopyParams", {
   n: "u32",
-  rank: "u32",
   src_offset: "u32",
   dst_offset: "u32",
   shape: "array<vec4u, 2>",
@@ -27,21 +26,53 @@ interface StridedView {
   strides: readonly number[];
 }
 
+/**
+ * The same region with fewer axes: axes of size 1 dropped, and each axis merged into the one
+ * before it where both views step over the pair as over one axis. The kernel splits every
+ * element's index with a division per axis, so fewer axes cost less (a scalar broadcast to an
+ * image, the backward pass of a mean, becomes one axis instead of four).
+ */
+function mergeAxes(
+  shape: Shape,
+  fromStrides: readonly number[],
+  toStrides: readonly number[],
+): { shape: number[]; fromStrides: number[]; toStrides: number[] } {
+  const merged = { shape: [] as number[], fromStrides: [] as number[], toStrides: [] as number[] };
+  shape.forEach((size, d) => {
+    if (size === 1) return;
+    const last = merged.shape.length - 1;
+    const contiguous = last >= 0 &&
+      merged.fromStrides[last] === fromStrides[d] * size &&
+      merged.toStrides[last] === toStrides[d] * size;
+    if (contiguous) {
+      merged.shape[last] *= size;
+      merged.fromStrides[last] = fromStrides[d];
+      merged.toStrides[last] = toStrides[d];
+      return;
+    }
+    merged.shape.push(size);
+    merged.fromStrides.push(fromStrides[d]);
+    merged.toStrides.push(toStrides[d]);
+  });
+  return merged;
+}
+
 /** Copies every element of `shape` from one strided view to another. */
-function stridedCopy(shape: Shape, from: StridedView, to: StridedView): void {
-  const count = shapeSize(shape);
+function stridedCopy(fullShape: Shape, from: StridedView, to: StridedView): void {
+  const count = shapeSize(fullShape);
   if (count === 0) return;
-  if (shape.length > 8) throw new Error(`At most 8 dimensions are supported, got [${shape}]`);
+  const { shape, fromStrides, toStrides } = mergeAxes(fullShape, from.strides, to.strides);
+  if (shape.length > 8) throw new Error(`At most 8 dimensions are supported, got [${fullShape}]`);
   run(from.tensor, {
     shader: "copy",
+    constants: { RANK: shape.length },
     params: CopyParams.pack({
       n: count,
-      rank: shape.length,
       src_offset: from.offset,
       dst_offset: to.offset,
       shape,
-      src_strides: from.strides,
-      dst_strides: to.strides,
+      src_strides: fromStrides,
+      dst_strides: toStrides,
     }),
     buffers: [bind(from.tensor), bind(to.tensor)],
     workgroups: elementGrid(count),
