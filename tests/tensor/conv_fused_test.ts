@@ -276,6 +276,10 @@ Deno.test("conv2d returns the packing of x kept for the backward pass to the poo
   for (let i = 0; i < 4; i++) {
     step(false); // the packing goes when y is disposed
     step(true); // the backward pass releases it
+    // An input made in the same scope is disposed before y; the packing still goes back.
+    tidy(() => {
+      op.conv2d(op.rand([2, 8, 8, 8], -1, 1, { seed: 9 }), w, b, { padding: 1 });
+    });
   }
   assert.equal(
     gpu.textures.allocatedBytes,

@@ -16,7 +16,7 @@
 import { empty, type Tensor } from "../tensor.ts";
 import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
 import { declareShader } from "../../gpu/shaders.ts";
-import { type OperandTexture, operandTextureWidth } from "../../gpu/textures.ts";
+import { type OperandTexture, operandTextureWidth, type TexturePool } from "../../gpu/textures.ts";
 import { bind, elementGrid, run } from "./launch.ts";
 import { grid2d, type StorageBinding } from "../../gpu/kernel.ts";
 import { CONVOLUTION_FIELD_TYPES, convolutionFields } from "./geometry.ts";
@@ -335,6 +335,8 @@ export interface ConvImage {
   readonly layout: ImplicitImage;
   /** The texture. */
   readonly texture: OperandTexture;
+  /** The pool the texture goes back to (kept here: `source` may be disposed first). */
+  readonly pool: TexturePool;
 }
 
 /**
@@ -365,7 +367,7 @@ function packImage(
       buffers,
       workgroups: [...elementGrid(layout.height * layout.width), layout.planes],
     });
-    return { source, geometry: g, through, layout, texture };
+    return { source, geometry: g, through, layout, texture, pool: source.gpu.textures };
   }
   const rows = layout.planes * layout.height;
   const rowSums = empty([rows * 4]);
@@ -391,7 +393,7 @@ function packImage(
     workgroups: [Math.ceil(g.cin / 64)],
   });
   rowSums.dispose();
-  return { source, geometry: g, through, layout, texture };
+  return { source, geometry: g, through, layout, texture, pool: source.gpu.textures };
 }
 
 /**
@@ -411,7 +413,7 @@ export function packConvImage(
 
 /** Returns a packed image's texture to the pool (later dispatches run after its readers). */
 export function releaseConvImage(image: ConvImage): void {
-  image.source.gpu.textures.release(image.texture);
+  image.pool.release(image.texture);
 }
 
 /** Throws unless `image` holds B of an implicit product `spec` of `b`, laid out as `layout`. */
