@@ -59,6 +59,30 @@ fn input_index(image: u32, channel: u32, oy: u32, ox: u32, ky: u32, kx: u32) -> 
   return i32(((image * p.cin + channel) * p.in_h + u32(iy)) * p.in_w + u32(ix));
 }
 
+// Output channel `channel` of dy at the four (image, pixel) positions first … first+3 of all
+// images' pixels in a row, zero from `count` on.
+fn read_output_pixels4(channel: u32, first: u32, count: u32) -> vec4f {
+  let pixels = p.out_h * p.out_w;
+  var image = first / pixels;
+  var q = first % pixels;
+  if (VEC4_SOURCE) {
+    // The host sets it when images are whole texels: the four are pixels of one image.
+    return read_src4((image * p.cout + channel) * pixels + q);
+  }
+  var values = vec4f(0.0);
+  for (var j = 0u; j < 4u; j++) {
+    if (first + j < count) {
+      values[j] = read_src((image * p.cout + channel) * pixels + q);
+    }
+    q += 1u;
+    if (q == pixels) {
+      q = 0u;
+      image += 1u;
+    }
+  }
+  return values;
+}
+
 // Elements k … k+3 of row m of group g of the left operand (k a multiple of 4). The four share
 // one decomposition of k into channels, taps or pixels and step through memory from there; on
 // lavapipe this packed the AE's operands ~1.3× faster than a lookup per element.
@@ -104,23 +128,7 @@ fn load_a4(g: u32, m: u32, k: u32) -> vec4f {
   switch MODE {
     case MODE_CONV_WEIGHT_GRAD: {
       // Row m is output channel g·M + m of dy, and k runs over (image, pixel).
-      let pixels = p.out_h * p.out_w;
-      var image = k / pixels;
-      var q = k % pixels;
-      if (VEC4_SOURCE) {
-        // The host sets it when images are whole texels: the four are pixels of one image.
-        return read_src4((image * p.cout + g * p.M + m) * pixels + q);
-      }
-      for (var j = 0u; j < 4u; j++) {
-        if (k + j < p.K) {
-          values[j] = read_src((image * p.cout + g * p.M + m) * pixels + q);
-        }
-        q += 1u;
-        if (q == pixels) {
-          q = 0u;
-          image += 1u;
-        }
-      }
+      return read_output_pixels4(g * p.M + m, k, p.K);
     }
     default: {
       for (var j = 0u; j < 4u; j++) {
@@ -223,23 +231,7 @@ fn load_b4(g: u32, k: u32, n: u32) -> vec4f {
     }
     case MODE_CONV_INPUT_GRAD: {
       // Columns are pixels of the output gradient, which lies as it is.
-      let pixels = p.out_h * p.out_w;
-      var image = n / pixels;
-      var q = n % pixels;
-      if (VEC4_SOURCE) {
-        // The host sets it when images are whole texels: the four are pixels of one image.
-        return read_src4((image * p.cout + g * p.K + k) * pixels + q);
-      }
-      for (var j = 0u; j < 4u; j++) {
-        if (n + j < p.N) {
-          values[j] = read_src((image * p.cout + g * p.K + k) * pixels + q);
-        }
-        q += 1u;
-        if (q == pixels) {
-          q = 0u;
-          image += 1u;
-        }
-      }
+      return read_output_pixels4(g * p.K + k, n, p.N);
     }
     case MODE_CONV_WEIGHT_GRAD: {
       // Columns are kernel taps (ci, ky, kx) of one output pixel.

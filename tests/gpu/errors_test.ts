@@ -11,8 +11,6 @@ import * as op from "../../src/tensor/ops.ts";
 
 // Uniform blocks of zeros: the kernels below are launched for their errors, not their results.
 const zeros = new ArrayBuffer(128);
-// The copy kernel's rank (see stridedCopy in src/tensor/ops/shape.ts); with n = 0 it copies nothing.
-const copyConstants = { RANK: 1 };
 
 /** Runs `fn` on a device of its own, so that its errors never reach the shared one's record. */
 async function withOwnDevice(fn: (gpu: Gpu) => Promise<void>): Promise<void> {
@@ -24,6 +22,19 @@ async function withOwnDevice(fn: (gpu: Gpu) => Promise<void>): Promise<void> {
   }
 }
 
+/** Launches the copy kernel of rank 1 (see stridedCopy in src/tensor/ops/shape.ts) with n = 0. */
+function launchCopy(gpu: Gpu, input: GpuBytes, output: GpuBytes) {
+  launch(gpu, {
+    shader: "copy",
+    constants: { RANK: 1 },
+    params: zeros,
+    buffers: [input, output],
+    workgroups: [1],
+  });
+}
+
+type GpuBytes = ReturnType<typeof bytesOf>;
+
 function bytesOf(gpu: Gpu, bytes: number) {
   return { buffer: gpu.pool.acquire(bytes), bytes };
 }
@@ -32,13 +43,7 @@ Deno.test("a dispatch missing a binding throws at the next readback, naming its 
   await withOwnDevice(async (gpu) => {
     const input = bytesOf(gpu, 16);
     const output = bytesOf(gpu, 16);
-    launch(gpu, {
-      shader: "copy",
-      constants: copyConstants,
-      params: zeros,
-      buffers: [input, output],
-      workgroups: [1],
-    });
+    launchCopy(gpu, input, output);
     launch(gpu, {
       shader: "unary",
       constants: { OP: 2 },
@@ -88,13 +93,7 @@ Deno.test("a bad buffer write throws at the next readback, in the batch it joine
     const input = bytesOf(gpu, 16);
     const output = bytesOf(gpu, 16);
     gpu.recorder.write(input.buffer, 4096, new Float32Array(4)); // past the buffer's end
-    launch(gpu, {
-      shader: "copy",
-      constants: copyConstants,
-      params: zeros,
-      buffers: [input, output],
-      workgroups: [1],
-    });
+    launchCopy(gpu, input, output);
     await assert.rejects(() => gpu.recorder.read(output.buffer, 0, 16), (error: Error) => {
       assert.match(error.message, /WebGPU validation error in a batch running a buffer write/);
       assert.match(error.message, /copy:main/, "the kernels recorded after it are named");
@@ -108,13 +107,7 @@ Deno.test("an error outside every scope is thrown by the next check, naming the 
   await withOwnDevice(async (gpu) => {
     const input = bytesOf(gpu, 16);
     const output = bytesOf(gpu, 16);
-    launch(gpu, {
-      shader: "copy",
-      constants: copyConstants,
-      params: zeros,
-      buffers: [input, output],
-      workgroups: [1],
-    });
+    launchCopy(gpu, input, output);
     await gpu.recorder.read(output.buffer, 0, 16);
     // Between batches, so no scope is open: WebGPU reports it through `uncapturederror`.
     gpu.pool.acquire(gpu.device.limits.maxBufferSize * 2);
