@@ -130,7 +130,7 @@ export const INPAINT_PRESETS: Readonly<Record<"quick" | "paper", InpaintSettings
     textureSize: 64,
     objectSize: 64,
     channels: 3,
-    epochs: 24,
+    epochs: 32,
     batch: 8,
     images: 160,
     lr: 1e-3,
