@@ -32,6 +32,7 @@ import {
   type ScoredMapCandidate,
   searchMapSettings,
   smoothedMaps,
+  weightedMaps,
 } from "../src/methods/inpaint/map_search.ts";
 import { writeJsonAtomic } from "../src/util/fs.ts";
 
@@ -124,15 +125,12 @@ for (const candidate of searched) {
   const { smoothSize, smoothPasses, avgmapExponent } = candidate;
   const clean = await smoothedMaps(side, cleanDiffs, smoothSize, smoothPasses);
   const test = await smoothedMaps(side, testDiffs, smoothSize, smoothPasses);
-  const weight = avgmapWeight(meanMap(clean, plane), avgmapExponent);
-  const scores = new Float32Array(labels.length);
-  const imageScores = new Float32Array(test.length);
-  test.forEach((map, i) => {
-    for (let j = 0; j < plane; j++) {
-      scores[i * plane + j] = map[j] * weight[j];
-      imageScores[i] += map[j] * weight[j];
-    }
-  });
+  const scores = weightedMaps(test, avgmapWeight(meanMap(clean, plane), avgmapExponent));
+  // The image score is the sum of its map, as the detector's.
+  const imageScores = Float64Array.from(
+    test,
+    (_, i) => scores.subarray(i * plane, (i + 1) * plane).reduce((total, v) => total + v, 0),
+  );
   rows.push({
     ...candidate,
     testPixelRocAuc: rocAuc(scores, labels),

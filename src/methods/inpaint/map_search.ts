@@ -158,11 +158,7 @@ export async function searchMapSettings(
       const corrupted = await smoothedMaps(side, corruptedDiffs, smoothSize, smoothPasses);
       const avgmap = meanMap(clean, plane);
       for (const avgmapExponent of exponents) {
-        const weight = avgmapWeight(avgmap, avgmapExponent);
-        const scores = new Float32Array(corrupted.length * plane);
-        corrupted.forEach((map, i) => {
-          for (let j = 0; j < plane; j++) scores[i * plane + j] = map[j] * weight[j];
-        });
+        const scores = weightedMaps(corrupted, avgmapWeight(avgmap, avgmapExponent));
         scored.push({
           smoothSize,
           smoothPasses,
@@ -183,6 +179,16 @@ export function avgmapWeight(
 ): Float32Array {
   if (exponent === 0 || max <= 0) return new Float32Array(avgmap.length).fill(1);
   return Float32Array.from(avgmap, (v) => Math.max(0, 1 - v / max) ** exponent);
+}
+
+/** Every map times the pixel weights, one after another in one array. */
+export function weightedMaps(maps: readonly Float32Array[], weight: Float32Array): Float32Array {
+  const plane = weight.length;
+  const weighted = new Float32Array(maps.length * plane);
+  maps.forEach((map, i) => {
+    for (let j = 0; j < plane; j++) weighted[i * plane + j] = map[j] * weight[j];
+  });
+  return weighted;
 }
 
 /** The pixel-wise mean of equally sized maps. */
