@@ -28,6 +28,10 @@
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 // The bias per row of C (ignored unless HAS_BIAS; the host binds some buffer regardless).
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+// C again, as vectors (the host binds c here too). With CONTIGUOUS_ROWS a thread's four columns
+// of one row are four consecutive floats, 16-byte aligned, that no other thread writes: a block
+// that lies wholly inside C stores them with one vector store (see store_inside_block).
+@group(0) @binding(5) var<storage, read_write> c4: array<vec4f>;
 
 // Rows of C per thread at most (RM ≤ MAX_ROWS; the host picks RM, see rowsPerThread in gemm.ts).
 const MAX_ROWS: u32 = 16u;
@@ -582,26 +586,59 @@ fn multiply_implicit(g: u32, n0: u32) {
   }
 }
 
-// The weight gradient of an implicit convolution (groups = 1): k runs over output pixels, and
-// the thread's four columns are four channels of one kernel tap, one texel of the padded input
-// image per pixel. The host takes this path when rows are a multiple of 4 pixels, so the four
-// pixels of a step lie side by side and the walk over pixels needs no division.
-fn multiply_implicit_weight_grad(column: u32) {
+// The image offset of texel column q of an implicit weight gradient: tap q / image_c4, channels
+// 4·(q % image_c4) … +3. Columns past N repeat the last one; they are never stored.
+fn weight_grad_offset(q: u32) -> u32 {
+  let column = min(q, p.N / 4u - 1u);
   let tap = column / p.image_c4;
   let c4 = column % p.image_c4;
-  let offset = (tap / p.kernel_w) * p.dilation_h * p.image_w + (tap % p.kernel_w) * p.dilation_w +
+  return (tap / p.kernel_w) * p.dilation_h * p.image_w + (tap % p.kernel_w) * p.dilation_w +
     c4 * p.image_h * p.image_w;
+}
+
+// The weight gradient of an implicit convolution (groups = 1): k runs over output pixels, and
+// each of the thread's CN / 4 texel columns is four channels of one kernel tap, one texel of the
+// padded input image per pixel. The host takes this path when rows are a multiple of 4 pixels, so
+// the four pixels of a step lie side by side and the walk over pixels needs no division.
+fn multiply_implicit_weight_grad(column: u32) {
+  let q0 = column * (CN / 4u);
+  let f0 = weight_grad_offset(q0);
+  let f1 = weight_grad_offset(q0 + 1u);
+  let f2 = weight_grad_offset(q0 + 2u);
+  let f3 = weight_grad_offset(q0 + 3u);
+  let s = p.stride_w;
   var image = 0u;
   var oy = 0u;
   var ox = 0u;
   for (var k4 = 0u; k4 < p.K_padded / 4u; k4++) {
-    let o = ((image * p.image_c4) * p.image_h + oy * p.stride_h) * p.image_w + ox * p.stride_w +
-      offset;
-    let b0 = textureLoad(b, texel(o), 0);
-    let b1 = textureLoad(b, texel(o + p.stride_w), 0);
-    let b2 = textureLoad(b, texel(o + 2u * p.stride_w), 0);
-    let b3 = textureLoad(b, texel(o + 3u * p.stride_w), 0);
-    accumulate(k4, b0, b1, b2, b3);
+    let o = ((image * p.image_c4) * p.image_h + oy * p.stride_h) * p.image_w + ox * s;
+    let b0 = textureLoad(b, texel(o + f0), 0);
+    let b1 = textureLoad(b, texel(o + f0 + s), 0);
+    let b2 = textureLoad(b, texel(o + f0 + 2u * s), 0);
+    let b3 = textureLoad(b, texel(o + f0 + 3u * s), 0);
+    if (CN > 8u) {
+      let c0 = textureLoad(b, texel(o + f1), 0);
+      let c1 = textureLoad(b, texel(o + f1 + s), 0);
+      let c2 = textureLoad(b, texel(o + f1 + 2u * s), 0);
+      let c3 = textureLoad(b, texel(o + f1 + 3u * s), 0);
+      let d0 = textureLoad(b, texel(o + f2), 0);
+      let d1 = textureLoad(b, texel(o + f2 + s), 0);
+      let d2 = textureLoad(b, texel(o + f2 + 2u * s), 0);
+      let d3 = textureLoad(b, texel(o + f2 + 3u * s), 0);
+      let e0 = textureLoad(b, texel(o + f3), 0);
+      let e1 = textureLoad(b, texel(o + f3 + s), 0);
+      let e2 = textureLoad(b, texel(o + f3 + 2u * s), 0);
+      let e3 = textureLoad(b, texel(o + f3 + 3u * s), 0);
+      accumulate16(k4, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3, e0, e1, e2, e3);
+    } else if (CN > 4u) {
+      let c0 = textureLoad(b, texel(o + f1), 0);
+      let c1 = textureLoad(b, texel(o + f1 + s), 0);
+      let c2 = textureLoad(b, texel(o + f1 + 2u * s), 0);
+      let c3 = textureLoad(b, texel(o + f1 + 3u * s), 0);
+      accumulate_wide(k4, b0, b1, b2, b3, c0, c1, c2, c3);
+    } else {
+      accumulate(k4, b0, b1, b2, b3);
+    }
     ox += 4u;
     if (ox >= p.out_w) {
       ox = 0u;
@@ -614,23 +651,67 @@ fn multiply_implicit_weight_grad(column: u32) {
   }
 }
 
-// Stores the RM×4 block of an implicit weight gradient: column texel `column` is channels
-// 4·c4 … 4·c4+3 of one tap, and dw is [cout, cin, kh, kw]; padding channels are dropped.
-fn store_weight_grad(m0: u32, column: u32) {
+// Stores row m of texel column q of an implicit weight gradient: channels 4·c4 … 4·c4+3 of one
+// tap, into dw [cout, cin, kh, kw] (the host takes this path only when cin is a multiple of 4).
+fn store_weight_grad_row(m: u32, q: u32, v: vec4f) {
+  if (m >= p.M || q >= p.N / 4u) {
+    return;
+  }
   let taps = p.kernel_h * p.kernel_w;
-  let tap = column / p.image_c4;
-  let first = (column % p.image_c4) * 4u;
-  let rows = array<vec4f, MAX_ROWS>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15);
-  for (var r = 0u; r < RM; r++) {
-    let m = m0 + r;
-    if (m >= p.M) {
-      break;
-    }
-    for (var j = 0u; j < 4u; j++) {
-      if (first + j < p.cin) {
-        c[(m * p.cin + first + j) * taps + tap] = rows[r][j];
-      }
-    }
+  let first = (m * p.cin + (q % p.image_c4) * 4u) * taps + q / p.image_c4;
+  c[first] = v.x;
+  c[first + taps] = v.y;
+  c[first + 2u * taps] = v.z;
+  c[first + 3u * taps] = v.w;
+}
+
+// Stores the RM rows of texel column q: the accumulators acc*, wide*, wa* or wb* (`which`).
+fn store_weight_grad(m0: u32, q: u32, which: u32) {
+  store_weight_grad_row(m0, q, pick(which, acc0, wide0, wa0, wb0));
+  if (RM > 1u) {
+    store_weight_grad_row(m0 + 1u, q, pick(which, acc1, wide1, wa1, wb1));
+  }
+  if (RM > 2u) {
+    store_weight_grad_row(m0 + 2u, q, pick(which, acc2, wide2, wa2, wb2));
+  }
+  if (RM > 3u) {
+    store_weight_grad_row(m0 + 3u, q, pick(which, acc3, wide3, wa3, wb3));
+  }
+  if (RM > 4u) {
+    store_weight_grad_row(m0 + 4u, q, pick(which, acc4, wide4, wa4, wb4));
+  }
+  if (RM > 5u) {
+    store_weight_grad_row(m0 + 5u, q, pick(which, acc5, wide5, wa5, wb5));
+  }
+  if (RM > 6u) {
+    store_weight_grad_row(m0 + 6u, q, pick(which, acc6, wide6, wa6, wb6));
+  }
+  if (RM > 7u) {
+    store_weight_grad_row(m0 + 7u, q, pick(which, acc7, wide7, wa7, wb7));
+  }
+  if (RM > 8u) {
+    store_weight_grad_row(m0 + 8u, q, pick(which, acc8, wide8, wa8, wb8));
+  }
+  if (RM > 9u) {
+    store_weight_grad_row(m0 + 9u, q, pick(which, acc9, wide9, wa9, wb9));
+  }
+  if (RM > 10u) {
+    store_weight_grad_row(m0 + 10u, q, pick(which, acc10, wide10, wa10, wb10));
+  }
+  if (RM > 11u) {
+    store_weight_grad_row(m0 + 11u, q, pick(which, acc11, wide11, wa11, wb11));
+  }
+  if (RM > 12u) {
+    store_weight_grad_row(m0 + 12u, q, pick(which, acc12, wide12, wa12, wb12));
+  }
+  if (RM > 13u) {
+    store_weight_grad_row(m0 + 13u, q, pick(which, acc13, wide13, wa13, wb13));
+  }
+  if (RM > 14u) {
+    store_weight_grad_row(m0 + 14u, q, pick(which, acc14, wide14, wa14, wb14));
+  }
+  if (RM > 15u) {
+    store_weight_grad_row(m0 + 15u, q, pick(which, acc15, wide15, wa15, wb15));
   }
 }
 
@@ -670,12 +751,17 @@ fn epilogue(g: u32, m: u32, values: vec4f) -> vec4f {
   if (HAS_BIAS) {
     v += vec4f(bias[output_row(g, m)]);
   }
+  return activate(v);
+}
+
+fn activate(values: vec4f) -> vec4f {
   if (ACTIVATION == ACT_RELU) {
-    v = max(v, vec4f(0.0));
-  } else if (ACTIVATION == ACT_LEAKY_RELU) {
-    v = select(v * p.slope, v, v > vec4f(0.0));
+    return max(values, vec4f(0.0));
   }
-  return v;
+  if (ACTIVATION == ACT_LEAKY_RELU) {
+    return select(values * p.slope, values, values > vec4f(0.0));
+  }
+  return values;
 }
 
 // Stores row m's four values (columns n0 … n0+3, at `bases` plus the row's offset).
@@ -694,6 +780,116 @@ fn store_row(g: u32, m: u32, n0: u32, n_end: u32, bases: vec4u, values: vec4f) {
   }
   if (n0 + 3u < n_end) {
     c[bases.w + offset] = v.w;
+  }
+}
+
+// The output offsets of columns n0 … n0+3 (for row 0; row m adds row_offset(g, m)).
+fn column_bases(g: u32, n0: u32) -> vec4u {
+  let base0 = column_base(g, n0);
+  if (CONTIGUOUS_ROWS) {
+    return vec4u(base0, base0 + 1u, base0 + 2u, base0 + 3u);
+  }
+  return vec4u(base0, column_base(g, n0 + 1u), column_base(g, n0 + 2u), column_base(g, n0 + 3u));
+}
+
+// Where the four column groups of a thread's block start: the output offsets of its columns
+// n0 + 4·j … n0 + 4·j + 3 for row 0 (unused groups past CN repeat group 0).
+struct BlockBases {
+  group0: vec4u,
+  group1: vec4u,
+  group2: vec4u,
+  group3: vec4u,
+}
+
+// Stores one row's four values at `bases` plus the row's offset, after `shift` (the row's bias)
+// and the activation, with no bounds checks.
+fn store_inside(offset: u32, bases: vec4u, shift: f32, values: vec4f) {
+  let v = activate(values + vec4f(shift));
+  if (CONTIGUOUS_ROWS) {
+    c4[(bases.x + offset) / 4u] = v;
+  } else {
+    c[bases.x + offset] = v.x;
+    c[bases.y + offset] = v.y;
+    c[bases.z + offset] = v.z;
+    c[bases.w + offset] = v.w;
+  }
+}
+
+// Row m of a block inside C: its four column groups' values x, y, z, w (as many as CN has).
+fn store_inside_row(g: u32, m: u32, bases: BlockBases, x: vec4f, y: vec4f, z: vec4f, w: vec4f) {
+  let offset = row_offset(g, m);
+  var shift = 0.0;
+  if (HAS_BIAS) {
+    shift = bias[output_row(g, m)];
+  }
+  store_inside(offset, bases.group0, shift, x);
+  if (CN > 4u) {
+    store_inside(offset, bases.group1, shift, y);
+  }
+  if (CN > 8u) {
+    store_inside(offset, bases.group2, shift, z);
+    store_inside(offset, bases.group3, shift, w);
+  }
+}
+
+// Stores the whole RM×CN block of a thread whose block lies wholly inside C, which is most of
+// them: the rows and column groups unrolled, each row's bias read once, no bounds checks, and
+// vector stores with CONTIGUOUS_ROWS.
+fn store_inside_block(g: u32, m0: u32, n0: u32) {
+  var bases: BlockBases;
+  bases.group0 = column_bases(g, n0);
+  if (CN > 4u) {
+    bases.group1 = column_bases(g, n0 + 4u);
+  }
+  if (CN > 8u) {
+    bases.group2 = column_bases(g, n0 + 8u);
+    bases.group3 = column_bases(g, n0 + 12u);
+  }
+  store_inside_row(g, m0, bases, acc0, wide0, wa0, wb0);
+  if (RM > 1u) {
+    store_inside_row(g, m0 + 1u, bases, acc1, wide1, wa1, wb1);
+  }
+  if (RM > 2u) {
+    store_inside_row(g, m0 + 2u, bases, acc2, wide2, wa2, wb2);
+  }
+  if (RM > 3u) {
+    store_inside_row(g, m0 + 3u, bases, acc3, wide3, wa3, wb3);
+  }
+  if (RM > 4u) {
+    store_inside_row(g, m0 + 4u, bases, acc4, wide4, wa4, wb4);
+  }
+  if (RM > 5u) {
+    store_inside_row(g, m0 + 5u, bases, acc5, wide5, wa5, wb5);
+  }
+  if (RM > 6u) {
+    store_inside_row(g, m0 + 6u, bases, acc6, wide6, wa6, wb6);
+  }
+  if (RM > 7u) {
+    store_inside_row(g, m0 + 7u, bases, acc7, wide7, wa7, wb7);
+  }
+  if (RM > 8u) {
+    store_inside_row(g, m0 + 8u, bases, acc8, wide8, wa8, wb8);
+  }
+  if (RM > 9u) {
+    store_inside_row(g, m0 + 9u, bases, acc9, wide9, wa9, wb9);
+  }
+  if (RM > 10u) {
+    store_inside_row(g, m0 + 10u, bases, acc10, wide10, wa10, wb10);
+  }
+  if (RM > 11u) {
+    store_inside_row(g, m0 + 11u, bases, acc11, wide11, wa11, wb11);
+  }
+  if (RM > 12u) {
+    store_inside_row(g, m0 + 12u, bases, acc12, wide12, wa12, wb12);
+  }
+  if (RM > 13u) {
+    store_inside_row(g, m0 + 13u, bases, acc13, wide13, wa13, wb13);
+  }
+  if (RM > 14u) {
+    store_inside_row(g, m0 + 14u, bases, acc14, wide14, wa14, wb14);
+  }
+  if (RM > 15u) {
+    store_inside_row(g, m0 + 15u, bases, acc15, wide15, wa15, wb15);
   }
 }
 
@@ -783,6 +979,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   if (n0 >= n_end || m0 >= p.M) {
     return;
   }
+  // BLOCKS_INSIDE: this dispatch computes the blocks that lie wholly inside C and stores them with
+  // no bounds checks; otherwise it computes the others (the host dispatches both where a product
+  // has both). Keeping the checked stores out of the first pipeline's code made lavapipe store
+  // 1M outputs of a k = 16 product ~1.3 ms faster.
+  let inside = m0 + RM <= p.M && n0 + CN <= n_end;
+  let weight_grad = IMPLICIT && MODE == MODE_CONV_WEIGHT_GRAD;
+  if (!weight_grad && inside != BLOCKS_INSIDE) {
+    return;
+  }
   let a_texels_per_row = p.K_padded / 4u;
   // Rows past M read a valid row; their results are never stored.
   let last = p.M - 1u;
@@ -803,15 +1008,27 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   a13 = (a_base + min(m0 + 13u, last)) * a_texels_per_row;
   a14 = (a_base + min(m0 + 14u, last)) * a_texels_per_row;
   a15 = (a_base + min(m0 + 15u, last)) * a_texels_per_row;
-  if (IMPLICIT && MODE == MODE_CONV_WEIGHT_GRAD) {
+  if (weight_grad) {
     multiply_implicit_weight_grad(column);
-    store_weight_grad(m0, column);
+    let q0 = column * (CN / 4u);
+    store_weight_grad(m0, q0, 0u);
+    if (CN > 4u) {
+      store_weight_grad(m0, q0 + 1u, 1u);
+    }
+    if (CN > 8u) {
+      store_weight_grad(m0, q0 + 2u, 2u);
+      store_weight_grad(m0, q0 + 3u, 3u);
+    }
     return;
   }
   if (IMPLICIT) {
     multiply_implicit(g, n0);
   } else {
     multiply_packed(g, column);
+  }
+  if (BLOCKS_INSIDE) {
+    store_inside_block(g, m0, n0);
+    return;
   }
   store_block(g, m0, n0, n_end, 0u);
   if (CN > 4u && n0 + 4u < n_end) {

@@ -127,6 +127,20 @@ const convCases: ConvCase[] = [
     options: { padding: "same" },
     activation: undefined,
   },
+  {
+    name: "3×3 pad 1, 8 channels to 16 (16×16 weight-gradient blocks, the last past the taps)",
+    x: [[2, 8, 6, 8], [1, 8, 3, 4]],
+    w: [16, 8, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "8×8 valid on an 8×8 image (one window: dx by the column matrix), leaky ReLU",
+    x: [[2, 4, 8, 8], [1, 4, 8, 8]],
+    w: [5, 4, 8, 8],
+    options: {},
+    activation: leaky,
+  },
 ];
 
 function conv2dCase(c: ConvCase, shapeSet: 0 | 1): OpCase {
@@ -214,6 +228,13 @@ const convTCases: ConvTCase[] = [
     x: [[2, 8, 3, 8], [1, 8, 2, 4]],
     w: [8, 8, 3, 3],
     options: { padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "8×8 from a 1×1 input (the column matrix, not a convolution of padding), leaky ReLU",
+    x: [[2, 8, 1, 1], [1, 8, 1, 1]],
+    w: [8, 4, 8, 8],
+    options: {},
     activation: leaky,
   },
   {
