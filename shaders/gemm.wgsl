@@ -394,11 +394,19 @@ fn accumulate16(
 // The packed right operand: row k of B holds this chunk's columns as vec4 texels, and the thread's
 // CN columns are CN / 4 texels side by side. A second texel past the end of a row reads the next
 // row (or nothing); those columns are never stored.
-fn multiply_packed(g: u32, column: u32) {
+// With SPLIT_K > 1 the k loop of a packed product is split into SPLIT_K parts, part `split` here:
+// a product with few, long dot products (the weight gradient of a one-channel layer: 32 × 16
+// outputs over k = 32768) then keeps every core busy. Each part stores its partial sums as a
+// group of its own, which the host then sums (see gemm.ts).
+fn multiply_packed(g: u32, split: u32, column: u32) {
   let b_texels_per_row = (p.n_count + 3u) / 4u;
-  var b_row = g * p.K_padded * b_texels_per_row + column * (CN / 4u);
+  let k4_count = p.K_padded / 4u;
+  let k4_per_split = (k4_count + SPLIT_K - 1u) / SPLIT_K;
+  let k4_begin = split * k4_per_split;
+  let k4_end = min(k4_begin + k4_per_split, k4_count);
   let b_step = b_texels_per_row;
-  for (var k4 = 0u; k4 < p.K_padded / 4u; k4++) {
+  var b_row = g * p.K_padded * b_texels_per_row + column * (CN / 4u) + k4_begin * 4u * b_step;
+  for (var k4 = k4_begin; k4 < k4_end; k4++) {
     let b0 = textureLoad(b, texel(b_row), 0);
     let b1 = textureLoad(b, texel(b_row + b_step), 0);
     let b2 = textureLoad(b, texel(b_row + 2u * b_step), 0);
@@ -792,6 +800,32 @@ fn column_bases(g: u32, n0: u32) -> vec4u {
   return vec4u(base0, column_base(g, n0 + 1u), column_base(g, n0 + 2u), column_base(g, n0 + 3u));
 }
 
+// column_bases for the four groups of a block. With BLOCK_STEP > 0 the block's CN columns lie
+// BLOCK_STEP floats apart in one output row (the host checks), and one column_base serves all: its
+// integer divisions, which a CPU driver runs lane by lane, cost a phase product (16 columns a
+// thread, scalar stores) ~2.5 ms per million outputs on lavapipe when repeated for every column.
+fn block_bases(g: u32, n0: u32) -> BlockBases {
+  var bases: BlockBases;
+  if (BLOCK_STEP > 0u) {
+    let base0 = column_base(g, n0);
+    let steps = vec4u(0u, 1u, 2u, 3u) * BLOCK_STEP;
+    bases.group0 = base0 + steps;
+    bases.group1 = base0 + 4u * BLOCK_STEP + steps;
+    bases.group2 = base0 + 8u * BLOCK_STEP + steps;
+    bases.group3 = base0 + 12u * BLOCK_STEP + steps;
+    return bases;
+  }
+  bases.group0 = column_bases(g, n0);
+  if (CN > 4u) {
+    bases.group1 = column_bases(g, n0 + 4u);
+  }
+  if (CN > 8u) {
+    bases.group2 = column_bases(g, n0 + 8u);
+    bases.group3 = column_bases(g, n0 + 12u);
+  }
+  return bases;
+}
+
 // Where the four column groups of a thread's block start: the output offsets of its columns
 // n0 + 4·j … n0 + 4·j + 3 for row 0 (unused groups past CN repeat group 0).
 struct BlockBases {
@@ -836,15 +870,7 @@ fn store_inside_row(g: u32, m: u32, bases: BlockBases, x: vec4f, y: vec4f, z: ve
 // them: the rows and column groups unrolled, each row's bias read once, no bounds checks, and
 // vector stores with CONTIGUOUS_ROWS.
 fn store_inside_block(g: u32, m0: u32, n0: u32) {
-  var bases: BlockBases;
-  bases.group0 = column_bases(g, n0);
-  if (CN > 4u) {
-    bases.group1 = column_bases(g, n0 + 4u);
-  }
-  if (CN > 8u) {
-    bases.group2 = column_bases(g, n0 + 8u);
-    bases.group3 = column_bases(g, n0 + 12u);
-  }
+  let bases = block_bases(g, n0);
   store_inside_row(g, m0, bases, acc0, wide0, wa0, wb0);
   if (RM > 1u) {
     store_inside_row(g, m0 + 1u, bases, acc1, wide1, wa1, wb1);
@@ -972,7 +998,16 @@ fn pick(which: u32, x: vec4f, y: vec4f, z: vec4f, w: vec4f) -> vec4f {
 @compute @workgroup_size(GROUP_X, GROUP_Y)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let g = gid.z;
-  let column = gid.x; // texel column of B within this chunk (or CN/4 of them)
+  // With SPLIT_K the parts of the k loop lie along x after the columns, so that the lanes of a
+  // workgroup fill even when the columns are few; stores address each part's partial sums as a
+  // group of its own.
+  let column_threads = (p.n_count + CN - 1u) / CN;
+  let column = select(gid.x, gid.x % column_threads, SPLIT_K > 1u); // texel column of B (or CN/4)
+  let split = select(0u, gid.x / column_threads, SPLIT_K > 1u);
+  if (split >= SPLIT_K) {
+    return;
+  }
+  let store_group = g * SPLIT_K + split;
   let m0 = gid.y * RM;
   let n0 = p.n_offset + column * CN;
   let n_end = min(columns_of(g), p.n_offset + p.n_count);
@@ -1024,20 +1059,20 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   if (IMPLICIT) {
     multiply_implicit(g, n0);
   } else {
-    multiply_packed(g, column);
+    multiply_packed(g, split, column);
   }
   if (BLOCKS_INSIDE) {
-    store_inside_block(g, m0, n0);
+    store_inside_block(store_group, m0, n0);
     return;
   }
-  store_block(g, m0, n0, n_end, 0u);
+  store_block(store_group, m0, n0, n_end, 0u);
   if (CN > 4u && n0 + 4u < n_end) {
-    store_block(g, m0, n0 + 4u, n_end, 1u);
+    store_block(store_group, m0, n0 + 4u, n_end, 1u);
   }
   if (CN > 8u && n0 + 8u < n_end) {
-    store_block(g, m0, n0 + 8u, n_end, 2u);
+    store_block(store_group, m0, n0 + 8u, n_end, 2u);
   }
   if (CN > 8u && n0 + 12u < n_end) {
-    store_block(g, m0, n0 + 12u, n_end, 3u);
+    store_block(store_group, m0, n0 + 12u, n_end, 3u);
   }
 }

@@ -9,10 +9,13 @@
 // OptimParams is declared in src/nn/optim.ts.
 
 @group(0) @binding(0) var<uniform> p: OptimParams;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> moment1: array<f32>;
-@group(0) @binding(4) var<storage, read_write> moment2: array<f32>;
+// Four elements at a time: a block of 256 elements is one workgroup of 64 invocations. On lavapipe,
+// where every storage access costs about as much whatever its width, vector accesses made the
+// AE's Adam step (1.05M parameters) ~2× faster than one element per invocation.
+@group(0) @binding(1) var<storage, read_write> param: array<vec4f>;
+@group(0) @binding(2) var<storage, read> grad: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> moment1: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> moment2: array<vec4f>;
 // Elements to update in each workgroup's block: 256, fewer at the end of a parameter, 0 for the
 // padding after it and for a parameter without a gradient this step, which must stay untouched.
 @group(0) @binding(5) var<storage, read> block_limit: array<u32>;
@@ -20,56 +23,74 @@
 // table computed in float64, so no uniform changes from one step to the next.
 @group(0) @binding(6) var<storage, read> corrections: array<f32>;
 
-// The flat index this invocation updates, or -1 when it has nothing to do.
-fn element(wid: vec3u, nwg: vec3u, lane: u32) -> i32 {
-  let block = wid.x + wid.y * nwg.x;
-  // 2-D grids round the workgroup count up past the last block.
-  if (block >= arrayLength(&block_limit) || lane >= block_limit[block]) {
-    return -1;
-  }
-  return i32(block * 256u + lane);
+// The four elements this invocation updates: the index of their vector, and which of them are
+// inside the parameter (the others keep their values); count 0 when there is nothing to do.
+struct Elements {
+  vector: u32,
+  live: vec4<bool>,
+  count: u32,
 }
 
-@compute @workgroup_size(256)
+fn elements(wid: vec3u, nwg: vec3u, lane: u32) -> Elements {
+  var e: Elements;
+  let block = wid.x + wid.y * nwg.x;
+  // 2-D grids round the workgroup count up past the last block.
+  if (block >= arrayLength(&block_limit)) {
+    return e;
+  }
+  let first = lane * 4u;
+  let limit = block_limit[block];
+  e.count = select(0u, min(limit - first, 4u), first < limit);
+  e.vector = block * 64u + lane;
+  e.live = vec4u(0u, 1u, 2u, 3u) < vec4u(e.count);
+  return e;
+}
+
+@compute @workgroup_size(64)
 fn adam(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lane: u32,
 ) {
-  let index = element(wid, nwg, lane);
-  if (index < 0) {
+  let e = elements(wid, nwg, lane);
+  if (e.count == 0u) {
     return;
   }
-  let i = u32(index);
-  var w = param[i];
+  let i = e.vector;
+  let w0 = param[i];
+  let m0 = moment1[i];
+  let v0 = moment2[i];
+  var w = w0;
   var g = grad[i];
   if (DECOUPLED) {
     w -= p.lr * p.weight_decay * w;
   } else {
     g += p.weight_decay * w;
   }
-  let m = p.beta1 * moment1[i] + (1.0 - p.beta1) * g;
-  let v = p.beta2 * moment2[i] + (1.0 - p.beta2) * g * g;
-  moment1[i] = m;
-  moment2[i] = v;
+  let m = p.beta1 * m0 + (1.0 - p.beta1) * g;
+  let v = p.beta2 * v0 + (1.0 - p.beta2) * g * g;
+  moment1[i] = select(m0, m, e.live);
+  moment2[i] = select(v0, v, e.live);
   let m_hat = m / corrections[0];
   let v_hat = v / corrections[1];
-  param[i] = w - p.lr * m_hat / (sqrt(v_hat) + p.eps);
+  param[i] = select(w0, w - p.lr * m_hat / (sqrt(v_hat) + p.eps), e.live);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn sgd(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lane: u32,
 ) {
-  let index = element(wid, nwg, lane);
-  if (index < 0) {
+  let e = elements(wid, nwg, lane);
+  if (e.count == 0u) {
     return;
   }
-  let i = u32(index);
-  let g = grad[i] + p.weight_decay * param[i];
-  let v = p.beta1 * moment1[i] + g;
-  moment1[i] = v;
-  param[i] = param[i] - p.lr * v;
+  let i = e.vector;
+  let w0 = param[i];
+  let v0 = moment1[i];
+  let g = grad[i] + p.weight_decay * w0;
+  let v = p.beta1 * v0 + g;
+  moment1[i] = select(v0, v, e.live);
+  param[i] = select(w0, w0 - p.lr * v, e.live);
 }

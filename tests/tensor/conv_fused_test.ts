@@ -278,6 +278,19 @@ Deno.test("fused conv2d on 128² pixels: the bias gradient matches finite differ
   return expectOp(c.name, { ...conv2dCase(c, 1), gradInputs: [2] });
 });
 
+// A one-channel image: the weight gradient is a packed product of 36 outputs over k = 3200
+// pixels, whose k loop is split into three parts (kSplits in gemm.ts), the last one shorter.
+Deno.test("fused conv2d of a one-channel 40² image: the weight gradient matches finite differences", () => {
+  const c: ConvCase = {
+    name: "3×3 pad 1 on a one-channel 40² image, to 4 channels",
+    x: [[2, 1, 40, 40], [2, 1, 40, 40]],
+    w: [4, 1, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  };
+  return expectOp(c.name, { ...conv2dCase(c, 1), gradInputs: [1] });
+});
+
 Deno.test("conv2d returns the packing of x kept for the backward pass to the pool", async () => {
   const gpu = await init();
   // 8 channels and rows of 8 pixels: the forward product packs x as an image, which the weight

@@ -177,6 +177,13 @@ opTest("matmul with 4-aligned rows (vector stores)", (s) => ({
   gpu: op.matmul,
   ref: matmulRef,
 }));
+// Few outputs over a long k: the k loop is split into parts whose sums are added afterwards
+// (kSplits in gemm.ts), the last part shorter than the others.
+opTest("matmul with a long k (split into parts)", (s) => ({
+  inputs: s === "large" ? [input([5, 5001]), input([5001, 6])] : [input([2, 9]), input([9, 3])],
+  gpu: op.matmul,
+  ref: matmulRef,
+}));
 opTest("batched matmul", (s) => ({
   inputs: s === "large"
     ? [input([3, 17, 33]), input([3, 33, 9])]

@@ -20,6 +20,7 @@ import { type OperandTexture, operandTextureWidth, type TexturePool } from "../.
 import { bind, elementGrid, run } from "./launch.ts";
 import { grid2d, type StorageBinding } from "../../gpu/kernel.ts";
 import { CONVOLUTION_FIELD_TYPES, convolutionFields } from "./geometry.ts";
+import { sumInto } from "./reduce.ts";
 
 /** How the operands are gathered and the result scattered (see shaders/gemm.wgsl). */
 export const GemmMode = { matmul: 0, convForward: 1, convInputGrad: 2, convWeightGrad: 3 } as const;
@@ -157,12 +158,13 @@ const minThreads = 256;
  * Rows of C per thread: more rows reuse each loaded texel of B more often (on lavapipe 8 rows
  * instead of 4 made the AE's 32-channel layers 15–30% faster, and 16 instead of 8 another
  * 10–15%), but rows past M are wasted work, and convolutions often have few output channels.
- * Products with few columns (the weight gradient of a one-channel layer has 16) keep 4 rows so
- * that more threads share the long k loop. The implicit weight gradient: see columnsPerThread.
+ * Products that split their k loop take big blocks however few threads they leave (see
+ * {@link kSplits}); so does the implicit weight gradient (see columnsPerThread).
  */
 function rowsPerThread(spec: GemmSpec): number {
   const { M, N } = spec;
-  if (spec.implicit && spec.mode === GemmMode.convWeightGrad && M % 16 === 0) return 16;
+  const bigBlocks = splitsK(spec) || (spec.implicit && spec.mode === GemmMode.convWeightGrad);
+  if (bigBlocks && M % 16 === 0) return 16;
   const threads = (rows: number) => Math.ceil(N / 4) * Math.ceil(M / rows) * spec.batch;
   if (M % 16 === 0 && threads(16) >= minThreads) return 16;
   if ((M >= 32 || M % 8 === 0) && threads(8) >= minThreads) return 8;
@@ -178,14 +180,19 @@ function rowsPerThread(spec: GemmSpec): number {
  * spills, bound the loop. 8 columns instead of 4 made the AE's layers 1.1–1.15× faster, and 16
  * instead of 8 its training step's products ~14% faster; smaller blocks (8×8 down to 2×4) were all
  * slower. Short products (k < 64: the first layer's input gradient, a dense layer's weight
- * gradient) ran slower with 16. The implicit weight gradient always takes 16 (four texel columns of
- * taps and channels) and, where M allows, 16 rows, however few threads that leaves: its k loop over
- * every output pixel is long enough to keep the cores busy, and on lavapipe 16×16 blocks made the
- * AE encoder's weight gradients 1.6× faster than 16×4 (35.8 → 22.0 ms for the seven 32–128-channel
- * layers at batch 8), where 8×16 and 16×8 were 1.2×.
+ * gradient) ran slower with 16.
+ *
+ * Where a few long dot products make few threads, big blocks still pay: the implicit weight
+ * gradient always takes 16 columns (four texel columns of taps and channels), and 16 rows where M
+ * allows, and its k loop over every output pixel keeps the cores busy (on lavapipe 16×16 made the
+ * AE encoder's weight gradients 1.6× faster than 16×4: 35.8 → 22.0 ms for the seven 32–128-channel
+ * layers at batch 8; 8×16 and 16×8 were 1.2×). A product that splits its k loop takes 16 × 16
+ * too where N allows: the one-channel layers' weight gradients (32 × 16 outputs, k = 32768) took
+ * 0.9 ms so, against 1.8 ms with 4 × 4 blocks and 1.2–1.4 ms with 16 × 8 or 8 × 8.
  */
 function columnsPerThread(spec: GemmSpec, rows: number): number {
   if (spec.implicit && spec.mode === GemmMode.convWeightGrad) return 16;
+  if (splitsK(spec) && rows >= 8) return spec.N >= 16 ? 16 : spec.N > 4 ? 8 : 4;
   const threads = (columns: number) =>
     Math.ceil(spec.N / columns) * Math.ceil(spec.M / rows) * spec.batch;
   if (rows >= 8 && spec.K >= 64 && threads(16) >= minThreads) return 16;
@@ -208,6 +215,32 @@ function workgroupShape(
   if (columnThreads * rowThreads * batch >= minThreads) return [8, 8];
   const x = Math.min(8, 2 ** Math.ceil(Math.log2(columnThreads)));
   return [x, 8 / x];
+}
+
+/**
+ * Whether a product splits its k loop into parts (SPLIT_K in gemm.wgsl) whose sums are added
+ * afterwards: a packed product whose C is rows of N floats (not a convolution's output image),
+ * with no epilogue (the parts' sums are added afterwards), whose threads with 4 × 4 blocks fall
+ * short of {@link minThreads}, over a k of at least two parts of 256 texel steps.
+ */
+function splitsK(spec: GemmSpec): boolean {
+  const packed = !spec.implicit && spec.mode !== GemmMode.convForward;
+  const threads = Math.ceil(spec.N / 4) * Math.ceil(spec.M / 4) * spec.batch;
+  return packed && !spec.bias && !spec.activation && threads < minThreads &&
+    paddedK(spec) / 4 >= 512;
+}
+
+/**
+ * Parts of a product's k loop: enough to bring its threads up to {@link minThreads}, each at least
+ * 256 texel steps long; 1 unless {@link splitsK}. On lavapipe the weight gradients of the AE's
+ * one-channel layers (32 × 16 outputs, k = 32768) took 3.4 ms each as 32 threads of 4 × 4, and
+ * 0.9 ms as 32 parts of one 16 × 16 block.
+ */
+function kSplits(spec: GemmSpec, rows: number, columns: number): number {
+  if (!splitsK(spec)) return 1;
+  const threads = Math.ceil(spec.N / columns) * Math.ceil(spec.M / rows) * spec.batch;
+  const k4 = paddedK(spec) / 4;
+  return Math.max(1, Math.min(Math.ceil(minThreads / threads), Math.floor(k4 / 256)));
 }
 
 /**
@@ -238,6 +271,20 @@ function blockCoverage(
   const inside = spec.M >= rows && counts.some((count) => count >= columns);
   const edges = spec.M % rows !== 0 || counts.some((count) => count % columns !== 0);
   return { inside, edges };
+}
+
+/**
+ * How far apart in the output a thread's CN columns lie when they lie in one row of it (BLOCK_STEP
+ * in gemm.wgsl), or 0 when they may not: a column matrix's row or a matmul's is one row; a
+ * convolution's blocks stay within one image's pixels when those are a multiple of CN; a phase
+ * product's within one row of its phase, every stride-th pixel of an output row.
+ */
+function blockColumnStep(spec: GemmSpec, columns: number): number {
+  if (spec.mode === GemmMode.matmul || spec.mode === GemmMode.convInputGrad) return 1;
+  if (spec.mode !== GemmMode.convForward) return 0;
+  const g = spec.conv!;
+  if (spec.phases) return alignedPixelRows(spec, columns) ? g.strideW : 0;
+  return (g.outH * g.outW) % columns === 0 ? 1 : 0;
 }
 
 /** Texels of one packed right-operand chunk at most (64 MiB). */
@@ -514,8 +561,11 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
   });
   const rows = rowsPerThread(spec);
   const columns = columnsPerThread(spec, rows);
+  const splits = kSplits(spec, rows, columns);
+  // A split product stores each part's partial sums as a group of its own, summed into c last.
+  const target = splits > 1 ? empty([spec.batch, splits, spec.M, spec.N]) : c;
   const [groupX, groupY] = workgroupShape(
-    Math.ceil(spec.N / columns),
+    Math.ceil(spec.N / columns) * splits,
     Math.ceil(spec.M / rows),
     spec.batch,
   );
@@ -532,6 +582,7 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
     // An implicit product's four columns are then four neighbours in one row of the output.
     ALIGNED_PIXEL_ROWS: image !== undefined && alignedPixelRows(spec, columns),
     PHASES: spec.phases !== undefined,
+    SPLIT_K: splits,
     HAS_BIAS: spec.bias !== undefined,
     ACTIVATION: activationCode(spec.activation),
   };
@@ -547,18 +598,29 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
       activationSlope(spec.activation),
     );
     const workgroups: [number, number, number] = [
-      Math.ceil(Math.ceil(nCount / columns) / groupX),
+      Math.ceil((Math.ceil(nCount / columns) * splits) / groupX),
       Math.ceil(Math.ceil(spec.M / rows) / groupY),
       spec.batch,
     ];
     // C is bound twice: as floats, and as vectors for the blocks inside it (see gemm.wgsl).
-    const buffers = [{ view: packedA.view }, { view: packedB.view }, bind(c), biasBinding, bind(c)];
+    const buffers = [
+      { view: packedA.view },
+      { view: packedB.view },
+      bind(target),
+      biasBinding,
+      bind(target),
+    ];
     const blocks = blockCoverage(spec, rows, columns, nCount);
     for (const blocksInside of [true, false]) {
       if (blocksInside ? !blocks.inside : !blocks.edges) continue;
       run(a, {
         shader: "gemm",
-        constants: { ...productConstants, BLOCKS_INSIDE: blocksInside },
+        constants: {
+          ...productConstants,
+          BLOCKS_INSIDE: blocksInside,
+          // A chunk that starts mid-block shifts the blocks off the rows.
+          BLOCK_STEP: nOffset % columns === 0 ? blockColumnStep(spec, columns) : 0,
+        },
         params,
         buffers,
         workgroups,
@@ -602,6 +664,10 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
     }
   }
   gpu.textures.release(packedA);
+  if (target !== c) {
+    sumInto(target, [1], c);
+    target.dispose();
+  }
   flopCounter += gemmFlops(spec);
 }
 

@@ -133,6 +133,14 @@ function sumWithScale(x: Tensor, axesArg: Axes, keepDims: boolean, mean: boolean
   return out;
 }
 
+/**
+ * Sums `axes` of x into `out`, whose size is x's without them (its shape is not read); records
+ * no gradient. For kernels that leave partial sums to add up.
+ */
+export function sumInto(x: Tensor, axes: number[], out: Tensor): void {
+  dispatchReduce(x, axes, Reduce.sum, 1, out);
+}
+
 /** Sum over `axes` (all when omitted). */
 export function sum(x: Tensor, axes?: Axes, keepDims = false): Tensor {
   return sumWithScale(x, axes, keepDims, false);
