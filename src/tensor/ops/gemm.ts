@@ -165,6 +165,8 @@ function rowsPerThread(spec: GemmSpec): number {
   const { M, N } = spec;
   const bigBlocks = splitsK(spec) || (spec.implicit && spec.mode === GemmMode.convWeightGrad);
   if (bigBlocks && M % 16 === 0) return 16;
+  // Short products: see columnsPerThread.
+  if (spec.K < 64 && M >= 4) return 4;
   const threads = (rows: number) => Math.ceil(N / 4) * Math.ceil(M / rows) * spec.batch;
   if (M % 16 === 0 && threads(16) >= minThreads) return 16;
   if ((M >= 32 || M % 8 === 0) && threads(8) >= minThreads) return 8;
@@ -179,8 +181,10 @@ function rowsPerThread(spec: GemmSpec): number {
  * (a thread is one SIMD lane, so each f32 of its block takes a register): texel loads, not FMAs or
  * spills, bound the loop. 8 columns instead of 4 made the AE's layers 1.1–1.15× faster, and 16
  * instead of 8 its training step's products ~14% faster; smaller blocks (8×8 down to 2×4) were all
- * slower. Short products (k < 64: the first layer's input gradient, a dense layer's weight
- * gradient) ran slower with 16.
+ * slower. Short products (k < 64: the AE's first layer and the input gradient of its last, a
+ * dense layer's weight gradient) are bound by what each output costs beyond its dot product, and
+ * take 4 rows and 16 columns: on lavapipe the AE's three k ≤ 32 products of 1M outputs took
+ * 2.1, 1.7 and 1.9 ms so, against 3.1, 2.4 and 2.7 ms with 16 × 8 blocks (8 × 16: 2.6, 2.2, 1.8).
  *
  * Where a few long dot products make few threads, big blocks still pay: the implicit weight
  * gradient always takes 16 columns (four texel columns of taps and channels), and 16 rows where M
@@ -195,7 +199,7 @@ function columnsPerThread(spec: GemmSpec, rows: number): number {
   if (splitsK(spec) && rows >= 8) return spec.N >= 16 ? 16 : spec.N > 4 ? 8 : 4;
   const threads = (columns: number) =>
     Math.ceil(spec.N / columns) * Math.ceil(spec.M / rows) * spec.batch;
-  if (rows >= 8 && spec.K >= 64 && threads(16) >= minThreads) return 16;
+  if ((rows >= 8 || spec.K < 64) && threads(16) >= minThreads) return 16;
   return threads(8) >= minThreads ? 8 : 4;
 }
 
