@@ -232,7 +232,8 @@ Deno.test("quick AnoGAN learns to find defects on synthetic bottle; save/load ke
     assert.ok(lines.some((line) => /epoch 1: generator loss .*sample diversity/.test(line)));
     const { auc, scored } = await pixelRocAucOn(category, detector!, evaluationSubset(category));
     console.log(`anogan quick pixel ROC AUC on synthetic bottle: ${auc.toFixed(3)}`);
-    // Issue 14's bar. Seeded, the quick preset reaches 0.819 here (lavapipe).
+    // Issue 14's bar. Seeded, the quick preset reaches 0.898 here (lavapipe); over seeds 1–3 it
+    // spans 0.76–0.94, a GAN's spread.
     assert.ok(auc >= 0.8, `anogan quick pixel ROC AUC on synthetic bottle: ${auc.toFixed(3)}`);
     const loaded = await assertSaveLoadKeepsMap(
       category,

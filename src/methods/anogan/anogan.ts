@@ -103,7 +103,9 @@ export interface AnoganSettings {
 /** The presets. */
 export const ANOGAN_PRESETS: Readonly<Record<AnoganPreset, AnoganSettings>> = {
   quick: {
-    epochs: 12,
+    // 12 epochs reached 0.72–0.84 pixel ROC AUC on the synthetic bottle over seeds 1–3 (lavapipe),
+    // too close to the test's 0.80; 20 reach 0.90, 0.76 and 0.94.
+    epochs: 20,
     batch: 16,
     samples: 320,
     lr: 1e-3,
