@@ -31,8 +31,9 @@ Flags:
   --no-torch         skip the PyTorch peer
   --torch-threads N  threads for PyTorch (default: the threads lavapipe uses, i.e. $LP_NUM_THREADS
                      if set, else the number of CPU cores)
-  --detail           also time the training step per phase (forward, loss, backward, optimizer)
-                     and per kernel (shader:entry), not only per family
+  --detail           also time the training step per phase (forward, loss, backward, optimizer),
+                     per kernel (shader:entry) and per matrix product (shape, path, blocks),
+                     not only per family
   --json FILE        also write every row, ratio and thread count to FILE (atomically)
   --help             show this text
 
@@ -467,6 +468,7 @@ async function main(options: Options): Promise<void> {
 
   let byPhase: ReplayReport | null = null;
   let byKernel: ReplayReport | null = null;
+  let byProduct: ReplayReport | null = null;
   if (options.detail) {
     byPhase = await timeGroups(
       gpu,
@@ -483,6 +485,28 @@ async function main(options: Options): Promise<void> {
     console.log(`\nTraining step by kernel (each kernel's dispatches replayed alone):`);
     console.log(familyHeader.replace("family        ", "kernel        "));
     for (const g of sorted) groupLine(g.name, g.dispatches, g.ms, "");
+    byProduct = await timeGroups(
+      gpu,
+      captured.filter((item) => item.kind === "dispatch" && item.detail),
+      (item) => (item.kind === "dispatch" && item.detail?.what) || "",
+      [],
+      minimumMs,
+    );
+    const flopsOf = new Map<string, number>();
+    for (const item of captured) {
+      if (item.kind !== "dispatch" || !item.detail) continue;
+      flopsOf.set(item.detail.what, (flopsOf.get(item.detail.what) ?? 0) + item.detail.flops);
+    }
+    console.log(
+      `\nTraining step by product (the GEMM's dispatches grouped by what they compute, each ` +
+        `group replayed alone; M×N×K per group, GFLOP/s where it has FLOPs):`,
+    );
+    console.log(familyHeader.replace("family        ", "rank          "));
+    [...byProduct.groups].sort((a, b) => b.ms - a.ms).forEach((g, i) => {
+      const flops = flopsOf.get(g.name) ?? 0;
+      const rate = flops > 0 ? `  [${(flops / g.ms / 1e6).toFixed(1)} GFLOP/s]` : "";
+      groupLine(`#${i + 1}`, g.dispatches, g.ms, g.name + rate);
+    });
   }
   training.dispose();
   inferenceImages.dispose();
@@ -557,6 +581,7 @@ async function main(options: Options): Promise<void> {
       },
       ...(byPhase ? { phases: byPhase.groups.map(groupJson) } : {}),
       ...(byKernel ? { kernels: byKernel.groups.map(groupJson) } : {}),
+      ...(byProduct ? { products: byProduct.groups.map(groupJson) } : {}),
       torch: result
         ? { version: result.torch, stepMs: result.step_ms, inferenceMs: result.infer_ms }
         : { skipped: peer?.detail ?? "--no-torch" },

@@ -13,6 +13,7 @@
  */
 
 import type { Gpu } from "../src/gpu/device.ts";
+import type { DispatchDetail } from "../src/gpu/kernel.ts";
 
 /** The families of the per-family table, in the order printed. */
 export const families = [
@@ -61,6 +62,8 @@ interface DispatchItem {
   family: Family;
   /** The phase of the step it was recorded in (see {@link capture}). */
   phase: string;
+  /** What it computes, where its kernel says (matrix products do). */
+  detail?: DispatchDetail;
   pipeline: GPUComputePipeline;
   bindGroup: GPUBindGroup;
   workgroups: [number, number, number];
@@ -98,11 +101,13 @@ export function capture(gpu: Gpu, fn: (phase: (name: string) => void) => void): 
   const dispatch = recorder.dispatch.bind(recorder);
   const copy = recorder.copy.bind(recorder);
   let label = "unknown:main";
+  let detail: DispatchDetail | undefined;
   let phase = "step";
   const hooks: Partial<Record<"beginKernel" | "dispatch" | "copy", unknown>> = {
-    beginKernel: (kernel: string) => {
+    beginKernel: (kernel: string, describe?: () => DispatchDetail) => {
       label = kernel;
-      beginKernel(kernel);
+      detail = describe?.();
+      beginKernel(kernel, describe);
     },
     dispatch: (
       pipeline: GPUComputePipeline,
@@ -114,6 +119,7 @@ export function capture(gpu: Gpu, fn: (phase: (name: string) => void) => void): 
         label,
         family: familyOf(label),
         phase,
+        detail,
         pipeline,
         bindGroup,
         workgroups: [workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1],

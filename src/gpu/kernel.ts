@@ -41,6 +41,19 @@ export interface LaunchSpec {
   buffers: readonly (StorageBinding | TextureBinding | null)[];
   /** Workgroup counts. */
   workgroups: readonly [number, number?, number?];
+  /**
+   * What the dispatch computes, for profiles (the bench's table by product); called only while a
+   * profile captures the dispatches, so that recording builds no strings.
+   */
+  describe?: () => DispatchDetail;
+}
+
+/** What one dispatch computes, for profiles. */
+export interface DispatchDetail {
+  /** E.g. "conv forward 32×8192×512, implicit, 16×16 blocks". */
+  what: string;
+  /** Floating-point operations (multiply and add count as two). */
+  flops: number;
 }
 
 const noConstants: ShaderConstants = Object.freeze({});
@@ -65,7 +78,7 @@ export function launch(gpu: Gpu, spec: LaunchSpec): void {
     spec.constants ?? noConstants,
     spec.entryPoint ?? "main",
   );
-  gpu.recorder.beginKernel(variant.label);
+  gpu.recorder.beginKernel(variant.label, spec.describe);
   const uniform = gpu.recorder.uniform(spec.params);
   const bindGroup = gpu.bindGroups.get(variant, uniform, spec.buffers, gpu.maxBindingBytes);
   gpu.recorder.dispatch(variant.pipeline, bindGroup, workgroups);

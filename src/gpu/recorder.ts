@@ -15,6 +15,7 @@
 
 import { hashNumbers, sameNumbers } from "./hash.ts";
 import { DeviceLossWatch } from "./lost.ts";
+import type { DispatchDetail } from "./kernel.ts";
 
 /** Kernels named in an error message at most (a batch may run thousands). */
 const maxNamedKernels = 20;
@@ -103,9 +104,10 @@ export class Recorder {
   /**
    * Notes that the batch runs kernel `label` ("shader:entry"), for its error message. Call
    * {@link beginBatch} before making the kernel's pipeline and bind group, so that errors in
-   * making them are caught with the batch's.
+   * making them are caught with the batch's. `_describe` says what the dispatch computes, for
+   * profiles that hook this method (bench/families.ts); the recorder itself never calls it.
    */
-  beginKernel(label: string): void {
+  beginKernel(label: string, _describe?: () => DispatchDetail): void {
     const kernels = this.openBatch();
     if (kernels.size < maxNamedKernels) kernels.add(label);
     this.lastKernel = label;

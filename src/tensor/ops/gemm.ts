@@ -18,7 +18,7 @@ import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
 import { declareShader } from "../../gpu/shaders.ts";
 import { type OperandTexture, operandTextureWidth, type TexturePool } from "../../gpu/textures.ts";
 import { bind, elementGrid, run } from "./launch.ts";
-import { grid2d, type StorageBinding } from "../../gpu/kernel.ts";
+import { type DispatchDetail, grid2d, type StorageBinding } from "../../gpu/kernel.ts";
 import { CONVOLUTION_FIELD_TYPES, convolutionFields } from "./geometry.ts";
 import { sumInto } from "./reduce.ts";
 
@@ -289,6 +289,35 @@ function blockColumnStep(spec: GemmSpec, columns: number): number {
   const g = spec.conv!;
   if (spec.phases) return alignedPixelRows(spec, columns) ? g.strideW : 0;
   return (g.outH * g.outW) % columns === 0 ? 1 : 0;
+}
+
+const modeNames = ["matmul", "conv forward", "conv input-gradient columns", "conv weight gradient"];
+
+/** What one dispatch of a product computes, for profiles (see DispatchDetail). */
+function describeProduct(
+  spec: GemmSpec,
+  rows: number,
+  columns: number,
+  splits: number,
+  blocksInside: boolean,
+  hasInside: boolean,
+): DispatchDetail {
+  const batch = spec.batch > 1
+    ? ` ×${spec.batch} ${
+      spec.phases ? "phases" : spec.mode === GemmMode.matmul ? "batch" : "groups"
+    }`
+    : "";
+  const how = [
+    spec.implicit ? (spec.flipWeights ? "implicit, flipped kernel" : "implicit") : "packed",
+    `${rows}×${columns} blocks`,
+    ...(splits > 1 ? [`k in ${splits} parts`] : []),
+    ...(!blocksInside && hasInside ? ["edge blocks"] : []),
+  ];
+  return {
+    what: `${modeNames[spec.mode]} ${spec.M}×${spec.N}×${spec.K}${batch}, ${how.join(", ")}`,
+    // A product's FLOPs count once, with its inside blocks where it has both kinds.
+    flops: blocksInside || !hasInside ? gemmFlops(spec) : 0,
+  };
 }
 
 /** Texels of one packed right-operand chunk at most (64 MiB). */
@@ -618,6 +647,7 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
     for (const blocksInside of [true, false]) {
       if (blocksInside ? !blocks.inside : !blocks.edges) continue;
       run(a, {
+        describe: () => describeProduct(spec, rows, columns, splits, blocksInside, blocks.inside),
         shader: "gemm",
         constants: {
           ...productConstants,

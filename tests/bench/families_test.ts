@@ -1,0 +1,32 @@
+/**
+ * The bench's capture of a step (bench/families.ts): every dispatch is recorded with its kernel,
+ * and a matrix product says what it computes (shape, path, blocks, parts of k) and its FLOPs, the
+ * rows of `deno task bench --detail`'s table by product.
+ */
+
+import assert from "node:assert/strict";
+import * as op from "../../src/tensor/ops.ts";
+import { init, tidy } from "../../src/tensor/tensor.ts";
+import { capture } from "../../bench/families.ts";
+
+Deno.test("capture records each product's shape, path and FLOPs with its dispatch", async () => {
+  const gpu = await init();
+  const a = op.rand([5, 5001]);
+  const b = op.rand([5001, 6]);
+  const items = capture(gpu, () => tidy(() => void op.matmul(a, b)));
+  const details = items.flatMap((item) =>
+    item.kind === "dispatch" && item.label === "gemm:main" && item.detail ? [item.detail] : []
+  );
+  // 5 × 6 outputs over k = 5001: the k loop is split (kSplits in gemm.ts), and with 5 rows in
+  // blocks of 4 the blocks inside C and those at its edge are dispatched apart.
+  assert.equal(details.length, 2);
+  assert.match(details[0].what, /^matmul 5×6×5001, packed, 4×\d+ blocks, k in \d+ parts$/);
+  assert.match(details[1].what, /^matmul 5×6×5001, .*, edge blocks$/);
+  // The product's FLOPs count once, with its inside blocks.
+  assert.deepEqual(details.map((d) => d.flops), [2 * 5 * 6 * 5001, 0]);
+  // Kernels that do not describe themselves (the packing) carry no detail.
+  assert.ok(items.some((i) => i.kind === "dispatch" && i.label.startsWith("pack:") && !i.detail));
+  await gpu.recorder.sync();
+  a.dispose();
+  b.dispose();
+});
