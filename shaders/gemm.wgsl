@@ -800,34 +800,8 @@ fn column_bases(g: u32, n0: u32) -> vec4u {
   return vec4u(base0, column_base(g, n0 + 1u), column_base(g, n0 + 2u), column_base(g, n0 + 3u));
 }
 
-// column_bases for the four groups of a block. With BLOCK_STEP > 0 the block's CN columns lie
-// BLOCK_STEP floats apart in one output row (the host checks), and one column_base serves all: its
-// integer divisions, which a CPU driver runs lane by lane, cost a phase product (16 columns a
-// thread, scalar stores) ~2.5 ms per million outputs on lavapipe when repeated for every column.
-fn block_bases(g: u32, n0: u32) -> BlockBases {
-  var bases: BlockBases;
-  if (BLOCK_STEP > 0u) {
-    let base0 = column_base(g, n0);
-    let steps = vec4u(0u, 1u, 2u, 3u) * BLOCK_STEP;
-    bases.group0 = base0 + steps;
-    bases.group1 = base0 + 4u * BLOCK_STEP + steps;
-    bases.group2 = base0 + 8u * BLOCK_STEP + steps;
-    bases.group3 = base0 + 12u * BLOCK_STEP + steps;
-    return bases;
-  }
-  bases.group0 = column_bases(g, n0);
-  if (CN > 4u) {
-    bases.group1 = column_bases(g, n0 + 4u);
-  }
-  if (CN > 8u) {
-    bases.group2 = column_bases(g, n0 + 8u);
-    bases.group3 = column_bases(g, n0 + 12u);
-  }
-  return bases;
-}
-
 // Where the four column groups of a thread's block start: the output offsets of its columns
-// n0 + 4·j … n0 + 4·j + 3 for row 0 (unused groups past CN repeat group 0).
+// n0 + 4·j … n0 + 4·j + 3 for row 0 (groups past CN are unused).
 struct BlockBases {
   group0: vec4u,
   group1: vec4u,
@@ -870,7 +844,15 @@ fn store_inside_row(g: u32, m: u32, bases: BlockBases, x: vec4f, y: vec4f, z: ve
 // them: the rows and column groups unrolled, each row's bias read once, no bounds checks, and
 // vector stores with CONTIGUOUS_ROWS.
 fn store_inside_block(g: u32, m0: u32, n0: u32) {
-  let bases = block_bases(g, n0);
+  var bases: BlockBases;
+  bases.group0 = column_bases(g, n0);
+  if (CN > 4u) {
+    bases.group1 = column_bases(g, n0 + 4u);
+  }
+  if (CN > 8u) {
+    bases.group2 = column_bases(g, n0 + 8u);
+    bases.group3 = column_bases(g, n0 + 12u);
+  }
   store_inside_row(g, m0, bases, acc0, wide0, wa0, wb0);
   if (RM > 1u) {
     store_inside_row(g, m0 + 1u, bases, acc1, wide1, wa1, wb1);

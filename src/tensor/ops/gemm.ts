@@ -277,20 +277,6 @@ function blockCoverage(
   return { inside, edges };
 }
 
-/**
- * How far apart in the output a thread's CN columns lie when they lie in one row of it (BLOCK_STEP
- * in gemm.wgsl), or 0 when they may not: a column matrix's row or a matmul's is one row; a
- * convolution's blocks stay within one image's pixels when those are a multiple of CN; a phase
- * product's within one row of its phase, every stride-th pixel of an output row.
- */
-function blockColumnStep(spec: GemmSpec, columns: number): number {
-  if (spec.mode === GemmMode.matmul || spec.mode === GemmMode.convInputGrad) return 1;
-  if (spec.mode !== GemmMode.convForward) return 0;
-  const g = spec.conv!;
-  if (spec.phases) return alignedPixelRows(spec, columns) ? g.strideW : 0;
-  return (g.outH * g.outW) % columns === 0 ? 1 : 0;
-}
-
 const modeNames = ["matmul", "conv forward", "conv input-gradient columns", "conv weight gradient"];
 
 /** What one dispatch of a product computes, for profiles (see DispatchDetail). */
@@ -649,12 +635,7 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
       run(a, {
         describe: () => describeProduct(spec, rows, columns, splits, blocksInside, blocks.inside),
         shader: "gemm",
-        constants: {
-          ...productConstants,
-          BLOCKS_INSIDE: blocksInside,
-          // A chunk that starts mid-block shifts the blocks off the rows.
-          BLOCK_STEP: nOffset % columns === 0 ? blockColumnStep(spec, columns) : 0,
-        },
+        constants: { ...productConstants, BLOCKS_INSIDE: blocksInside },
         params,
         buffers,
         workgroups,
