@@ -284,6 +284,23 @@ fn pack_b(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
   textureStore(dst, texel(t), load_b4(g, k, n));
 }
 
+// Channels 4·c4 … 4·c4+3 of input pixel (iy, ix) of `image` (through the activation): one texel
+// of the padded image, zero outside the input and past its channels.
+fn image_texel(image: u32, c4: u32, iy: i32, ix: i32) -> vec4f {
+  var value = vec4f(0.0);
+  if (iy < 0 || ix < 0 || iy >= i32(p.in_h) || ix >= i32(p.in_w)) {
+    return value;
+  }
+  let pixels = p.in_h * p.in_w;
+  let first = (image * p.cin + c4 * 4u) * pixels + u32(iy) * p.in_w + u32(ix);
+  for (var j = 0u; j < 4u; j++) {
+    if (c4 * 4u + j < p.cin) {
+      value[j] = read_src(first + j * pixels);
+    }
+  }
+  return value;
+}
+
 // The input of an implicit convolution, zero-padded and four channels to a texel:
 // texel ((image · image_c4 + c4) · image_h + y) · image_w + x holds channels 4·c4 … 4·c4+3 of
 // input pixel (y − pad_h, x − pad_w), zero outside the input or past its channels. The image is
@@ -306,18 +323,7 @@ fn pack_image(
   let y = q / p.image_w;
   let c4 = wid.z % p.image_c4;
   let image = wid.z / p.image_c4;
-  let iy = i32(y) - p.pad_h;
-  let ix = i32(x) - p.pad_w;
-  var value = vec4f(0.0);
-  if (iy >= 0 && ix >= 0 && iy < i32(p.in_h) && ix < i32(p.in_w)) {
-    let pixels = p.in_h * p.in_w;
-    let first = (image * p.cin + c4 * 4u) * pixels + u32(iy) * p.in_w + u32(ix);
-    for (var j = 0u; j < 4u; j++) {
-      if (c4 * 4u + j < p.cin) {
-        value[j] = read_src(first + j * pixels);
-      }
-    }
-  }
+  let value = image_texel(image, c4, i32(y) - p.pad_h, i32(x) - p.pad_w);
   textureStore(dst, texel(wid.z * plane + q), value);
 }
 
@@ -342,20 +348,9 @@ fn pack_image_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
   let image = plane / p.image_c4;
   let first_texel = row * p.image_w;
   let iy = i32(y) - p.pad_h;
-  let inside_rows = iy >= 0 && iy < i32(p.in_h);
-  let pixels = p.in_h * p.in_w;
-  let first = (image * p.cin + c4 * 4u) * pixels + u32(max(iy, 0)) * p.in_w;
   var sum = vec4f(0.0);
   for (var x = 0u; x < p.image_w; x++) {
-    let ix = i32(x) - p.pad_w;
-    var value = vec4f(0.0);
-    if (inside_rows && ix >= 0 && ix < i32(p.in_w)) {
-      for (var j = 0u; j < 4u; j++) {
-        if (c4 * 4u + j < p.cin) {
-          value[j] = read_src(first + j * pixels + u32(ix));
-        }
-      }
-    }
+    let value = image_texel(image, c4, iy, i32(x) - p.pad_w);
     textureStore(dst, texel(first_texel + x), value);
     sum += value;
   }

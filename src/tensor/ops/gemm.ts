@@ -154,6 +154,16 @@ export interface GemmSpec {
 /** Threads a product should keep at least, for the cores of a CPU driver to share. */
 const minThreads = 256;
 
+/** Threads of a product with blocks of `rows` × `columns` of C. */
+function threadsOf(spec: GemmSpec, rows: number, columns: number): number {
+  return Math.ceil(spec.N / columns) * Math.ceil(spec.M / rows) * spec.batch;
+}
+
+/** Whether a product is the weight gradient that reads its input as an image (see gemm.wgsl). */
+function isImplicitWeightGrad(spec: GemmSpec): boolean {
+  return spec.implicit === true && spec.mode === GemmMode.convWeightGrad;
+}
+
 /**
  * Rows of C per thread: more rows reuse each loaded texel of B more often (on lavapipe 8 rows
  * instead of 4 made the AE's 32-channel layers 15–30% faster, and 16 instead of 8 another
@@ -162,12 +172,12 @@ const minThreads = 256;
  * {@link kSplits}); so does the implicit weight gradient (see columnsPerThread).
  */
 function rowsPerThread(spec: GemmSpec): number {
-  const { M, N } = spec;
-  const bigBlocks = splitsK(spec) || (spec.implicit && spec.mode === GemmMode.convWeightGrad);
+  const { M } = spec;
+  const bigBlocks = splitsK(spec) || isImplicitWeightGrad(spec);
   if (bigBlocks && M % 16 === 0) return 16;
   // Short products: see columnsPerThread.
   if (spec.K < 64 && M >= 4) return 4;
-  const threads = (rows: number) => Math.ceil(N / 4) * Math.ceil(M / rows) * spec.batch;
+  const threads = (rows: number) => threadsOf(spec, rows, 4);
   if (M % 16 === 0 && threads(16) >= minThreads) return 16;
   if ((M >= 32 || M % 8 === 0) && threads(8) >= minThreads) return 8;
   if (M >= 4) return 4;
@@ -195,10 +205,9 @@ function rowsPerThread(spec: GemmSpec): number {
  * 0.9 ms so, against 1.8 ms with 4 × 4 blocks and 1.2–1.4 ms with 16 × 8 or 8 × 8.
  */
 function columnsPerThread(spec: GemmSpec, rows: number): number {
-  if (spec.implicit && spec.mode === GemmMode.convWeightGrad) return 16;
+  if (isImplicitWeightGrad(spec)) return 16;
   if (splitsK(spec) && rows >= 8) return spec.N >= 16 ? 16 : spec.N > 4 ? 8 : 4;
-  const threads = (columns: number) =>
-    Math.ceil(spec.N / columns) * Math.ceil(spec.M / rows) * spec.batch;
+  const threads = (columns: number) => threadsOf(spec, rows, columns);
   if ((rows >= 8 || spec.K < 64) && threads(16) >= minThreads) return 16;
   return threads(8) >= minThreads ? 8 : 4;
 }
@@ -229,8 +238,7 @@ function workgroupShape(
  */
 function splitsK(spec: GemmSpec): boolean {
   const packed = !spec.implicit && spec.mode !== GemmMode.convForward;
-  const threads = Math.ceil(spec.N / 4) * Math.ceil(spec.M / 4) * spec.batch;
-  return packed && !spec.bias && !spec.activation && threads < minThreads &&
+  return packed && !spec.bias && !spec.activation && threadsOf(spec, 4, 4) < minThreads &&
     paddedK(spec) / 4 >= 512;
 }
 
@@ -242,7 +250,7 @@ function splitsK(spec: GemmSpec): boolean {
  */
 function kSplits(spec: GemmSpec, rows: number, columns: number): number {
   if (!splitsK(spec)) return 1;
-  const threads = Math.ceil(spec.N / columns) * Math.ceil(spec.M / rows) * spec.batch;
+  const threads = threadsOf(spec, rows, columns);
   const k4 = paddedK(spec) / 4;
   return Math.max(1, Math.min(Math.ceil(minThreads / threads), Math.floor(k4 / 256)));
 }
@@ -259,7 +267,7 @@ function blockCoverage(
   columns: number,
   nCount: number,
 ): { inside: boolean; edges: boolean } {
-  if (spec.implicit && spec.mode === GemmMode.convWeightGrad) return { inside: false, edges: true };
+  if (isImplicitWeightGrad(spec)) return { inside: false, edges: true };
   // Columns per group: a phase product's groups are the output phases, each its own size.
   const counts: number[] = [nCount];
   if (spec.phases) {
@@ -458,6 +466,7 @@ function packImage(
   const constants = packConstants({ ...sizes, implicit: true }, through);
   const params = productParams(sizes, 0, 0, 0, layout, activationSlope(through?.activation));
   const buffers = [bind(source), { view: texture.view }, bindActivated(source, through)];
+  const image = { source, geometry: g, through, layout, texture, pool: source.gpu.textures };
   if (!channelSums) {
     run(source, {
       shader: "pack",
@@ -467,7 +476,7 @@ function packImage(
       buffers,
       workgroups: [...elementGrid(layout.height * layout.width), layout.planes],
     });
-    return { source, geometry: g, through, layout, texture, pool: source.gpu.textures };
+    return image;
   }
   const rows = layout.planes * layout.height;
   const rowSums = empty([rows * 4]);
@@ -493,7 +502,7 @@ function packImage(
     workgroups: [Math.ceil(g.cin / 64)],
   });
   rowSums.dispose();
-  return { source, geometry: g, through, layout, texture, pool: source.gpu.textures };
+  return image;
 }
 
 /**
