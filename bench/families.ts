@@ -36,6 +36,7 @@ export type Family = typeof families[number];
  */
 const familyOfShader: Readonly<Record<string, Family>> = {
   gemm: "GEMM",
+  conv_thin: "GEMM",
   pack: "packing",
   col2im: "packing",
   unary: "elementwise",
@@ -48,9 +49,18 @@ const familyOfShader: Readonly<Record<string, Family>> = {
   bias_grad: "reductions",
 };
 
+/**
+ * Entry points whose family is not their shader's: the direct one-channel convolution's packing
+ * passes are layout work like pack.wgsl's.
+ */
+const familyOfEntry: Readonly<Record<string, Family>> = {
+  "conv_thin:pack_rows": "packing",
+  "conv_thin:pack_taps": "packing",
+};
+
 /** The family of kernel `label` ("shader:entry"). */
 export function familyOf(label: string): Family {
-  return familyOfShader[label.split(":")[0]] ?? "copies/other";
+  return familyOfEntry[label] ?? familyOfShader[label.split(":")[0]] ?? "copies/other";
 }
 
 /** A recorded compute dispatch. */

@@ -30,3 +30,27 @@ Deno.test("capture records each product's shape, path and FLOPs with its dispatc
   a.dispose();
   b.dispose();
 });
+
+Deno.test("capture files the direct one-channel convolution under GEMM and its packing apart", async () => {
+  const gpu = await init();
+  const x = op.rand([2, 1, 16, 16]);
+  const w = op.rand([8, 1, 4, 4]);
+  const items = capture(gpu, () => tidy(() => void op.conv2d(x, w, undefined, { stride: 2 })));
+  const dispatches = items.flatMap((item) => item.kind === "dispatch" ? [item] : []);
+  assert.deepEqual(
+    dispatches.map((d) => [d.label, d.family]),
+    [
+      ["conv_thin:pack_rows", "packing"],
+      ["conv_thin:pack_taps", "packing"],
+      ["conv_thin:forward", "GEMM"],
+    ],
+  );
+  // 8 channels of 7 × 7 output pixels (stride 2, no padding) from 16 taps each.
+  assert.deepEqual(dispatches[2].detail, {
+    what: "conv forward 8×98×16, one input channel, direct",
+    flops: 2 * 8 * 98 * 16,
+  });
+  await gpu.recorder.sync();
+  x.dispose();
+  w.dispose();
+});

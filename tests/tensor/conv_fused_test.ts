@@ -5,7 +5,9 @@
  * multiple of 4 channels take the implicit product (the input read as an image texture), others
  * the packed column matrix; input gradients and transposed convolutions with 4 or more output
  * channels take the rotated-kernel convolution (stride 1) or the phase products (stride 2, even
- * kernels), others the column matrix and col2im. All paths are covered.
+ * kernels), others the column matrix and col2im. Convolutions of one input channel (and so the
+ * input gradients of transposed convolutions to one channel) take the direct kernel of
+ * conv_thin.wgsl. All paths are covered.
  */
 
 import assert from "node:assert/strict";
@@ -135,6 +137,34 @@ const convCases: ConvCase[] = [
     activation: leaky,
   },
   {
+    name: "4×4 stride 2 pad 1, one channel (direct), rows of 16 output pixels, leaky ReLU",
+    x: [[2, 1, 12, 32], [1, 1, 4, 16]],
+    w: [20, 1, 4, 4],
+    options: { stride: 2, padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "3×3 pad 1, one channel (direct) to 5, rows ending inside a thread's 8 pixels",
+    x: [[2, 1, 7, 11], [1, 1, 4, 5]],
+    w: [5, 1, 3, 3],
+    options: { padding: 1 },
+    activation: { kind: "relu" },
+  },
+  {
+    name: "5×5 dilation 2 pad 3, one channel (direct), bias only",
+    x: [[1, 1, 13, 19], [1, 1, 6, 7]],
+    w: [17, 1, 5, 5],
+    options: { dilation: 2, padding: 3 },
+    activation: undefined,
+  },
+  {
+    name: "3×4 stride 3 pad 2, one channel (direct), leaky ReLU",
+    x: [[2, 1, 10, 26], [1, 1, 5, 9]],
+    w: [6, 1, 3, 4],
+    options: { stride: 3, padding: 2 },
+    activation: leaky,
+  },
+  {
     name: "8×8 valid on an 8×8 image (one window: dx by the column matrix), leaky ReLU",
     x: [[2, 4, 8, 8], [1, 4, 8, 8]],
     w: [5, 4, 8, 8],
@@ -236,6 +266,20 @@ const convTCases: ConvTCase[] = [
     w: [8, 4, 8, 8],
     options: {},
     activation: leaky,
+  },
+  {
+    name: "4×4 stride 2 pad 1 to one channel (dx by the direct kernel), leaky ReLU",
+    x: [[2, 8, 6, 8], [1, 8, 3, 4]],
+    w: [8, 1, 4, 4],
+    options: { stride: 2, padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "3×3 stride 1 pad 1 to one channel, 20 input channels, ReLU",
+    x: [[2, 20, 5, 9], [1, 20, 3, 3]],
+    w: [20, 1, 3, 3],
+    options: { padding: 1 },
+    activation: { kind: "relu" },
   },
   {
     name: "3×3 stride 2 output padding 1, bias only",

@@ -18,6 +18,7 @@ import {
   transposedConvGeometry,
 } from "./geometry.ts";
 import { conv2dTiled, convTranspose2dTiled } from "./gemm_tiled.ts";
+import { thinConvFits, thinConvForward } from "./conv_thin.ts";
 import {
   biasGrad,
   type ConvGeometry,
@@ -57,6 +58,10 @@ function useImplicit(x: Tensor, g: ConvGeometry): boolean {
 }
 
 function forwardProduct(x: Tensor, w: Tensor, out: Tensor, g: ConvGeometry, fusion: Fusion): void {
+  if (!fusion.image && thinConvFits(x.gpu, g)) {
+    thinConvForward(x, w, out, g, fusion);
+    return;
+  }
   const taps = g.kernelH * g.kernelW;
   gemm(w, x, out, {
     mode: GemmMode.convForward,

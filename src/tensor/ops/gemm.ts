@@ -74,8 +74,8 @@ const BiasGradParams = uniformStruct("BiasGradParams", {
 });
 
 const gemmModes = wgslConstants(GemmMode, "MODE_");
-const activationCodes = wgslConstants(ActivationCode, "ACT_");
-const textureWidth = wgslConstants({ textureWidth: operandTextureWidth });
+export const activationCodes = wgslConstants(ActivationCode, "ACT_");
+export const textureWidth = wgslConstants({ textureWidth: operandTextureWidth });
 declareShader("pack", GemmParams, gemmModes, activationCodes, textureWidth);
 declareShader("gemm", GemmParams, gemmModes, activationCodes, textureWidth);
 declareShader("col2im", GemmParams, activationCodes);
@@ -324,6 +324,11 @@ export function gemmFlopsRecorded(): number {
   return flopCounter;
 }
 
+/** Counts the operations of a convolution computed outside {@link gemm} (conv_thin.ts). */
+export function recordProductFlops(flops: number): void {
+  flopCounter += flops;
+}
+
 function productParams(
   spec: GemmSpec,
   kPadded: number,
@@ -419,11 +424,11 @@ export function implicitConvFits(
     workgroups <= maxWorkgroups && image.planes <= maxWorkgroups;
 }
 
-function activationCode(activation: FusedActivation | undefined): number {
+export function activationCode(activation: FusedActivation | undefined): number {
   return activation ? ActivationCode[activation.kind] : ActivationCode.none;
 }
 
-function activationSlope(activation: FusedActivation | undefined): number {
+export function activationSlope(activation: FusedActivation | undefined): number {
   return activation?.kind === "leakyRelu" ? activation.slope : 0;
 }
 

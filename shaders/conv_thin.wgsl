@@ -1,0 +1,331 @@
+// Convolutions with a single input channel (groups = 1), computed directly rather than as a
+// matrix product: the first layer of a network on grey images, and the input gradient of a
+// transposed convolution back to one channel. As a product, such a convolution has k = kh·kw (16
+// for a 4×4 kernel): the packed column matrix is kh·kw/stride² times the image, and gathering it
+// cost more than the product itself on lavapipe. Here the input is stored once, four pixels of a
+// row to a texel (pack_rows), and each thread reads the stretch of a row that its pixels' windows
+// cover and multiplies it by every tap.
+//   pack_rows:  the input [images, 1, in_h, in_w] (through the derivative of PACK_ACTIVATION, as in
+//               pack.wgsl, when it is the gradient of an activated output) as rows of texels:
+//               texel (image · in_h + y) · row_texels + j holds x = 4j − pad_w … 4j − pad_w + 3,
+//               zero outside the image. A row starts pad_w pixels before the image, so the window
+//               stretch of 8 output pixels starting at a multiple of 8 starts on a texel.
+//   pack_taps:  the weight [cout, 1, kh, kw] tap-major, four output channels to a texel: texel
+//               tap · cout_texels + c holds channels 4c … 4c+3 of that tap (zero past cout).
+//   forward:    y [images, cout, out_h, out_w]: each thread computes 8 neighbouring pixels of one
+//               output row for 16 output channels, then adds the bias (HAS_BIAS) and applies
+//               ACTIVATION as it stores them.
+// STRIDE_W, DILATION_W and KERNEL_W (at most 8) are compile-time, so that every read of the row
+// stretch has a constant position; SEGMENT_TEXELS (at most 8) is the stretch's length in texels.
+
+// ThinConvParams, ACT_* and TEXTURE_WIDTH are declared in src/tensor/ops/conv_thin.ts.
+
+@group(0) @binding(0) var<uniform> p: ThinConvParams;
+
+fn texel(t: u32) -> vec2u {
+  return vec2u(t % TEXTURE_WIDTH, t / TEXTURE_WIDTH);
+}
+
+// ---- packing ----------------------------------------------------------------------------------
+
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+// The fused activation's output that `src` is the gradient of (`src` again when there is none).
+@group(0) @binding(3) var<storage, read> activated: array<f32>;
+
+// src[i] times the derivative of PACK_ACTIVATION there (read from its output, as in pack.wgsl).
+fn read_src(i: u32) -> f32 {
+  if (PACK_ACTIVATION == ACT_NONE) {
+    return src[i];
+  }
+  let slope = select(0.0, p.slope, PACK_ACTIVATION == ACT_LEAKY_RELU);
+  return src[i] * select(slope, 1.0, activated[i] > 0.0);
+}
+
+@compute @workgroup_size(256)
+fn pack_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let t = gid.x + gid.y * nwg.x * 256u;
+  let row = t / p.row_texels;
+  if (row >= p.images * p.in_h) {
+    return;
+  }
+  let first = i32((t - row * p.row_texels) * 4u) - p.pad_w;
+  var values = vec4f(0.0);
+  for (var j = 0; j < 4; j++) {
+    let x = first + j;
+    if (x >= 0 && x < i32(p.in_w)) {
+      values[j] = read_src(row * p.in_w + u32(x));
+    }
+  }
+  textureStore(dst, texel(t), values);
+}
+
+@compute @workgroup_size(64)
+fn pack_taps(@builtin(global_invocation_id) gid: vec3u) {
+  let taps = p.kernel_h * KERNEL_W;
+  let t = gid.x;
+  if (t >= taps * p.cout_texels) {
+    return;
+  }
+  let tap = t / p.cout_texels;
+  let first = (t - tap * p.cout_texels) * 4u;
+  var values = vec4f(0.0);
+  for (var j = 0u; j < 4u; j++) {
+    if (first + j < p.cout) {
+      values[j] = src[(first + j) * taps + tap];
+    }
+  }
+  textureStore(dst, texel(t), values);
+}
+
+// ---- the convolution --------------------------------------------------------------------------
+
+@group(0) @binding(4) var rows: texture_2d<f32>;
+@group(0) @binding(5) var weights: texture_2d<f32>;
+// Scalar stores where an output row ends inside a thread's 8 pixels.
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+// The bias per output channel (read only when HAS_BIAS; the host binds some buffer regardless).
+@group(0) @binding(7) var<storage, read> bias: array<f32>;
+// y again as vectors (the host binds y here too), for rows of a multiple of 8 pixels.
+@group(0) @binding(8) var<storage, read_write> y4: array<vec4f>;
+
+// Pixels 0–3 (lo*) and 4–7 (hi*) of the thread's 8, for its 16 output channels. Named variables:
+// an array of accumulators stays in memory on CPU drivers (see gemm.wgsl).
+var<private> lo0: vec4f;
+var<private> lo1: vec4f;
+var<private> lo2: vec4f;
+var<private> lo3: vec4f;
+var<private> lo4: vec4f;
+var<private> lo5: vec4f;
+var<private> lo6: vec4f;
+var<private> lo7: vec4f;
+var<private> lo8: vec4f;
+var<private> lo9: vec4f;
+var<private> lo10: vec4f;
+var<private> lo11: vec4f;
+var<private> lo12: vec4f;
+var<private> lo13: vec4f;
+var<private> lo14: vec4f;
+var<private> lo15: vec4f;
+var<private> hi0: vec4f;
+var<private> hi1: vec4f;
+var<private> hi2: vec4f;
+var<private> hi3: vec4f;
+var<private> hi4: vec4f;
+var<private> hi5: vec4f;
+var<private> hi6: vec4f;
+var<private> hi7: vec4f;
+var<private> hi8: vec4f;
+var<private> hi9: vec4f;
+var<private> hi10: vec4f;
+var<private> hi11: vec4f;
+var<private> hi12: vec4f;
+var<private> hi13: vec4f;
+var<private> hi14: vec4f;
+var<private> hi15: vec4f;
+
+// The stretch of one input row that the thread's windows cover (see pack_rows), texels 0–7 (those
+// at or past SEGMENT_TEXELS stay unused). Named, like the accumulators, and read only at positions
+// that are constant once `tap` is inlined for each kx, so that they can live in registers.
+var<private> s0: vec4f;
+var<private> s1: vec4f;
+var<private> s2: vec4f;
+var<private> s3: vec4f;
+var<private> s4: vec4f;
+var<private> s5: vec4f;
+var<private> s6: vec4f;
+var<private> s7: vec4f;
+
+fn stretch(i: u32) -> f32 {
+  var v: vec4f;
+  switch i / 4u {
+    case 0u: { v = s0; }
+    case 1u: { v = s1; }
+    case 2u: { v = s2; }
+    case 3u: { v = s3; }
+    case 4u: { v = s4; }
+    case 5u: { v = s5; }
+    case 6u: { v = s6; }
+    default: { v = s7; }
+  }
+  return v[i % 4u];
+}
+
+fn load_stretch(first: u32) {
+  s0 = textureLoad(rows, texel(first), 0);
+  if (SEGMENT_TEXELS > 1u) {
+    s1 = textureLoad(rows, texel(first + 1u), 0);
+  }
+  if (SEGMENT_TEXELS > 2u) {
+    s2 = textureLoad(rows, texel(first + 2u), 0);
+  }
+  if (SEGMENT_TEXELS > 3u) {
+    s3 = textureLoad(rows, texel(first + 3u), 0);
+  }
+  if (SEGMENT_TEXELS > 4u) {
+    s4 = textureLoad(rows, texel(first + 4u), 0);
+  }
+  if (SEGMENT_TEXELS > 5u) {
+    s5 = textureLoad(rows, texel(first + 5u), 0);
+  }
+  if (SEGMENT_TEXELS > 6u) {
+    s6 = textureLoad(rows, texel(first + 6u), 0);
+  }
+  if (SEGMENT_TEXELS > 7u) {
+    s7 = textureLoad(rows, texel(first + 7u), 0);
+  }
+}
+
+// Tap (ky, kx) of the stretch loaded for row ky, whose weights start at texel `w_row` (tap
+// (ky, 0) of the thread's 16 channels). Called with a constant kx, and nothing for kx past the
+// kernel.
+fn tap(w_row: u32, kx: u32) {
+  if (kx >= KERNEL_W) {
+    return;
+  }
+  let w = w_row + kx * p.cout_texels;
+  let x = kx * DILATION_W;
+  tap_step(
+    textureLoad(weights, texel(w), 0),
+    textureLoad(weights, texel(w + 1u), 0),
+    textureLoad(weights, texel(w + 2u), 0),
+    textureLoad(weights, texel(w + 3u), 0),
+    vec4f(stretch(x), stretch(x + STRIDE_W), stretch(x + 2u * STRIDE_W), stretch(x + 3u * STRIDE_W)),
+    vec4f(
+      stretch(x + 4u * STRIDE_W),
+      stretch(x + 5u * STRIDE_W),
+      stretch(x + 6u * STRIDE_W),
+      stretch(x + 7u * STRIDE_W),
+    ),
+  );
+}
+
+// One tap (ky, kx): w0 … w3 hold its weights for the 16 channels, lo and hi the input value
+// under it for pixels 0–3 and 4–7.
+fn tap_step(w0: vec4f, w1: vec4f, w2: vec4f, w3: vec4f, lo: vec4f, hi: vec4f) {
+  lo0 = fma(vec4f(w0.x), lo, lo0);
+  hi0 = fma(vec4f(w0.x), hi, hi0);
+  lo1 = fma(vec4f(w0.y), lo, lo1);
+  hi1 = fma(vec4f(w0.y), hi, hi1);
+  lo2 = fma(vec4f(w0.z), lo, lo2);
+  hi2 = fma(vec4f(w0.z), hi, hi2);
+  lo3 = fma(vec4f(w0.w), lo, lo3);
+  hi3 = fma(vec4f(w0.w), hi, hi3);
+  lo4 = fma(vec4f(w1.x), lo, lo4);
+  hi4 = fma(vec4f(w1.x), hi, hi4);
+  lo5 = fma(vec4f(w1.y), lo, lo5);
+  hi5 = fma(vec4f(w1.y), hi, hi5);
+  lo6 = fma(vec4f(w1.z), lo, lo6);
+  hi6 = fma(vec4f(w1.z), hi, hi6);
+  lo7 = fma(vec4f(w1.w), lo, lo7);
+  hi7 = fma(vec4f(w1.w), hi, hi7);
+  lo8 = fma(vec4f(w2.x), lo, lo8);
+  hi8 = fma(vec4f(w2.x), hi, hi8);
+  lo9 = fma(vec4f(w2.y), lo, lo9);
+  hi9 = fma(vec4f(w2.y), hi, hi9);
+  lo10 = fma(vec4f(w2.z), lo, lo10);
+  hi10 = fma(vec4f(w2.z), hi, hi10);
+  lo11 = fma(vec4f(w2.w), lo, lo11);
+  hi11 = fma(vec4f(w2.w), hi, hi11);
+  lo12 = fma(vec4f(w3.x), lo, lo12);
+  hi12 = fma(vec4f(w3.x), hi, hi12);
+  lo13 = fma(vec4f(w3.y), lo, lo13);
+  hi13 = fma(vec4f(w3.y), hi, hi13);
+  lo14 = fma(vec4f(w3.z), lo, lo14);
+  hi14 = fma(vec4f(w3.z), hi, hi14);
+  lo15 = fma(vec4f(w3.w), lo, lo15);
+  hi15 = fma(vec4f(w3.w), hi, hi15);
+}
+
+fn activate(v: vec4f) -> vec4f {
+  if (ACTIVATION == ACT_RELU) {
+    return max(v, vec4f(0.0));
+  }
+  if (ACTIVATION == ACT_LEAKY_RELU) {
+    return select(v * p.slope, v, v > vec4f(0.0));
+  }
+  return v;
+}
+
+// Stores pixels x … x+7 of output row `first` (an index into y) of channel `channel`.
+fn store_pixels(channel: u32, first: u32, x: u32, lo: vec4f, hi: vec4f) {
+  if (channel >= p.cout) {
+    return;
+  }
+  var extra = vec4f(0.0);
+  if (HAS_BIAS) {
+    extra = vec4f(bias[channel]);
+  }
+  let a = activate(lo + extra);
+  let b = activate(hi + extra);
+  if (WHOLE_ROWS) {
+    y4[first / 4u] = a;
+    y4[first / 4u + 1u] = b;
+    return;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    if (x + j < p.out_w) {
+      y[first + j] = a[j];
+    }
+    if (x + 4u + j < p.out_w) {
+      y[first + 4u + j] = b[j];
+    }
+  }
+}
+
+@compute @workgroup_size(64)
+fn forward(
+  @builtin(global_invocation_id) gid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+) {
+  // x: (image, output row, group of 8 pixels); z: the block of 16 output channels.
+  let q = gid.x + gid.y * nwg.x * 64u;
+  let groups = p.out_h * p.groups_per_row;
+  if (q >= p.images * groups) {
+    return;
+  }
+  let image = q / groups;
+  let oy = (q - image * groups) / p.groups_per_row;
+  let group = q - image * groups - oy * p.groups_per_row;
+  let channel_texel = wid.z * 4u;
+  // The stretch starts at input x = 8 · group · STRIDE_W − pad_w: texel 2 · group · STRIDE_W.
+  let stretch_texel = 2u * group * STRIDE_W;
+  for (var ky = 0u; ky < p.kernel_h; ky++) {
+    let iy = i32(oy * p.stride_h + ky * p.dilation_h) - p.pad_h;
+    if (iy < 0 || iy >= i32(p.in_h)) {
+      continue;
+    }
+    load_stretch((image * p.in_h + u32(iy)) * p.row_texels + stretch_texel);
+    let w_row = ky * KERNEL_W * p.cout_texels + channel_texel;
+    tap(w_row, 0u);
+    tap(w_row, 1u);
+    tap(w_row, 2u);
+    tap(w_row, 3u);
+    tap(w_row, 4u);
+    tap(w_row, 5u);
+    tap(w_row, 6u);
+    tap(w_row, 7u);
+  }
+  let x = group * 8u;
+  let c = wid.z * 16u;
+  let row = (image * p.cout + c) * p.out_h + oy;
+  let plane = p.out_h * p.out_w;
+  let first = row * p.out_w + x;
+  store_pixels(c, first, x, lo0, hi0);
+  store_pixels(c + 1u, first + plane, x, lo1, hi1);
+  store_pixels(c + 2u, first + 2u * plane, x, lo2, hi2);
+  store_pixels(c + 3u, first + 3u * plane, x, lo3, hi3);
+  store_pixels(c + 4u, first + 4u * plane, x, lo4, hi4);
+  store_pixels(c + 5u, first + 5u * plane, x, lo5, hi5);
+  store_pixels(c + 6u, first + 6u * plane, x, lo6, hi6);
+  store_pixels(c + 7u, first + 7u * plane, x, lo7, hi7);
+  store_pixels(c + 8u, first + 8u * plane, x, lo8, hi8);
+  store_pixels(c + 9u, first + 9u * plane, x, lo9, hi9);
+  store_pixels(c + 10u, first + 10u * plane, x, lo10, hi10);
+  store_pixels(c + 11u, first + 11u * plane, x, lo11, hi11);
+  store_pixels(c + 12u, first + 12u * plane, x, lo12, hi12);
+  store_pixels(c + 13u, first + 13u * plane, x, lo13, hi13);
+  store_pixels(c + 14u, first + 14u * plane, x, lo14, hi14);
+  store_pixels(c + 15u, first + 15u * plane, x, lo15, hi15);
+}
