@@ -15,6 +15,10 @@
 //   forward:    y [images, cout, out_h, out_w]: each thread computes 8 neighbouring pixels of one
 //               output row for 16 output channels, then adds the bias (HAS_BIAS) and applies
 //               ACTIVATION as it stores them.
+//   weight_grad: dw [cout, 1, kh, kw] (kw ≤ 4) of such a convolution: each thread sums, over a
+//               part of the output's rows, dy (through the derivative of ACTIVATION, read from
+//               the layer's output `y`) times the stretches of x under it, for 8 output channels
+//               and 4 kernel rows; the parts' sums are added afterwards (sumInto in reduce.ts).
 // STRIDE_W, DILATION_W and KERNEL_W (at most 8) are compile-time, so that every read of the row
 // stretch has a constant position; SEGMENT_TEXELS (at most 8) is the stretch's length in texels.
 
@@ -328,4 +332,270 @@ fn forward(
   store_pixels(c + 13u, first + 13u * plane, x, lo13, hi13);
   store_pixels(c + 14u, first + 14u * plane, x, lo14, hi14);
   store_pixels(c + 15u, first + 15u * plane, x, lo15, hi15);
+}
+
+// ---- the weight gradient ----------------------------------------------------------------------
+
+// dy and the activated output it is the gradient of (dy again when there is none), as vectors
+// for rows of a multiple of 8 pixels (WHOLE_ROWS), else as floats.
+@group(0) @binding(9) var<storage, read> dy: array<f32>;
+@group(0) @binding(10) var<storage, read> dy_activated: array<f32>;
+@group(0) @binding(11) var<storage, read> dy4: array<vec4f>;
+@group(0) @binding(12) var<storage, read> dy_activated4: array<vec4f>;
+// The parts' sums: [parts, cout, kernel_h · KERNEL_W].
+@group(0) @binding(13) var<storage, read_write> partial: array<f32>;
+
+// The derivative of ACTIVATION at outputs y (y > 0 exactly where the input was).
+fn activation_slope(y: vec4f) -> vec4f {
+  if (ACTIVATION == ACT_NONE) {
+    return vec4f(1.0);
+  }
+  let negative = select(0.0, p.slope, ACTIVATION == ACT_LEAKY_RELU);
+  return select(vec4f(negative), vec4f(1.0), y > vec4f(0.0));
+}
+
+// Pixels x … x+3 of dy at `first` (an index into dy for pixel x), zero past the row, through the
+// activation.
+fn dy_pixels(first: u32, x: u32) -> vec4f {
+  if (WHOLE_ROWS) {
+    let g = dy4[first / 4u];
+    if (ACTIVATION == ACT_NONE) {
+      return g;
+    }
+    return g * activation_slope(dy_activated4[first / 4u]);
+  }
+  var g = vec4f(0.0);
+  var y = vec4f(0.0);
+  for (var j = 0u; j < 4u; j++) {
+    if (x + j < p.out_w) {
+      g[j] = dy[first + j];
+      y[j] = dy_activated[first + j];
+    }
+  }
+  if (ACTIVATION == ACT_NONE) {
+    return g;
+  }
+  return g * activation_slope(y);
+}
+
+// The thread's 8 channels of dy at its current 8 pixels: channel c in (d_lo[c], d_hi[c]).
+var<private> d_lo: array<vec4f, 8>;
+var<private> d_hi: array<vec4f, 8>;
+
+// The input under taps kx = 0 … 3 of the current kernel row, for pixels 0–3 and 4–7.
+var<private> x_lo0: vec4f;
+var<private> x_lo1: vec4f;
+var<private> x_lo2: vec4f;
+var<private> x_lo3: vec4f;
+var<private> x_hi0: vec4f;
+var<private> x_hi1: vec4f;
+var<private> x_hi2: vec4f;
+var<private> x_hi3: vec4f;
+
+// The sums of kernel row `row` (0–3 of the thread's) for channel c: kx = 0 … 3 in one vector.
+var<private> g0: vec4f;
+var<private> g1: vec4f;
+var<private> g2: vec4f;
+var<private> g3: vec4f;
+var<private> g4: vec4f;
+var<private> g5: vec4f;
+var<private> g6: vec4f;
+var<private> g7: vec4f;
+var<private> g8: vec4f;
+var<private> g9: vec4f;
+var<private> g10: vec4f;
+var<private> g11: vec4f;
+var<private> g12: vec4f;
+var<private> g13: vec4f;
+var<private> g14: vec4f;
+var<private> g15: vec4f;
+var<private> g16: vec4f;
+var<private> g17: vec4f;
+var<private> g18: vec4f;
+var<private> g19: vec4f;
+var<private> g20: vec4f;
+var<private> g21: vec4f;
+var<private> g22: vec4f;
+var<private> g23: vec4f;
+var<private> g24: vec4f;
+var<private> g25: vec4f;
+var<private> g26: vec4f;
+var<private> g27: vec4f;
+var<private> g28: vec4f;
+var<private> g29: vec4f;
+var<private> g30: vec4f;
+var<private> g31: vec4f;
+
+fn tap_values(kx: u32) -> array<vec4f, 2> {
+  let x = kx * DILATION_W;
+  return array<vec4f, 2>(
+    vec4f(stretch(x), stretch(x + STRIDE_W), stretch(x + 2u * STRIDE_W), stretch(x + 3u * STRIDE_W)),
+    vec4f(
+      stretch(x + 4u * STRIDE_W),
+      stretch(x + 5u * STRIDE_W),
+      stretch(x + 6u * STRIDE_W),
+      stretch(x + 7u * STRIDE_W),
+    ),
+  );
+}
+
+// The stretch in s0 … s7 as the input under each tap of the row (taps past KERNEL_W read values
+// that are never stored).
+fn load_taps() {
+  let t0 = tap_values(0u);
+  let t1 = tap_values(1u);
+  let t2 = tap_values(2u);
+  let t3 = tap_values(3u);
+  x_lo0 = t0[0];
+  x_hi0 = t0[1];
+  x_lo1 = t1[0];
+  x_hi1 = t1[1];
+  x_lo2 = t2[0];
+  x_hi2 = t2[1];
+  x_lo3 = t3[0];
+  x_hi3 = t3[1];
+}
+
+// Channel c's products with the current row's taps, added to its sums `sums`.
+fn add_row(sums: ptr<private, vec4f>, c: u32) {
+  let lo = d_lo[c];
+  let hi = d_hi[c];
+  *sums += vec4f(
+    dot(lo, x_lo0) + dot(hi, x_hi0),
+    dot(lo, x_lo1) + dot(hi, x_hi1),
+    dot(lo, x_lo2) + dot(hi, x_hi2),
+    dot(lo, x_lo3) + dot(hi, x_hi3),
+  );
+}
+
+// Stores the sums of kernel row ky for channel c of part `part`.
+fn store_row(part: u32, c: u32, ky: u32, sums: vec4f) {
+  if (c >= p.cout || ky >= p.kernel_h) {
+    return;
+  }
+  let taps = p.kernel_h * KERNEL_W;
+  let first = (part * p.cout + c) * taps + ky * KERNEL_W;
+  for (var kx = 0u; kx < KERNEL_W; kx++) {
+    partial[first + kx] = sums[kx];
+  }
+}
+
+@compute @workgroup_size(64)
+fn weight_grad(
+  @builtin(global_invocation_id) gid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+) {
+  // x: the part; z: (block of 4 kernel rows, block of 8 output channels).
+  let part = gid.x;
+  if (part >= p.parts) {
+    return;
+  }
+  let channel_blocks = (p.cout + 7u) / 8u;
+  let row_block = wid.z / channel_blocks;
+  let c0 = (wid.z - row_block * channel_blocks) * 8u;
+  let ky0 = row_block * 4u;
+  let groups = p.out_h * p.groups_per_row;
+  let plane = p.out_h * p.out_w;
+  let end = min((part + 1u) * p.groups_per_part, p.images * groups);
+  for (var q = part * p.groups_per_part; q < end; q++) {
+    let image = q / groups;
+    let oy = (q - image * groups) / p.groups_per_row;
+    let group = q - image * groups - oy * p.groups_per_row;
+    let x = group * 8u;
+    // dy at the 8 pixels for the thread's channels (zero for channels past cout).
+    let first = ((image * p.cout + c0) * p.out_h + oy) * p.out_w + x;
+    for (var c = 0u; c < 8u; c++) {
+      if (c0 + c < p.cout) {
+        d_lo[c] = dy_pixels(first + c * plane, x);
+        d_hi[c] = dy_pixels(first + c * plane + 4u, x + 4u);
+      } else {
+        d_lo[c] = vec4f(0.0);
+        d_hi[c] = vec4f(0.0);
+      }
+    }
+    let stretch_texel = 2u * group * STRIDE_W;
+    for (var row = 0u; row < 4u; row++) {
+      let ky = ky0 + row;
+      let iy = i32(oy * p.stride_h + ky * p.dilation_h) - p.pad_h;
+      if (ky >= p.kernel_h || iy < 0 || iy >= i32(p.in_h)) {
+        continue;
+      }
+      load_stretch((image * p.in_h + u32(iy)) * p.row_texels + stretch_texel);
+      load_taps();
+      switch row {
+        case 0u: {
+          add_row(&g0, 0u);
+          add_row(&g1, 1u);
+          add_row(&g2, 2u);
+          add_row(&g3, 3u);
+          add_row(&g4, 4u);
+          add_row(&g5, 5u);
+          add_row(&g6, 6u);
+          add_row(&g7, 7u);
+        }
+        case 1u: {
+          add_row(&g8, 0u);
+          add_row(&g9, 1u);
+          add_row(&g10, 2u);
+          add_row(&g11, 3u);
+          add_row(&g12, 4u);
+          add_row(&g13, 5u);
+          add_row(&g14, 6u);
+          add_row(&g15, 7u);
+        }
+        case 2u: {
+          add_row(&g16, 0u);
+          add_row(&g17, 1u);
+          add_row(&g18, 2u);
+          add_row(&g19, 3u);
+          add_row(&g20, 4u);
+          add_row(&g21, 5u);
+          add_row(&g22, 6u);
+          add_row(&g23, 7u);
+        }
+        default: {
+          add_row(&g24, 0u);
+          add_row(&g25, 1u);
+          add_row(&g26, 2u);
+          add_row(&g27, 3u);
+          add_row(&g28, 4u);
+          add_row(&g29, 5u);
+          add_row(&g30, 6u);
+          add_row(&g31, 7u);
+        }
+      }
+    }
+  }
+  store_row(part, c0, ky0, g0);
+  store_row(part, c0 + 1u, ky0, g1);
+  store_row(part, c0 + 2u, ky0, g2);
+  store_row(part, c0 + 3u, ky0, g3);
+  store_row(part, c0 + 4u, ky0, g4);
+  store_row(part, c0 + 5u, ky0, g5);
+  store_row(part, c0 + 6u, ky0, g6);
+  store_row(part, c0 + 7u, ky0, g7);
+  store_row(part, c0, ky0 + 1u, g8);
+  store_row(part, c0 + 1u, ky0 + 1u, g9);
+  store_row(part, c0 + 2u, ky0 + 1u, g10);
+  store_row(part, c0 + 3u, ky0 + 1u, g11);
+  store_row(part, c0 + 4u, ky0 + 1u, g12);
+  store_row(part, c0 + 5u, ky0 + 1u, g13);
+  store_row(part, c0 + 6u, ky0 + 1u, g14);
+  store_row(part, c0 + 7u, ky0 + 1u, g15);
+  store_row(part, c0, ky0 + 2u, g16);
+  store_row(part, c0 + 1u, ky0 + 2u, g17);
+  store_row(part, c0 + 2u, ky0 + 2u, g18);
+  store_row(part, c0 + 3u, ky0 + 2u, g19);
+  store_row(part, c0 + 4u, ky0 + 2u, g20);
+  store_row(part, c0 + 5u, ky0 + 2u, g21);
+  store_row(part, c0 + 6u, ky0 + 2u, g22);
+  store_row(part, c0 + 7u, ky0 + 2u, g23);
+  store_row(part, c0, ky0 + 3u, g24);
+  store_row(part, c0 + 1u, ky0 + 3u, g25);
+  store_row(part, c0 + 2u, ky0 + 3u, g26);
+  store_row(part, c0 + 3u, ky0 + 3u, g27);
+  store_row(part, c0 + 4u, ky0 + 3u, g28);
+  store_row(part, c0 + 5u, ky0 + 3u, g29);
+  store_row(part, c0 + 6u, ky0 + 3u, g30);
+  store_row(part, c0 + 7u, ky0 + 3u, g31);
 }

@@ -165,6 +165,13 @@ const convCases: ConvCase[] = [
     activation: leaky,
   },
   {
+    name: "6×3 pad 2, one channel (direct; dw in two blocks of kernel rows), leaky ReLU",
+    x: [[2, 1, 9, 16], [1, 1, 7, 6]],
+    w: [9, 1, 6, 3],
+    options: { padding: 2 },
+    activation: leaky,
+  },
+  {
     name: "8×8 valid on an 8×8 image (one window: dx by the column matrix), leaky ReLU",
     x: [[2, 4, 8, 8], [1, 4, 8, 8]],
     w: [5, 4, 8, 8],
@@ -322,8 +329,8 @@ Deno.test("fused conv2d on 128² pixels: the bias gradient matches finite differ
   return expectOp(c.name, { ...conv2dCase(c, 1), gradInputs: [2] });
 });
 
-// A one-channel image: the weight gradient is a packed product of 36 outputs over k = 3200
-// pixels, whose k loop is split into three parts (kSplits in gemm.ts), the last one shorter.
+// A one-channel image: the direct weight gradient (conv_thin.wgsl) sums 36 outputs over 3200
+// pixels in 200 parts of two 8-pixel groups each, which sumInto adds up.
 Deno.test("fused conv2d of a one-channel 40² image: the weight gradient matches finite differences", () => {
   const c: ConvCase = {
     name: "3×3 pad 1 on a one-channel 40² image, to 4 channels",

@@ -18,7 +18,12 @@ import {
   transposedConvGeometry,
 } from "./geometry.ts";
 import { conv2dTiled, convTranspose2dTiled } from "./gemm_tiled.ts";
-import { thinConvFits, thinConvForward } from "./conv_thin.ts";
+import {
+  thinConvFits,
+  thinConvForward,
+  thinConvWeightGrad,
+  thinWeightGradFits,
+} from "./conv_thin.ts";
 import {
   biasGrad,
   type ConvGeometry,
@@ -210,6 +215,10 @@ function weightGradProduct(
   g: ConvGeometry,
   fusion: Fusion,
 ): void {
+  if (!fusion.image && thinWeightGradFits(x.gpu, g)) {
+    thinConvWeightGrad(dy, x, out, g, fusion);
+    return;
+  }
   const taps = g.kernelH * g.kernelW;
   const implicit = implicitWeightGrad(x, g);
   gemm(dy, x, out, {
