@@ -19,6 +19,13 @@
 //               part of the output's rows, dy (through the derivative of ACTIVATION, read from
 //               the layer's output `y`) times the stretches of x under it, for 8 output channels
 //               and 4 kernel rows; the parts' sums are added afterwards (sumInto in reduce.ts).
+//   input_grad: dx [images, 1, in_h, in_w] of such a convolution from dy [images, cout, out_h,
+//               out_w] (through PACK_ACTIVATION), which is also a transposed convolution to one
+//               channel; then the bias (HAS_BIAS) and ACTIVATION of that transposed convolution.
+//               dy is packed by pack_rows as images · cout one-channel images, so each thread
+//               reads, per channel and kernel row, the stretch of dy that reaches its 8 pixels
+//               of dx. STRIDE_W is 1 or 2 and PAD_W is compile-time: which taps reach which of
+//               the 8 pixels, and where in the stretch, is then fixed (see adjoint_tap).
 // STRIDE_W, DILATION_W and KERNEL_W (at most 8) are compile-time, so that every read of the row
 // stretch has a constant position; SEGMENT_TEXELS (at most 8) is the stretch's length in texels.
 
@@ -251,11 +258,20 @@ fn activate(v: vec4f) -> vec4f {
   return v;
 }
 
-// Stores pixels x … x+7 of output row `first` (an index into y) of channel `channel`.
+// Stores pixels x … x+7 of an output row of channel `channel` at `first` (an index into y).
 fn store_pixels(channel: u32, first: u32, x: u32, lo: vec4f, hi: vec4f) {
   if (channel >= p.cout) {
     return;
   }
+  store_row_pixels(channel, first, x, p.out_w, lo, hi);
+}
+
+// The input gradient's store_pixels: its rows are in_w pixels long.
+fn store_pixels_in(channel: u32, first: u32, x: u32, lo: vec4f, hi: vec4f) {
+  store_row_pixels(channel, first, x, p.in_w, lo, hi);
+}
+
+fn store_row_pixels(channel: u32, first: u32, x: u32, width: u32, lo: vec4f, hi: vec4f) {
   var extra = vec4f(0.0);
   if (HAS_BIAS) {
     extra = vec4f(bias[channel]);
@@ -268,10 +284,10 @@ fn store_pixels(channel: u32, first: u32, x: u32, lo: vec4f, hi: vec4f) {
     return;
   }
   for (var j = 0u; j < 4u; j++) {
-    if (x + j < p.out_w) {
+    if (x + j < width) {
       y[first + j] = a[j];
     }
-    if (x + 4u + j < p.out_w) {
+    if (x + 4u + j < width) {
       y[first + 4u + j] = b[j];
     }
   }
@@ -598,4 +614,139 @@ fn weight_grad(
   store_row(part, c0 + 5u, ky0 + 3u, g29);
   store_row(part, c0 + 6u, ky0 + 3u, g30);
   store_row(part, c0 + 7u, ky0 + 3u, g31);
+}
+
+// ---- the input gradient -----------------------------------------------------------------------
+
+// Pixel j (0–7) of the thread's 8 in dx meets dy pixel o = (j + PAD_W − kx · DILATION_W) / STRIDE_W
+// relative to the stretch's base (ix0 / STRIDE_W) where that divides evenly; the stretch starts
+// at o = ADJOINT_FIRST. Zero where the tap does not reach pixel j.
+fn reach(kx: u32, j: u32) -> f32 {
+  // Both constants are written as i32(…): the host writes negative constants as f32.
+  let t = i32(j) + i32(PAD_W) - i32(kx * DILATION_W);
+  return select(0.0, stretch(u32(t / i32(STRIDE_W) - i32(ADJOINT_FIRST))), reaches(kx, j));
+}
+
+// Whether tap kx reaches pixel j (constant for constant arguments).
+fn reaches(kx: u32, j: u32) -> bool {
+  let t = i32(j) + i32(PAD_W) - i32(kx * DILATION_W);
+  return t % i32(STRIDE_W) == 0;
+}
+
+// Tap kx of the current kernel row and dy channel, whose weight is w: its contributions to the
+// thread's 8 pixels. Called with a constant kx, and nothing for kx past the kernel. With stride 2
+// a tap reaches every other pixel: lo0 then holds the even pixels and hi0 the odd ones, and a
+// tap adds to whichever it reaches, with no multiplications by zero.
+fn adjoint_tap(kx: u32, w: f32) {
+  if (kx >= KERNEL_W) {
+    return;
+  }
+  if (STRIDE_W == 1u) {
+    lo0 = fma(vec4f(w), vec4f(reach(kx, 0u), reach(kx, 1u), reach(kx, 2u), reach(kx, 3u)), lo0);
+    hi0 = fma(vec4f(w), vec4f(reach(kx, 4u), reach(kx, 5u), reach(kx, 6u), reach(kx, 7u)), hi0);
+    return;
+  }
+  if (reaches(kx, 0u)) {
+    lo0 = fma(vec4f(w), vec4f(reach(kx, 0u), reach(kx, 2u), reach(kx, 4u), reach(kx, 6u)), lo0);
+  } else {
+    hi0 = fma(vec4f(w), vec4f(reach(kx, 1u), reach(kx, 3u), reach(kx, 5u), reach(kx, 7u)), hi0);
+  }
+}
+
+// The taps' weights of the current kernel row for 4 channels (texel kx of the row).
+var<private> w0: vec4f;
+var<private> w1: vec4f;
+var<private> w2: vec4f;
+var<private> w3: vec4f;
+var<private> w4: vec4f;
+var<private> w5: vec4f;
+var<private> w6: vec4f;
+var<private> w7: vec4f;
+
+fn load_row_weights(first: u32) {
+  w0 = textureLoad(weights, texel(first), 0);
+  if (KERNEL_W > 1u) {
+    w1 = textureLoad(weights, texel(first + p.cout_texels), 0);
+  }
+  if (KERNEL_W > 2u) {
+    w2 = textureLoad(weights, texel(first + 2u * p.cout_texels), 0);
+  }
+  if (KERNEL_W > 3u) {
+    w3 = textureLoad(weights, texel(first + 3u * p.cout_texels), 0);
+  }
+  if (KERNEL_W > 4u) {
+    w4 = textureLoad(weights, texel(first + 4u * p.cout_texels), 0);
+  }
+  if (KERNEL_W > 5u) {
+    w5 = textureLoad(weights, texel(first + 5u * p.cout_texels), 0);
+  }
+  if (KERNEL_W > 6u) {
+    w6 = textureLoad(weights, texel(first + 6u * p.cout_texels), 0);
+  }
+  if (KERNEL_W > 7u) {
+    w7 = textureLoad(weights, texel(first + 7u * p.cout_texels), 0);
+  }
+}
+
+// Channel `lane` (0–3) of the current 4: its stretch of dy row `row` (a row of the packed dy),
+// times the row's weights.
+fn adjoint_channel(row: u32, stretch_texel: u32, lane: u32) {
+  load_stretch(row * p.row_texels + stretch_texel);
+  adjoint_tap(0u, w0[lane]);
+  adjoint_tap(1u, w1[lane]);
+  adjoint_tap(2u, w2[lane]);
+  adjoint_tap(3u, w3[lane]);
+  adjoint_tap(4u, w4[lane]);
+  adjoint_tap(5u, w5[lane]);
+  adjoint_tap(6u, w6[lane]);
+  adjoint_tap(7u, w7[lane]);
+}
+
+@compute @workgroup_size(64)
+fn input_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  // (image, row of dx, group of 8 pixels)
+  let q = gid.x + gid.y * nwg.x * 64u;
+  let groups = p.in_h * p.groups_per_row;
+  if (q >= p.images * groups) {
+    return;
+  }
+  let image = q / groups;
+  let iy = (q - image * groups) / p.groups_per_row;
+  let group = q - image * groups - iy * p.groups_per_row;
+  // The stretch of dy starts at o = 8 · group / STRIDE_W + ADJOINT_FIRST: texel 2 · group / STRIDE_W.
+  let stretch_texel = 2u * group / STRIDE_W;
+  for (var ky = 0u; ky < p.kernel_h; ky++) {
+    let t = i32(iy) + p.pad_h - i32(ky * p.dilation_h);
+    if (t < 0 || u32(t) % p.stride_h != 0u) {
+      continue;
+    }
+    let oy = u32(t) / p.stride_h;
+    if (oy >= p.out_h) {
+      continue;
+    }
+    for (var c = 0u; c < p.cout; c += 4u) {
+      load_row_weights(ky * KERNEL_W * p.cout_texels + c / 4u);
+      let row = (image * p.cout + c) * p.out_h + oy;
+      adjoint_channel(row, stretch_texel, 0u);
+      if (c + 1u < p.cout) {
+        adjoint_channel(row + p.out_h, stretch_texel, 1u);
+      }
+      if (c + 2u < p.cout) {
+        adjoint_channel(row + 2u * p.out_h, stretch_texel, 2u);
+      }
+      if (c + 3u < p.cout) {
+        adjoint_channel(row + 3u * p.out_h, stretch_texel, 3u);
+      }
+    }
+  }
+  let x = group * 8u;
+  var first_four = lo0;
+  var last_four = hi0;
+  if (STRIDE_W == 2u) {
+    // Even and odd pixels back in order.
+    first_four = vec4f(lo0.x, hi0.x, lo0.y, hi0.y);
+    last_four = vec4f(lo0.z, hi0.z, lo0.w, hi0.w);
+  }
+  // One output channel: its bias is bias[0].
+  store_pixels_in(0u, (image * p.in_h + iy) * p.in_w + x, x, first_four, last_four);
 }

@@ -289,6 +289,13 @@ const convTCases: ConvTCase[] = [
     activation: { kind: "relu" },
   },
   {
+    name: "3×3 stride 2 output padding 1 to one channel, 6 input channels, rows of 10, leaky ReLU",
+    x: [[2, 6, 4, 5], [1, 6, 2, 3]],
+    w: [6, 1, 3, 3],
+    options: { stride: 2, padding: 1, outputPadding: 1 },
+    activation: leaky,
+  },
+  {
     name: "3×3 stride 2 output padding 1, bias only",
     x: [[1, 8, 4, 3], [1, 8, 2, 2]],
     w: [8, 2, 3, 3],

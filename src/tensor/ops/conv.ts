@@ -21,7 +21,9 @@ import { conv2dTiled, convTranspose2dTiled } from "./gemm_tiled.ts";
 import {
   thinConvFits,
   thinConvForward,
+  thinConvInputGrad,
   thinConvWeightGrad,
+  thinInputGradFits,
   thinWeightGradFits,
 } from "./conv_thin.ts";
 import {
@@ -126,6 +128,10 @@ function inputGradProduct(
       ...fusion,
     });
     return true;
+  }
+  if (thinInputGradFits(dy.gpu, g)) {
+    thinConvInputGrad(dy, w, out, g, fusion);
+    return false;
   }
   const phased = phaseGeometry(g);
   const phases = { padH: g.padH, padW: g.padW };

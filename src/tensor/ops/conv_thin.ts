@@ -1,10 +1,12 @@
 /**
  * Convolutions with one input channel, computed directly by shaders/conv_thin.wgsl instead of as
  * matrix products over a packed column matrix (see the shader for why): the forward pass where
- * {@link thinConvFits}, the weight gradient where {@link thinWeightGradFits}. In a network on grey
- * images that is the first layer, and the input gradient and weight gradient of a transposed
- * convolution that ends in one channel (a convolution of its one-channel dy). On lavapipe the
- * SSIM autoencoder's four such products took 3.9–4.4 ms each as packed products, and 1.3–2.1 ms so.
+ * {@link thinConvFits}, the weight gradient where {@link thinWeightGradFits} and the input
+ * gradient where {@link thinInputGradFits}. In a network on grey images that is the first layer,
+ * and all three products of a transposed convolution that ends in one channel (its forward pass
+ * is the input gradient, its input gradient the forward pass of a convolution of its one-channel
+ * dy). On lavapipe the SSIM autoencoder's five such products took 3.9–7.5 ms each as packed
+ * products (with col2im for the transposed convolution's output), and 1.3–5.9 ms so.
  */
 
 import type { Tensor } from "../tensor.ts";
@@ -91,27 +93,38 @@ function thinLayout(g: ConvGeometry) {
   };
 }
 
-/** The constants of conv_thin.wgsl for convolution `g`: one module serves all its entry points. */
+/**
+ * The constants of conv_thin.wgsl for convolution `g`: one module serves all the entry points of
+ * a product. PAD_W and ADJOINT_FIRST are the input gradient's (0 for the other products).
+ */
 function thinConstants(
   g: ConvGeometry,
   activation: FusedActivation | undefined,
   packActivation: FusedActivation | undefined,
   hasBias: boolean,
+  adjoint?: AdjointLayout,
 ) {
   return {
     KERNEL_W: g.kernelW,
     STRIDE_W: g.strideW,
     DILATION_W: g.dilationW,
-    SEGMENT_TEXELS: segmentTexels(g),
+    SEGMENT_TEXELS: adjoint ? adjoint.segment : segmentTexels(g),
     PACK_ACTIVATION: activationCode(packActivation),
     ACTIVATION: activationCode(activation),
     HAS_BIAS: hasBias,
-    WHOLE_ROWS: g.outW % pixelsPerThread === 0,
+    WHOLE_ROWS: (adjoint ? g.inW : g.outW) % pixelsPerThread === 0,
+    PAD_W: adjoint ? g.padW : 0,
+    ADJOINT_FIRST: adjoint ? adjoint.first : 0,
   };
 }
 
-function thinParams(g: ConvGeometry, slope: number, parts = 0, groupsPerPart = 0): ArrayBuffer {
-  const layout = thinLayout(g);
+function thinParams(
+  g: ConvGeometry,
+  slope: number,
+  parts = 0,
+  groupsPerPart = 0,
+  layout = thinLayout(g),
+): ArrayBuffer {
   return ThinConvParams.pack({
     images: g.images,
     cout: g.cout,
@@ -142,18 +155,39 @@ function packRows(
   g: ConvGeometry,
   constants: ShaderConstants,
   through: ThroughActivation | undefined,
+  layout = thinLayout(g),
 ): OperandTexture {
-  const texels = g.images * g.inH * thinLayout(g).rowTexels;
+  const texels = g.images * g.inH * layout.rowTexels;
   const rows = x.gpu.textures.acquire(texels);
   run(x, {
     shader: "conv_thin",
     entryPoint: "pack_rows",
     constants,
-    params: thinParams(g, activationSlope(through?.activation)),
+    params: thinParams(g, activationSlope(through?.activation), 0, 0, layout),
     buffers: [bind(x), { view: rows.view }, through ? bind(through.activated) : bind(x)],
     workgroups: elementGrid(texels),
   });
   return rows;
+}
+
+/** Packs w [cout, 1, kh, kw] tap-major, four channels to a texel (pack_taps). */
+function packTaps(
+  w: Tensor,
+  g: ConvGeometry,
+  constants: ShaderConstants,
+  layout: ReturnType<typeof thinLayout>,
+): OperandTexture {
+  const texels = g.kernelH * g.kernelW * layout.coutTexels;
+  const weights = w.gpu.textures.acquire(texels);
+  run(w, {
+    shader: "conv_thin",
+    entryPoint: "pack_taps",
+    constants,
+    params: thinParams(g, 0),
+    buffers: [bind(w), { view: weights.view }],
+    workgroups: [Math.ceil(texels / 64)],
+  });
+  return weights;
 }
 
 function thinFlops(g: ConvGeometry): number {
@@ -189,16 +223,7 @@ export function thinConvForward(
   );
   const rows = packRows(x, g, constants, fusion.throughB);
 
-  const tapTexels = g.kernelH * g.kernelW * layout.coutTexels;
-  const weights = gpu.textures.acquire(tapTexels);
-  run(w, {
-    shader: "conv_thin",
-    entryPoint: "pack_taps",
-    constants,
-    params: thinParams(g, 0),
-    buffers: [bind(w), { view: weights.view }],
-    workgroups: [Math.ceil(tapTexels / 64)],
-  });
+  const weights = packTaps(w, g, constants, layout);
 
   const threads = g.images * g.outH * layout.groupsPerRow;
   const flops = thinFlops(g);
@@ -306,5 +331,114 @@ export function thinConvWeightGrad(
   dy.gpu.textures.release(rows);
   sumInto(partial, [0], dw);
   partial.dispose();
+  recordProductFlops(flops);
+}
+
+/**
+ * How the input gradient reads dy: the stretch of dy pixels that reaches a thread's 8 pixels of dx
+ * starts `first` pixels from 8 · group / stride (negative: before it) and spans `segment` texels;
+ * dy is packed with rows of `rowTexels` texels that start `first` pixels into the row.
+ */
+interface AdjointLayout {
+  first: number;
+  segment: number;
+  rowTexels: number;
+  groupsPerRow: number;
+}
+
+function adjointLayout(g: ConvGeometry): AdjointLayout {
+  // dx pixel j (0–7) meets dy pixel (j + padW − kx · dilationW) / strideW, where that divides.
+  const first = Math.floor((g.padW - (g.kernelW - 1) * g.dilationW) / g.strideW);
+  const last = Math.floor((pixelsPerThread - 1 + g.padW) / g.strideW);
+  const segment = Math.ceil((last - first + 1) / 4);
+  const groupsPerRow = Math.ceil(g.inW / pixelsPerThread);
+  // A group's stretch starts at texel 2 · group / stride (stride 1 or 2).
+  return {
+    first,
+    segment,
+    rowTexels: (2 * (groupsPerRow - 1)) / g.strideW + segment,
+    groupsPerRow,
+  };
+}
+
+/**
+ * Whether the input gradient of convolution `g` (equally: a transposed convolution to one
+ * channel) takes the direct kernel: one input channel, no groups, stride 1 or 2 along rows, and
+ * the limits of {@link thinConvFits} on the stretch of dy a thread reads.
+ */
+export function thinInputGradFits(gpu: Gpu, g: ConvGeometry): boolean {
+  if (g.cin !== 1 || g.groups !== 1 || (g.strideW !== 1 && g.strideW !== 2)) return false;
+  if (g.kernelW > maxKernelWidth) return false;
+  const layout = adjointLayout(g);
+  if (layout.segment > maxSegmentTexels) return false;
+  return g.images * g.cout * g.outH * layout.rowTexels <= gpu.textures.maxTexels;
+}
+
+/**
+ * dx [images, 1, inH, inW] of convolution `g` from dy [images, cout, outH, outW] (through
+ * `fusion.throughB`) and w [cout, 1, kh, kw], then `fusion.bias` and `fusion.activation`: also
+ * the forward pass of a transposed convolution to one channel (dy its input, dx its output).
+ */
+export function thinConvInputGrad(
+  dy: Tensor,
+  w: Tensor,
+  dx: Tensor,
+  g: ConvGeometry,
+  fusion: ThinConvFusion,
+): void {
+  const gpu = dy.gpu;
+  const layout = thinLayout(g);
+  const adjoint = adjointLayout(g);
+  const constants = thinConstants(
+    g,
+    fusion.activation,
+    fusion.throughB?.activation,
+    fusion.bias !== undefined,
+    adjoint,
+  );
+  // dy as images · cout one-channel images of outH × outW, whose rows start `first` pixels in.
+  const dyImages: ConvGeometry = {
+    ...g,
+    images: g.images * g.cout,
+    inH: g.outH,
+    inW: g.outW,
+    padW: -adjoint.first,
+  };
+  const rows = packRows(dy, dyImages, constants, fusion.throughB, {
+    ...layout,
+    rowTexels: adjoint.rowTexels,
+  });
+  const weights = packTaps(w, g, constants, layout);
+  const threads = g.images * g.inH * adjoint.groupsPerRow;
+  const flops = thinFlops(g);
+  run(dx, {
+    describe: () => ({
+      what: `conv input gradient ${g.images * g.inH * g.inW}×${g.cout}×${
+        g.kernelH * g.kernelW
+      }, one channel, direct`,
+      flops,
+    }),
+    shader: "conv_thin",
+    entryPoint: "input_grad",
+    constants,
+    params: thinParams(g, activationSlope(fusion.activation), 0, 0, {
+      ...layout,
+      rowTexels: adjoint.rowTexels,
+      groupsPerRow: adjoint.groupsPerRow,
+    }),
+    buffers: [
+      null,
+      null,
+      null,
+      { view: rows.view },
+      { view: weights.view },
+      bind(dx),
+      fusion.bias ? bind(fusion.bias) : bind(w),
+      bind(dx),
+    ],
+    workgroups: grid2d(Math.ceil(threads / 64)),
+  });
+  gpu.textures.release(rows);
+  gpu.textures.release(weights);
   recordProductFlops(flops);
 }
