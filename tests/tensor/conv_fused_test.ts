@@ -337,14 +337,16 @@ Deno.test("fused conv2d on 128² pixels: the bias gradient matches finite differ
 });
 
 // A one-channel image: the direct weight gradient (conv_thin.wgsl) sums 36 outputs over 3200
-// pixels in 200 parts of two 8-pixel groups each, which sumInto adds up.
+// pixels in 200 parts of two 8-pixel groups each, which sumInto adds up. Without an activation:
+// over 12,800 outputs, the finite differences of a leaky ReLU cross its kink often enough to
+// miss the tolerance by chance (the small cases above check the kernel through the activation).
 Deno.test("fused conv2d of a one-channel 40² image: the weight gradient matches finite differences", () => {
   const c: ConvCase = {
     name: "3×3 pad 1 on a one-channel 40² image, to 4 channels",
     x: [[2, 1, 40, 40], [2, 1, 40, 40]],
     w: [4, 1, 3, 3],
     options: { padding: 1 },
-    activation: leaky,
+    activation: undefined,
   };
   return expectOp(c.name, { ...conv2dCase(c, 1), gradInputs: [1] });
 });
