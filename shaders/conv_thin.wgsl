@@ -19,6 +19,7 @@
 //               part of the output's rows, dy (through the derivative of ACTIVATION, read from
 //               the layer's output `y`) times the stretches of x under it, for 8 output channels
 //               and 4 kernel rows; the parts' sums are added afterwards (sumInto in reduce.ts).
+//               With BIAS_GRAD it sums dy as well: the layer's bias gradient, for no more reads.
 //   input_grad: dx [images, 1, in_h, in_w] of such a convolution from dy [images, cout, out_h,
 //               out_w] (through PACK_ACTIVATION), which is also a transposed convolution to one
 //               channel; then the bias (HAS_BIAS) and ACTIVATION of that transposed convolution.
@@ -360,6 +361,9 @@ fn forward(
 @group(0) @binding(12) var<storage, read> dy_activated4: array<vec4f>;
 // The parts' sums: [parts, cout, kernel_h · KERNEL_W].
 @group(0) @binding(13) var<storage, read_write> partial: array<f32>;
+// With BIAS_GRAD, the parts' sums of dy itself: [parts, cout], the layer's bias gradient once
+// added up (the threads of the first block of kernel rows store them).
+@group(0) @binding(14) var<storage, read_write> partial_bias: array<f32>;
 
 // The derivative of ACTIVATION at outputs y (y > 0 exactly where the input was).
 fn activation_slope(y: vec4f) -> vec4f {
@@ -407,6 +411,10 @@ var<private> x_hi0: vec4f;
 var<private> x_hi1: vec4f;
 var<private> x_hi2: vec4f;
 var<private> x_hi3: vec4f;
+
+// With BIAS_GRAD, the sums of dy for channels 0–3 and 4–7 of the thread's.
+var<private> bias_lo: vec4f;
+var<private> bias_hi: vec4f;
 
 // The sums of kernel row `row` (0–3 of the thread's) for channel c: kx = 0 … 3 in one vector.
 var<private> g0: vec4f;
@@ -529,6 +537,21 @@ fn weight_grad(
         d_hi[c] = vec4f(0.0);
       }
     }
+    if (BIAS_GRAD) {
+      let ones = vec4f(1.0);
+      bias_lo += vec4f(
+        dot(d_lo[0] + d_hi[0], ones),
+        dot(d_lo[1] + d_hi[1], ones),
+        dot(d_lo[2] + d_hi[2], ones),
+        dot(d_lo[3] + d_hi[3], ones),
+      );
+      bias_hi += vec4f(
+        dot(d_lo[4] + d_hi[4], ones),
+        dot(d_lo[5] + d_hi[5], ones),
+        dot(d_lo[6] + d_hi[6], ones),
+        dot(d_lo[7] + d_hi[7], ones),
+      );
+    }
     let stretch_texel = 2u * group * STRIDE_W;
     for (var row = 0u; row < 4u; row++) {
       let ky = ky0 + row;
@@ -579,6 +602,16 @@ fn weight_grad(
           add_row(&g30, 6u);
           add_row(&g31, 7u);
         }
+      }
+    }
+  }
+  if (BIAS_GRAD && ky0 == 0u) {
+    for (var c = 0u; c < 4u; c++) {
+      if (c0 + c < p.cout) {
+        partial_bias[part * p.cout + c0 + c] = bias_lo[c];
+      }
+      if (c0 + 4u + c < p.cout) {
+        partial_bias[part * p.cout + c0 + 4u + c] = bias_hi[c];
       }
     }
   }

@@ -214,16 +214,21 @@ function implicitWeightGrad(x: Tensor, g: ConvGeometry): boolean {
   return g.outW % 4 === 0 && useImplicit(x, g);
 }
 
+/**
+ * dw of convolution `g`. Given `biasGradient`, the direct one-channel kernel sums dy into it as
+ * it reads dy; returns whether it was summed (the other products leave it to the caller).
+ */
 function weightGradProduct(
   dy: Tensor,
   x: Tensor,
   out: Tensor,
   g: ConvGeometry,
   fusion: Fusion,
-): void {
+  biasGradient?: Tensor,
+): boolean {
   if (!fusion.image && thinWeightGradFits(x.gpu, g)) {
-    thinConvWeightGrad(dy, x, out, g, fusion);
-    return;
+    thinConvWeightGrad(dy, x, out, g, fusion, biasGradient);
+    return biasGradient !== undefined;
   }
   const taps = g.kernelH * g.kernelW;
   const implicit = implicitWeightGrad(x, g);
@@ -237,6 +242,7 @@ function weightGradProduct(
     implicit,
     ...fusion,
   });
+  return false;
 }
 
 /**
@@ -298,12 +304,13 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, options: Conv2dOptio
       summed = inputGradProduct(grad, w, dx, g, { throughB: through }, biasBackward.db);
       addGrad(x, dx);
     }
-    biasBackward.finish(summed);
     if (w.requiresGrad) {
       const dw = empty(w.shape);
-      weightGradProduct(grad, x, dw, g, { throughA: through, image });
+      const db = summed ? undefined : biasBackward.db;
+      summed = weightGradProduct(grad, x, dw, g, { throughA: through, image }, db) || summed;
       addGrad(w, dw);
     }
+    biasBackward.finish(summed);
     releaseImage();
   });
   // The implicit weight gradient implies an implicit forward product.

@@ -103,6 +103,7 @@ function thinConstants(
   packActivation: FusedActivation | undefined,
   hasBias: boolean,
   adjoint?: AdjointLayout,
+  biasGradient = false,
 ) {
   return {
     KERNEL_W: g.kernelW,
@@ -113,6 +114,7 @@ function thinConstants(
     ACTIVATION: activationCode(activation),
     HAS_BIAS: hasBias,
     WHOLE_ROWS: (adjoint ? g.inW : g.outW) % pixelsPerThread === 0,
+    BIAS_GRAD: biasGradient,
     PAD_W: adjoint ? g.padW : 0,
     ADJOINT_FIRST: adjoint ? adjoint.first : 0,
   };
@@ -273,7 +275,9 @@ export interface ThinWeightGradFusion {
 
 /**
  * dw [cout, 1, kh, kw] of y = conv(x, w) for one-channel x, from dy [images, cout, outH, outW]:
- * parts of the sum over dy's rows (weight_grad in conv_thin.wgsl), added up by sumInto.
+ * parts of the sum over dy's rows (weight_grad in conv_thin.wgsl), added up by sumInto. Given
+ * `db`, it also receives dy's sum per channel (through `fusion.throughA`): the layer's bias
+ * gradient (on lavapipe the AE's first layer's took 1.3 ms as a pass of its own).
  */
 export function thinConvWeightGrad(
   dy: Tensor,
@@ -281,6 +285,7 @@ export function thinConvWeightGrad(
   dw: Tensor,
   g: ConvGeometry,
   fusion: ThinWeightGradFusion,
+  db?: Tensor,
 ): void {
   const layout = thinLayout(g);
   const constants = thinConstants(
@@ -288,6 +293,8 @@ export function thinConvWeightGrad(
     fusion.throughA?.activation,
     fusion.throughB?.activation,
     false,
+    undefined,
+    db !== undefined,
   );
   const rows = packRows(x, g, constants, fusion.throughB);
   // Each thread sums 8 channels × 4 kernel rows; the parts split the output's rows among enough
@@ -298,6 +305,7 @@ export function thinConvWeightGrad(
   const groupsPerPart = Math.ceil(groups / parts);
   const usedParts = Math.ceil(groups / groupsPerPart);
   const partial = empty([usedParts, g.cout * g.kernelH * g.kernelW]);
+  const partialBias = db ? empty([usedParts, g.cout]) : undefined;
   const activated = fusion.throughA ? bind(fusion.throughA.activated) : bind(dy);
   const flops = thinFlops(g);
   run(dy, {
@@ -325,12 +333,18 @@ export function thinConvWeightGrad(
       bind(dy),
       activated,
       bind(partial),
+      // Without a bias gradient the kernel still needs a buffer there; it writes nothing to it.
+      bind(partialBias ?? partial),
     ],
     workgroups: [Math.ceil(usedParts / 64), 1, blocks],
   });
   dy.gpu.textures.release(rows);
   sumInto(partial, [0], dw);
   partial.dispose();
+  if (partialBias) {
+    sumInto(partialBias, [0], db!);
+    partialBias.dispose();
+  }
   recordProductFlops(flops);
 }
 
