@@ -113,11 +113,37 @@ function lavapipeThreads(): { threads: number; source: string } {
 /** How often fit (src/nn/fit.ts) reads the loss back by default, ms. */
 const trainingReadbackMs = 2000;
 
-/** Median milliseconds of `fn` over batches of runs, and the GEMM FLOPs of one run. */
+/** Runs in one batch at most. */
+const maxRunsPerBatch = 1000;
+
+/**
+ * The wait for the GPU when it has nothing to do (an empty command buffer, then the same wait as
+ * {@link measure}'s), median of five: ~11 ms on lavapipe, which every wait costs on top of the work.
+ */
+async function emptyWaitMs(gpu: Gpu): Promise<number> {
+  await gpu.recorder.sync();
+  const samples: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const start = performance.now();
+    gpu.device.queue.submit([gpu.device.createCommandEncoder().finish()]);
+    await gpu.recorder.sync();
+    samples.push(performance.now() - start);
+  }
+  samples.sort((a, b) => a - b);
+  return samples[2];
+}
+
+/**
+ * Median milliseconds of `fn` over batches of runs, and the GEMM FLOPs of one run. A batch is
+ * as many runs as take about `minimumMs` of work, then one wait for the GPU (`waitMs`, which is
+ * not the work's: an empty submit costs it too), so that the wait weighs on each run by at most
+ * waitMs / minimumMs of its time. A run's work is estimated as one run and its wait, less waitMs.
+ */
 async function measure(
   gpu: Gpu,
   fn: () => void,
   minimumMs: number,
+  waitMs: number,
 ): Promise<{ ms: number; flops: number }> {
   const flopsBefore = gemmFlopsRecorded();
   tidy(fn); // compile pipelines and fill the pools
@@ -126,10 +152,8 @@ async function measure(
   const single = performance.now();
   tidy(fn);
   await gpu.recorder.sync();
-  const reps = Math.max(
-    1,
-    Math.min(50, Math.ceil(minimumMs / Math.max(performance.now() - single, 1))),
-  );
+  const work = Math.max(performance.now() - single - waitMs, 0.05);
+  const reps = Math.max(1, Math.min(maxRunsPerBatch, Math.ceil(minimumMs / work)));
   const samples: number[] = [];
   for (let round = 0; round < 3; round++) {
     const start = performance.now();
@@ -283,8 +307,14 @@ async function main(options: Options): Promise<void> {
         `the timings below, PyTorch's most, are unreliable`,
     );
   }
-  console.log();
   const rows: Row[] = [];
+  const waitMs = await emptyWaitMs(gpu);
+  console.log(
+    `each row is timed over batches of runs of at least ${minimumMs} ms of work (training ` +
+      `steps ${Math.max(minimumMs, trainingReadbackMs)} ms), each batch followed by one wait ` +
+      `for the GPU (${waitMs.toFixed(1)} ms with nothing to wait for)`,
+  );
+  console.log();
 
   // The SSIM autoencoder's encoder convolutions at batch `batch`, 128×128 input.
   const layers: [number, number, number, number, number][] = [
@@ -302,16 +332,26 @@ async function main(options: Options): Promise<void> {
     const w = op.rand([cout, cin, k, k], -0.1, 0.1);
     const conv = { stride, padding: "same" as const };
     const shape = `${batch}×${cin}×${size}² → ${cout}, ${k}×${k}/${stride}`;
-    const forward = await measure(gpu, () => void op.conv2d(x, w, undefined, conv), minimumMs);
+    const forward = await measure(
+      gpu,
+      () => void op.conv2d(x, w, undefined, conv),
+      minimumMs,
+      waitMs,
+    );
     rows.push({ name: "conv2d forward", shape, ...forward });
     x.requiresGrad = true;
     w.requiresGrad = true;
-    const both = await measure(gpu, () => {
-      const y = op.conv2d(x, w, undefined, conv);
-      y.backward(op.ones(y.shape));
-      x.grad = null;
-      w.grad = null;
-    }, minimumMs);
+    const both = await measure(
+      gpu,
+      () => {
+        const y = op.conv2d(x, w, undefined, conv);
+        y.backward(op.ones(y.shape));
+        x.grad = null;
+        w.grad = null;
+      },
+      minimumMs,
+      waitMs,
+    );
     rows.push({
       name: "conv2d backward (dx + dw)",
       shape,
@@ -327,7 +367,7 @@ async function main(options: Options): Promise<void> {
     rows.push({
       name: "matmul",
       shape: `${n}×${n} · ${n}×${n}`,
-      ...(await measure(gpu, () => void op.matmul(a, b), minimumMs)),
+      ...(await measure(gpu, () => void op.matmul(a, b), minimumMs, waitMs)),
     });
     a.dispose();
     b.dispose();
@@ -341,7 +381,7 @@ async function main(options: Options): Promise<void> {
   const trainingRow: Row = {
     name: "SSIM-AE training step (fwd+bwd+Adam)",
     shape: `${batch}×1×128×128`,
-    ...(await measure(gpu, training.step, trainingWindowMs)),
+    ...(await measure(gpu, training.step, trainingWindowMs, waitMs)),
   };
   trainingRow.patchesPerSecond = batch / (trainingRow.ms / 1000);
   rows.push(trainingRow);
@@ -355,6 +395,7 @@ async function main(options: Options): Promise<void> {
       gpu,
       () => noGrad(() => void inferenceModel.forward(inferenceImages)),
       minimumMs,
+      waitMs,
     )),
   };
   rows.push(inferenceRow);
@@ -364,7 +405,7 @@ async function main(options: Options): Promise<void> {
     const row: Row = {
       name: "SSIM-AE training step (fwd+bwd+Adam)",
       shape: "128×1×128×128",
-      ...(await measure(gpu, large.step, trainingWindowMs)),
+      ...(await measure(gpu, large.step, trainingWindowMs, waitMs)),
     };
     row.patchesPerSecond = 128 / (row.ms / 1000);
     rows.push(row);
