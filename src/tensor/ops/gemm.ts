@@ -165,15 +165,25 @@ function isImplicitWeightGrad(spec: GemmSpec): boolean {
 }
 
 /**
+ * Whether a product is a convolution that reads its input as an image, with M in blocks of 16
+ * and a k of 64 or more (shorter products are bound by their stores; see columnsPerThread).
+ */
+function isImplicitForward16(spec: GemmSpec): boolean {
+  const implicitForward = spec.implicit === true && spec.mode === GemmMode.convForward;
+  return implicitForward && spec.M % 16 === 0 && spec.K >= 64;
+}
+
+/**
  * Rows of C per thread: more rows reuse each loaded texel of B more often (on lavapipe 8 rows
  * instead of 4 made the AE's 32-channel layers 15–30% faster, and 16 instead of 8 another
  * 10–15%), but rows past M are wasted work, and convolutions often have few output channels.
  * Products that split their k loop take big blocks however few threads they leave (see
- * {@link kSplits}); so does the implicit weight gradient (see columnsPerThread).
+ * {@link kSplits}); so do the implicit weight gradient and the implicit convolutions whose M is a
+ * multiple of 16 (see columnsPerThread).
  */
 function rowsPerThread(spec: GemmSpec): number {
   const { M } = spec;
-  const bigBlocks = splitsK(spec) || isImplicitWeightGrad(spec);
+  const bigBlocks = splitsK(spec) || isImplicitWeightGrad(spec) || isImplicitForward16(spec);
   if (bigBlocks && M % 16 === 0) return 16;
   // Short products: see columnsPerThread.
   if (spec.K < 64 && M >= 4) return 4;
@@ -202,10 +212,15 @@ function rowsPerThread(spec: GemmSpec): number {
  * AE encoder's weight gradients 1.6× faster than 16×4: 35.8 → 22.0 ms for the seven 32–128-channel
  * layers at batch 8; 8×16 and 16×8 were 1.2×). A product that splits its k loop takes 16 × 16
  * too where N allows: the one-channel layers' weight gradients (32 × 16 outputs, k = 32768) took
- * 0.9 ms so, against 1.8 ms with 4 × 4 blocks and 1.2–1.4 ms with 16 × 8 or 8 × 8.
+ * 0.9 ms so, against 1.8 ms with 4 × 4 blocks and 1.2–1.4 ms with 16 × 8 or 8 × 8. So does an
+ * implicit convolution with M a multiple of 16, however few threads that leaves: the AE's 8×8
+ * layers (64 × 512 × 1152, 32 × 512 × 576 and 64 × 512 × 288, forward and as input gradients)
+ * took 2.1–2.2, 0.5–0.7 and 0.5 ms so, against 3.1–3.3, 0.9–1.0 and 0.7–0.8 ms with the 16 × 8
+ * and 16 × 4 blocks that kept 256 threads: each thread's k loop (288 or more there) is long
+ * enough to keep both cores busy.
  */
 function columnsPerThread(spec: GemmSpec, rows: number): number {
-  if (isImplicitWeightGrad(spec)) return 16;
+  if (isImplicitWeightGrad(spec) || (isImplicitForward16(spec) && rows === 16)) return 16;
   if (splitsK(spec) && rows >= 8) return spec.N >= 16 ? 16 : spec.N > 4 ? 8 : 4;
   const threads = (columns: number) => threadsOf(spec, rows, columns);
   if ((rows >= 8 || spec.K < 64) && threads(16) >= minThreads) return 16;
