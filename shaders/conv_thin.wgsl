@@ -23,10 +23,11 @@
 //   input_grad: dx [images, 1, in_h, in_w] of such a convolution from dy [images, cout, out_h,
 //               out_w] (through PACK_ACTIVATION), which is also a transposed convolution to one
 //               channel; then the bias (HAS_BIAS) and ACTIVATION of that transposed convolution.
-//               dy is packed by pack_rows as images · cout one-channel images, so each thread
-//               reads, per channel and kernel row, the stretch of dy that reaches its 8 pixels
-//               of dx. STRIDE_W is 1 or 2 and PAD_W is compile-time: which taps reach which of
-//               the 8 pixels, and where in the stretch, is then fixed (see adjoint_tap).
+//               dy is packed by pack_rows as images · cout one-channel images and the weight by
+//               pack_kernel_rows; each thread computes 8 pixels of 4 rows of dx, reading per
+//               channel and row of dy the stretch that reaches them once for all 4. STRIDE_W is
+//               1 or 2 and PAD_W is compile-time: which taps reach which of the 8 pixels, and
+//               where in the stretch, is then fixed (see adjoint_tap).
 // STRIDE_W, DILATION_W and KERNEL_W (at most 8) are compile-time, so that every read of the row
 // stretch has a constant position; SEGMENT_TEXELS (at most 8) is the stretch's length in texels.
 
@@ -651,6 +652,31 @@ fn weight_grad(
 
 // ---- the input gradient -----------------------------------------------------------------------
 
+// Rows of dx per thread: they share the rows of dy that reach them (at stride 2 a 4×4 kernel
+// reaches 4 rows of dx from each row of dy), so each stretch of dy is read once for all four.
+const ROWS_PER_THREAD: u32 = 4u;
+// Texels per kernel row of the weight as pack_kernel_rows stores it.
+const KERNEL_W_TEXELS: u32 = (KERNEL_W + 3u) / 4u;
+
+// The weight [cout, 1, kh, kw] by kernel rows: texel (c · kernel_h + ky) · KERNEL_W_TEXELS + j
+// holds w[c, 0, ky, 4j … 4j+3] (zero past the kernel), so one texel serves a row of up to 4 taps.
+@compute @workgroup_size(64)
+fn pack_kernel_rows(@builtin(global_invocation_id) gid: vec3u) {
+  let t = gid.x;
+  let row = t / KERNEL_W_TEXELS;
+  if (row >= p.cout * p.kernel_h) {
+    return;
+  }
+  let first = (t - row * KERNEL_W_TEXELS) * 4u;
+  var values = vec4f(0.0);
+  for (var j = 0u; j < 4u; j++) {
+    if (first + j < KERNEL_W) {
+      values[j] = src[row * KERNEL_W + first + j];
+    }
+  }
+  textureStore(dst, texel(t), values);
+}
+
 // Pixel j (0–7) of the thread's 8 in dx meets dy pixel o = (j + PAD_W − kx · DILATION_W) / STRIDE_W
 // relative to the stretch's base (ix0 / STRIDE_W) where that divides evenly; the stretch starts
 // at o = ADJOINT_FIRST. Zero where the tap does not reach pixel j.
@@ -666,120 +692,141 @@ fn reaches(kx: u32, j: u32) -> bool {
   return t % i32(STRIDE_W) == 0;
 }
 
-// Tap kx of the current kernel row and dy channel, whose weight is w: its contributions to the
-// thread's 8 pixels. Called with a constant kx, and nothing for kx past the kernel. With stride 2
-// a tap reaches every other pixel: lo0 then holds the even pixels and hi0 the odd ones, and a
-// tap adds to whichever it reaches, with no multiplications by zero.
-fn adjoint_tap(kx: u32, w: f32) {
+// Adds v to the first (lo) or last (hi) four pixels of the thread's row r (lo_r, hi_r).
+fn add_lo(r: u32, v: vec4f) {
+  switch r {
+    case 0u: { lo0 += v; }
+    case 1u: { lo1 += v; }
+    case 2u: { lo2 += v; }
+    default: { lo3 += v; }
+  }
+}
+
+fn add_hi(r: u32, v: vec4f) {
+  switch r {
+    case 0u: { hi0 += v; }
+    case 1u: { hi1 += v; }
+    case 2u: { hi2 += v; }
+    default: { hi3 += v; }
+  }
+}
+
+// Tap kx of the stretch of dy loaded for the current channel, whose weight there is w: its
+// contributions to the thread's row r. Called with constant r and kx, and nothing for kx past
+// the kernel. With stride 2 a tap reaches every other pixel: lo_r then holds the even pixels and
+// hi_r the odd ones, and a tap adds to whichever it reaches, with no multiplications by zero.
+fn adjoint_tap(r: u32, kx: u32, w: f32) {
   if (kx >= KERNEL_W) {
     return;
   }
   if (STRIDE_W == 1u) {
-    lo0 = fma(vec4f(w), vec4f(reach(kx, 0u), reach(kx, 1u), reach(kx, 2u), reach(kx, 3u)), lo0);
-    hi0 = fma(vec4f(w), vec4f(reach(kx, 4u), reach(kx, 5u), reach(kx, 6u), reach(kx, 7u)), hi0);
+    add_lo(r, w * vec4f(reach(kx, 0u), reach(kx, 1u), reach(kx, 2u), reach(kx, 3u)));
+    add_hi(r, w * vec4f(reach(kx, 4u), reach(kx, 5u), reach(kx, 6u), reach(kx, 7u)));
     return;
   }
   if (reaches(kx, 0u)) {
-    lo0 = fma(vec4f(w), vec4f(reach(kx, 0u), reach(kx, 2u), reach(kx, 4u), reach(kx, 6u)), lo0);
+    add_lo(r, w * vec4f(reach(kx, 0u), reach(kx, 2u), reach(kx, 4u), reach(kx, 6u)));
   } else {
-    hi0 = fma(vec4f(w), vec4f(reach(kx, 1u), reach(kx, 3u), reach(kx, 5u), reach(kx, 7u)), hi0);
+    add_hi(r, w * vec4f(reach(kx, 1u), reach(kx, 3u), reach(kx, 5u), reach(kx, 7u)));
   }
 }
 
-// The taps' weights of the current kernel row for 4 channels (texel kx of the row).
-var<private> w0: vec4f;
-var<private> w1: vec4f;
-var<private> w2: vec4f;
-var<private> w3: vec4f;
-var<private> w4: vec4f;
-var<private> w5: vec4f;
-var<private> w6: vec4f;
-var<private> w7: vec4f;
-
-fn load_row_weights(first: u32) {
-  w0 = textureLoad(weights, texel(first), 0);
-  if (KERNEL_W > 1u) {
-    w1 = textureLoad(weights, texel(first + p.cout_texels), 0);
-  }
-  if (KERNEL_W > 2u) {
-    w2 = textureLoad(weights, texel(first + 2u * p.cout_texels), 0);
-  }
-  if (KERNEL_W > 3u) {
-    w3 = textureLoad(weights, texel(first + 3u * p.cout_texels), 0);
-  }
+// Kernel row `kernel_row` (c · kernel_h + ky) of the weight, for the thread's row r.
+fn adjoint_row(r: u32, kernel_row: u32) {
+  let first = kernel_row * KERNEL_W_TEXELS;
+  let w = textureLoad(weights, texel(first), 0);
+  adjoint_tap(r, 0u, w.x);
+  adjoint_tap(r, 1u, w.y);
+  adjoint_tap(r, 2u, w.z);
+  adjoint_tap(r, 3u, w.w);
   if (KERNEL_W > 4u) {
-    w4 = textureLoad(weights, texel(first + 4u * p.cout_texels), 0);
-  }
-  if (KERNEL_W > 5u) {
-    w5 = textureLoad(weights, texel(first + 5u * p.cout_texels), 0);
-  }
-  if (KERNEL_W > 6u) {
-    w6 = textureLoad(weights, texel(first + 6u * p.cout_texels), 0);
-  }
-  if (KERNEL_W > 7u) {
-    w7 = textureLoad(weights, texel(first + 7u * p.cout_texels), 0);
+    let v = textureLoad(weights, texel(first + 1u), 0);
+    adjoint_tap(r, 4u, v.x);
+    adjoint_tap(r, 5u, v.y);
+    adjoint_tap(r, 6u, v.z);
+    adjoint_tap(r, 7u, v.w);
   }
 }
 
-// Channel `lane` (0–3) of the current 4: its stretch of dy row `row` (a row of the packed dy),
-// times the row's weights.
-fn adjoint_channel(row: u32, stretch_texel: u32, lane: u32) {
-  load_stretch(row * p.row_texels + stretch_texel);
-  adjoint_tap(0u, w0[lane]);
-  adjoint_tap(1u, w1[lane]);
-  adjoint_tap(2u, w2[lane]);
-  adjoint_tap(3u, w3[lane]);
-  adjoint_tap(4u, w4[lane]);
-  adjoint_tap(5u, w5[lane]);
-  adjoint_tap(6u, w6[lane]);
-  adjoint_tap(7u, w7[lane]);
+// ⌊a / b⌋ for b > 0.
+fn floor_div(a: i32, b: i32) -> i32 {
+  let q = a / b;
+  return select(q, q - 1, a % b != 0 && a < 0);
+}
+
+// The kernel row that reaches row r of the thread from the current row of dy, t = iy + pad_h −
+// oy · stride_h rows below it: t / dilation_h where that divides and lies in the kernel, else −1.
+fn kernel_row_at(t: i32) -> i32 {
+  let dilation = i32(p.dilation_h);
+  let reaches_row = t >= 0 && t % dilation == 0 && t / dilation < i32(p.kernel_h);
+  return select(-1, t / dilation, reaches_row);
+}
+
+// Pixels 0–3 and 4–7 in order (with stride 2 the accumulators hold the even and the odd ones).
+fn in_order_lo(lo: vec4f, hi: vec4f) -> vec4f {
+  return select(lo, vec4f(lo.x, hi.x, lo.y, hi.y), STRIDE_W == 2u);
+}
+
+fn in_order_hi(lo: vec4f, hi: vec4f) -> vec4f {
+  return select(hi, vec4f(lo.z, hi.z, lo.w, hi.w), STRIDE_W == 2u);
+}
+
+// Stores row r of the thread's 4 (row iy of dx), unless it lies past the image.
+fn store_dx_row(image: u32, iy: u32, x: u32, lo: vec4f, hi: vec4f) {
+  if (iy < p.in_h) {
+    // One output channel: its bias is bias[0].
+    store_pixels_in(0u, (image * p.in_h + iy) * p.in_w + x, x, in_order_lo(lo, hi), in_order_hi(lo, hi));
+  }
 }
 
 @compute @workgroup_size(64)
 fn input_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  // (image, row of dx, group of 8 pixels)
+  // (image, block of ROWS_PER_THREAD rows of dx, group of 8 pixels)
   let q = gid.x + gid.y * nwg.x * 64u;
-  let groups = p.in_h * p.groups_per_row;
-  if (q >= p.images * groups) {
+  let blocks = (p.in_h + ROWS_PER_THREAD - 1u) / ROWS_PER_THREAD;
+  let per_image = blocks * p.groups_per_row;
+  if (q >= p.images * per_image) {
     return;
   }
-  let image = q / groups;
-  let iy = (q - image * groups) / p.groups_per_row;
-  let group = q - image * groups - iy * p.groups_per_row;
+  let image = q / per_image;
+  let block = (q - image * per_image) / p.groups_per_row;
+  let group = q - image * per_image - block * p.groups_per_row;
+  let iy0 = block * ROWS_PER_THREAD;
   // The stretch of dy starts at o = 8 · group / STRIDE_W + ADJOINT_FIRST: texel 2 · group / STRIDE_W.
   let stretch_texel = 2u * group / STRIDE_W;
-  for (var ky = 0u; ky < p.kernel_h; ky++) {
-    let t = i32(iy) + p.pad_h - i32(ky * p.dilation_h);
-    if (t < 0 || u32(t) % p.stride_h != 0u) {
-      continue;
-    }
-    let oy = u32(t) / p.stride_h;
-    if (oy >= p.out_h) {
-      continue;
-    }
-    for (var c = 0u; c < p.cout; c += 4u) {
-      load_row_weights(ky * KERNEL_W * p.cout_texels + c / 4u);
-      let row = (image * p.cout + c) * p.out_h + oy;
-      adjoint_channel(row, stretch_texel, 0u);
-      if (c + 1u < p.cout) {
-        adjoint_channel(row + p.out_h, stretch_texel, 1u);
+  // The rows of dy that reach the thread's rows: oy · stride_h = iy + pad_h − ky · dilation_h.
+  let top = i32(iy0) + p.pad_h;
+  let stride = i32(p.stride_h);
+  let reach_h = i32((p.kernel_h - 1u) * p.dilation_h);
+  let oy_first = max(0, -floor_div(reach_h - top, stride));
+  let oy_last = min(i32(p.out_h) - 1, floor_div(top + i32(ROWS_PER_THREAD) - 1, stride));
+  for (var oy = oy_first; oy <= oy_last; oy++) {
+    let t = top - oy * stride;
+    let ky0 = kernel_row_at(t);
+    let ky1 = kernel_row_at(t + 1);
+    let ky2 = kernel_row_at(t + 2);
+    let ky3 = kernel_row_at(t + 3);
+    let first_row = image * p.cout * p.out_h + u32(oy);
+    for (var c = 0u; c < p.cout; c++) {
+      load_stretch((first_row + c * p.out_h) * p.row_texels + stretch_texel);
+      let kernel_row = c * p.kernel_h;
+      if (ky0 >= 0) {
+        adjoint_row(0u, kernel_row + u32(ky0));
       }
-      if (c + 2u < p.cout) {
-        adjoint_channel(row + 2u * p.out_h, stretch_texel, 2u);
+      if (ky1 >= 0) {
+        adjoint_row(1u, kernel_row + u32(ky1));
       }
-      if (c + 3u < p.cout) {
-        adjoint_channel(row + 3u * p.out_h, stretch_texel, 3u);
+      if (ky2 >= 0) {
+        adjoint_row(2u, kernel_row + u32(ky2));
+      }
+      if (ky3 >= 0) {
+        adjoint_row(3u, kernel_row + u32(ky3));
       }
     }
   }
   let x = group * 8u;
-  var first_four = lo0;
-  var last_four = hi0;
-  if (STRIDE_W == 2u) {
-    // Even and odd pixels back in order.
-    first_four = vec4f(lo0.x, hi0.x, lo0.y, hi0.y);
-    last_four = vec4f(lo0.z, hi0.z, lo0.w, hi0.w);
-  }
-  // One output channel: its bias is bias[0].
-  store_pixels_in(0u, (image * p.in_h + iy) * p.in_w + x, x, first_four, last_four);
+  store_dx_row(image, iy0, x, lo0, hi0);
+  store_dx_row(image, iy0 + 1u, x, lo1, hi1);
+  store_dx_row(image, iy0 + 2u, x, lo2, hi2);
+  store_dx_row(image, iy0 + 3u, x, lo3, hi3);
 }

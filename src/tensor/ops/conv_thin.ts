@@ -192,6 +192,24 @@ function packTaps(
   return weights;
 }
 
+/** Rows of dx per thread of the input gradient (ROWS_PER_THREAD in conv_thin.wgsl). */
+const adjointRowsPerThread = 4;
+
+/** Packs w [cout, 1, kh, kw] by kernel rows, up to four taps to a texel (pack_kernel_rows). */
+function packKernelRows(w: Tensor, g: ConvGeometry, constants: ShaderConstants): OperandTexture {
+  const texels = g.cout * g.kernelH * Math.ceil(g.kernelW / 4);
+  const weights = w.gpu.textures.acquire(texels);
+  run(w, {
+    shader: "conv_thin",
+    entryPoint: "pack_kernel_rows",
+    constants,
+    params: thinParams(g, 0),
+    buffers: [bind(w), { view: weights.view }],
+    workgroups: [Math.ceil(texels / 64)],
+  });
+  return weights;
+}
+
 function thinFlops(g: ConvGeometry): number {
   return 2 * g.cout * g.images * g.outH * g.outW * g.kernelH * g.kernelW;
 }
@@ -422,8 +440,8 @@ export function thinConvInputGrad(
     ...layout,
     rowTexels: adjoint.rowTexels,
   });
-  const weights = packTaps(w, g, constants, layout);
-  const threads = g.images * g.inH * adjoint.groupsPerRow;
+  const weights = packKernelRows(w, g, constants);
+  const threads = g.images * Math.ceil(g.inH / adjointRowsPerThread) * adjoint.groupsPerRow;
   const flops = thinFlops(g);
   run(dx, {
     describe: () => ({
