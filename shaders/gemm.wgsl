@@ -975,8 +975,8 @@ fn pick(which: u32, x: vec4f, y: vec4f, z: vec4f, w: vec4f) -> vec4f {
   return x;
 }
 
-// A workgroup is GROUP_X × GROUP_Y threads (8 × 8, or 8 threads for a small product; see
-// workgroupShape in gemm.ts).
+// A workgroup is GROUP_X × GROUP_Y threads: 64, as high as the product has rows of threads (up to
+// 8), or 8 for a small product (see workgroupShape in gemm.ts).
 @compute @workgroup_size(GROUP_X, GROUP_Y)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let g = gid.z;
