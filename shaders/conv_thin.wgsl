@@ -197,19 +197,14 @@ fn tap(w_row: u32, kx: u32) {
     return;
   }
   let w = w_row + kx * p.cout_texels;
-  let x = kx * DILATION_W;
+  let under = tap_values(kx);
   tap_step(
     textureLoad(weights, texel(w), 0),
     textureLoad(weights, texel(w + 1u), 0),
     textureLoad(weights, texel(w + 2u), 0),
     textureLoad(weights, texel(w + 3u), 0),
-    vec4f(stretch(x), stretch(x + STRIDE_W), stretch(x + 2u * STRIDE_W), stretch(x + 3u * STRIDE_W)),
-    vec4f(
-      stretch(x + 4u * STRIDE_W),
-      stretch(x + 5u * STRIDE_W),
-      stretch(x + 6u * STRIDE_W),
-      stretch(x + 7u * STRIDE_W),
-    ),
+    under[0],
+    under[1],
   );
 }
 
@@ -451,10 +446,16 @@ var<private> g29: vec4f;
 var<private> g30: vec4f;
 var<private> g31: vec4f;
 
+// The stretch's values under tap kx for the thread's pixels 0–3 and 4–7.
 fn tap_values(kx: u32) -> array<vec4f, 2> {
   let x = kx * DILATION_W;
   return array<vec4f, 2>(
-    vec4f(stretch(x), stretch(x + STRIDE_W), stretch(x + 2u * STRIDE_W), stretch(x + 3u * STRIDE_W)),
+    vec4f(
+      stretch(x),
+      stretch(x + STRIDE_W),
+      stretch(x + 2u * STRIDE_W),
+      stretch(x + 3u * STRIDE_W),
+    ),
     vec4f(
       stretch(x + 4u * STRIDE_W),
       stretch(x + 5u * STRIDE_W),
@@ -775,7 +776,8 @@ fn in_order_hi(lo: vec4f, hi: vec4f) -> vec4f {
 fn store_dx_row(image: u32, iy: u32, x: u32, lo: vec4f, hi: vec4f) {
   if (iy < p.in_h) {
     // One output channel: its bias is bias[0].
-    store_pixels_in(0u, (image * p.in_h + iy) * p.in_w + x, x, in_order_lo(lo, hi), in_order_hi(lo, hi));
+    let first = (image * p.in_h + iy) * p.in_w + x;
+    store_pixels_in(0u, first, x, in_order_lo(lo, hi), in_order_hi(lo, hi));
   }
 }
 
