@@ -172,6 +172,28 @@ function packRows(
   return rows;
 }
 
+/**
+ * Bindings of the forward and input-gradient kernels: the packed input and weight, the output
+ * (as floats and as vectors) and the bias, or a placeholder where there is none.
+ */
+function convolutionBuffers(
+  rows: OperandTexture,
+  weights: OperandTexture,
+  out: Tensor,
+  biasOrPlaceholder: Tensor,
+) {
+  return [
+    null,
+    null,
+    null,
+    { view: rows.view },
+    { view: weights.view },
+    bind(out),
+    bind(biasOrPlaceholder),
+    bind(out),
+  ];
+}
+
 /** Packs w [cout, 1, kh, kw] tap-major, four channels to a texel (pack_taps). */
 function packTaps(
   w: Tensor,
@@ -258,16 +280,7 @@ export function thinConvForward(
     entryPoint: "forward",
     constants,
     params: thinParams(g, activationSlope(fusion.activation)),
-    buffers: [
-      null,
-      null,
-      null,
-      { view: rows.view },
-      { view: weights.view },
-      bind(y),
-      fusion.bias ? bind(fusion.bias) : bind(w),
-      bind(y),
-    ],
+    buffers: convolutionBuffers(rows, weights, y, fusion.bias ?? w),
     workgroups: [...grid2d(Math.ceil(threads / 64)), layout.coutTexels / 4],
   });
   gpu.textures.release(rows);
@@ -458,16 +471,7 @@ export function thinConvInputGrad(
       rowTexels: adjoint.rowTexels,
       groupsPerRow: adjoint.groupsPerRow,
     }),
-    buffers: [
-      null,
-      null,
-      null,
-      { view: rows.view },
-      { view: weights.view },
-      bind(dx),
-      fusion.bias ? bind(fusion.bias) : bind(w),
-      bind(dx),
-    ],
+    buffers: convolutionBuffers(rows, weights, dx, fusion.bias ?? w),
     workgroups: grid2d(Math.ceil(threads / 64)),
   });
   gpu.textures.release(rows);
