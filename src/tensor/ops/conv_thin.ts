@@ -194,36 +194,27 @@ function convolutionBuffers(
   ];
 }
 
-/** Packs w [cout, 1, kh, kw] tap-major, four channels to a texel (pack_taps). */
-function packTaps(
-  w: Tensor,
-  g: ConvGeometry,
-  constants: ShaderConstants,
-  layout: ReturnType<typeof thinLayout>,
-): OperandTexture {
-  const texels = g.kernelH * g.kernelW * layout.coutTexels;
-  const weights = w.gpu.textures.acquire(texels);
-  run(w, {
-    shader: "conv_thin",
-    entryPoint: "pack_taps",
-    constants,
-    params: thinParams(g, 0),
-    buffers: [bind(w), { view: weights.view }],
-    workgroups: [Math.ceil(texels / 64)],
-  });
-  return weights;
-}
-
 /** Rows of dx per thread of the input gradient (ROWS_PER_THREAD in conv_thin.wgsl). */
 const adjointRowsPerThread = 4;
 
-/** Packs w [cout, 1, kh, kw] by kernel rows, up to four taps to a texel (pack_kernel_rows). */
-function packKernelRows(w: Tensor, g: ConvGeometry, constants: ShaderConstants): OperandTexture {
-  const texels = g.cout * g.kernelH * Math.ceil(g.kernelW / 4);
+/**
+ * Packs w [cout, 1, kh, kw] for the thin kernels: "pack_taps" tap-major, four channels to a
+ * texel (the forward pass), or "pack_kernel_rows" by kernel rows, up to four taps to a texel (the
+ * input gradient).
+ */
+function packWeight(
+  w: Tensor,
+  g: ConvGeometry,
+  constants: ShaderConstants,
+  entryPoint: "pack_taps" | "pack_kernel_rows",
+): OperandTexture {
+  const texels = entryPoint === "pack_taps"
+    ? g.kernelH * g.kernelW * thinLayout(g).coutTexels
+    : g.cout * g.kernelH * Math.ceil(g.kernelW / 4);
   const weights = w.gpu.textures.acquire(texels);
   run(w, {
     shader: "conv_thin",
-    entryPoint: "pack_kernel_rows",
+    entryPoint,
     constants,
     params: thinParams(g, 0),
     buffers: [bind(w), { view: weights.view }],
@@ -265,7 +256,7 @@ export function thinConvForward(
   );
   const rows = packRows(x, g, constants, fusion.throughB);
 
-  const weights = packTaps(w, g, constants, layout);
+  const weights = packWeight(w, g, constants, "pack_taps");
 
   const threads = g.images * g.outH * layout.groupsPerRow;
   const flops = thinFlops(g);
@@ -453,7 +444,7 @@ export function thinConvInputGrad(
     ...layout,
     rowTexels: adjoint.rowTexels,
   });
-  const weights = packKernelRows(w, g, constants);
+  const weights = packWeight(w, g, constants, "pack_kernel_rows");
   const threads = g.images * Math.ceil(g.inH / adjointRowsPerThread) * adjoint.groupsPerRow;
   const flops = thinFlops(g);
   run(dx, {
