@@ -1,6 +1,7 @@
 // Convolutions with a single input channel (groups = 1), computed directly rather than as a
-// matrix product: the first layer of a network on grey images, and the input gradient of a
-// transposed convolution back to one channel. As a product, such a convolution has k = kh·kw (16
+// matrix product: the forward pass and weight gradient of the first layer of a network on grey
+// images, and the input gradient of such a convolution, which is the forward pass of a transposed
+// convolution back to one channel. As a product, such a convolution has k = kh·kw (16
 // for a 4×4 kernel): the packed column matrix is kh·kw/stride² times the image, and gathering it
 // cost more than the product itself on lavapipe. Here the input is stored once, four pixels of a
 // row to a texel (pack_rows), and each thread reads the stretch of a row that its pixels' windows
