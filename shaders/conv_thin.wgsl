@@ -264,11 +264,9 @@ fn store_pixels(channel: u32, first: u32, x: u32, lo: vec4f, hi: vec4f) {
   store_row_pixels(channel, first, x, p.out_w, lo, hi);
 }
 
-// The input gradient's store_pixels: its rows are in_w pixels long.
-fn store_pixels_in(channel: u32, first: u32, x: u32, lo: vec4f, hi: vec4f) {
-  store_row_pixels(channel, first, x, p.in_w, lo, hi);
-}
-
+// The same for a row `width` pixels long (the forward pass's rows are out_w, the input
+// gradient's in_w), after the bias of `channel` and the activation; WHOLE_ROWS when `width` is a
+// multiple of 8.
 fn store_row_pixels(channel: u32, first: u32, x: u32, width: u32, lo: vec4f, hi: vec4f) {
   var extra = vec4f(0.0);
   if (HAS_BIAS) {
@@ -778,7 +776,7 @@ fn store_dx_row(image: u32, iy: u32, x: u32, lo: vec4f, hi: vec4f) {
   if (iy < p.in_h) {
     // One output channel: its bias is bias[0].
     let first = (image * p.in_h + iy) * p.in_w + x;
-    store_pixels_in(0u, first, x, in_order_lo(lo, hi), in_order_hi(lo, hi));
+    store_row_pixels(0u, first, x, p.in_w, in_order_lo(lo, hi), in_order_hi(lo, hi));
   }
 }
 

@@ -58,7 +58,8 @@ type Fusion = Pick<GemmSpec, "bias" | "activation" | "throughA" | "throughB" | "
  * Whether the forward product reads its input's windows straight from an image texture rather
  * than from a packed column matrix. The image costs one texel per pixel and four channels, so
  * it pays when the channels fill whole texels; a one-channel input would multiply four times
- * the work, and the column matrix (k² numbers per output pixel, no padding) is cheaper there.
+ * the work (it takes conv_thin.ts where that fits), and elsewhere the column matrix (k² numbers
+ * per output pixel, no padding) is cheaper.
  */
 function useImplicit(x: Tensor, g: ConvGeometry): boolean {
   return g.cin % 4 === 0 && implicitConvFits(x.gpu, g);
@@ -84,7 +85,8 @@ function forwardProduct(x: Tensor, w: Tensor, out: Tensor, g: ConvGeometry, fusi
 
 /**
  * dx of a convolution (and the output of a transposed one), adding the bias and applying the
- * activation of `fusion` on the way. Where dy's channels fill whole texels it is computed as
+ * activation of `fusion` on the way. A one-channel dx takes the direct kernel of conv_thin.ts
+ * where it fits. Otherwise, where dy's channels fill whole texels, it is computed as
  * implicit convolutions of dy: one with the kernel rotated (stride 1), or one per output phase
  * (stride s, kernels divisible by s). Otherwise it is the column matrix Wᵀ·dy, which col2im
  * folds into the image. Neither does work for the taps a stride skips. On lavapipe the phases
@@ -100,9 +102,14 @@ function inputGradProduct(
   fusion: Fusion,
   biasGradient?: Tensor,
 ): boolean {
+  if (thinInputGradFits(dy.gpu, g)) {
+    thinConvInputGrad(dy, w, out, g, fusion);
+    return false;
+  }
   // Both adjoint products below run one thread per 4 pixels × up to 8 of the cin output rows;
   // with fewer than 4 rows each texel of dy is used too rarely, and the column matrix wins
-  // (the decoder's last layer, 32 → 1 channel: 15 ms by phases, 11 ms by columns).
+  // (the decoder's last layer, 32 → 1 channel, before it took conv_thin.ts: 15 ms by phases,
+  // 11 ms by columns).
   const fewRows = g.cin < 4;
   // The adjoint products compute every pixel of dx from all the taps that could reach it, reading
   // zeros where g's windows stop short of it. Where g covers only a few windows (a valid 8×8
@@ -128,10 +135,6 @@ function inputGradProduct(
       ...fusion,
     });
     return true;
-  }
-  if (thinInputGradFits(dy.gpu, g)) {
-    thinConvInputGrad(dy, w, out, g, fusion);
-    return false;
   }
   const phased = phaseGeometry(g);
   const phases = { padH: g.padH, padW: g.padW };
