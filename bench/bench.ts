@@ -266,10 +266,10 @@ interface CpuRow {
   usPerDispatch: number;
 }
 
-/** JavaScript milliseconds of recording `fn` (no GPU wait inside), median of three. */
 /** Runs before a recording is timed, so that V8 has compiled the code as a long loop would. */
 const recordingWarmups = 5;
 
+/** JavaScript milliseconds of recording `fn` (no GPU wait inside), median of three. */
 async function recordingTime(gpu: Gpu, fn: () => void): Promise<CpuRow> {
   for (let i = 0; i < recordingWarmups; i++) {
     tidy(fn);
@@ -318,7 +318,6 @@ async function main(options: Options): Promise<void> {
   // elementwise ops recorded without a submit. Measured first, while the heap is young: after the
   // long batches of runs below, V8's collections of their garbage land in these few milliseconds
   // and took the same-buffers row from 2–4 to 5–10 µs.
-  const training = trainingStep(batch, 1);
   // Two kinds of small elementwise op: the same buffers every time (the pools hand the result's
   // buffer back, so the uniform and bind-group caches hit, as in a training loop's steady state),
   // and a chain of new tensors (every dispatch binds a buffer it has not bound before).
@@ -403,6 +402,7 @@ async function main(options: Options): Promise<void> {
   // steps: the step is timed over at least that long a run of steps per wait for the GPU, so that
   // the wait (~11 ms on lavapipe) weighs on it as in training.
   const trainingWindowMs = Math.max(minimumMs, trainingReadbackMs);
+  const training = trainingStep(batch, 1);
   const trainingRow: Row = {
     name: "SSIM-AE training step (fwd+bwd+Adam)",
     shape: `${batch}×1×128×128`,
