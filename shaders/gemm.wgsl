@@ -269,9 +269,20 @@ fn accumulate_wide(
   }
 }
 
+// Row r of A, four steps of k from texel a_r + k4; zero for rows past RM (compile-time dead).
+fn a_texel(r: u32, first: u32, k4: u32) -> vec4f {
+  if (r >= RM) {
+    return vec4f(0.0);
+  }
+  return textureLoad(a, texel(first + k4), 0);
+}
+
 // `accumulate` for sixteen columns: c*, d*, e* are rows of columns 4–7, 8–11 and 12–15. On lavapipe
 // the accumulators live in memory either way (one ymm register per f32 of a thread, 16 registers),
 // and texel loads bound the loop, so serving 16 columns per texel of A pays again.
+// Each group of four columns runs through all the rows before the next: its 16 values of B then
+// stay in registers while the rows' accumulators stream through memory. Row by row, every row
+// reloaded all 64 values of B; on lavapipe this order made the AE's products ~20% faster.
 fn accumulate16(
   k4: u32,
   b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f,
@@ -280,115 +291,85 @@ fn accumulate16(
   e0: vec4f, e1: vec4f, e2: vec4f, e3: vec4f,
 ) {
   let x0 = textureLoad(a, texel(a0 + k4), 0);
+  let x1 = a_texel(1u, a1, k4);
+  let x2 = a_texel(2u, a2, k4);
+  let x3 = a_texel(3u, a3, k4);
+  let x4 = a_texel(4u, a4, k4);
+  let x5 = a_texel(5u, a5, k4);
+  let x6 = a_texel(6u, a6, k4);
+  let x7 = a_texel(7u, a7, k4);
+  let x8 = a_texel(8u, a8, k4);
+  let x9 = a_texel(9u, a9, k4);
+  let x10 = a_texel(10u, a10, k4);
+  let x11 = a_texel(11u, a11, k4);
+  let x12 = a_texel(12u, a12, k4);
+  let x13 = a_texel(13u, a13, k4);
+  let x14 = a_texel(14u, a14, k4);
+  let x15 = a_texel(15u, a15, k4);
   acc0 = row_step(x0, b0, b1, b2, b3, acc0);
+  if (RM > 1u) { acc1 = row_step(x1, b0, b1, b2, b3, acc1); }
+  if (RM > 2u) { acc2 = row_step(x2, b0, b1, b2, b3, acc2); }
+  if (RM > 3u) { acc3 = row_step(x3, b0, b1, b2, b3, acc3); }
+  if (RM > 4u) { acc4 = row_step(x4, b0, b1, b2, b3, acc4); }
+  if (RM > 5u) { acc5 = row_step(x5, b0, b1, b2, b3, acc5); }
+  if (RM > 6u) { acc6 = row_step(x6, b0, b1, b2, b3, acc6); }
+  if (RM > 7u) { acc7 = row_step(x7, b0, b1, b2, b3, acc7); }
+  if (RM > 8u) { acc8 = row_step(x8, b0, b1, b2, b3, acc8); }
+  if (RM > 9u) { acc9 = row_step(x9, b0, b1, b2, b3, acc9); }
+  if (RM > 10u) { acc10 = row_step(x10, b0, b1, b2, b3, acc10); }
+  if (RM > 11u) { acc11 = row_step(x11, b0, b1, b2, b3, acc11); }
+  if (RM > 12u) { acc12 = row_step(x12, b0, b1, b2, b3, acc12); }
+  if (RM > 13u) { acc13 = row_step(x13, b0, b1, b2, b3, acc13); }
+  if (RM > 14u) { acc14 = row_step(x14, b0, b1, b2, b3, acc14); }
+  if (RM > 15u) { acc15 = row_step(x15, b0, b1, b2, b3, acc15); }
   wide0 = row_step(x0, c0, c1, c2, c3, wide0);
+  if (RM > 1u) { wide1 = row_step(x1, c0, c1, c2, c3, wide1); }
+  if (RM > 2u) { wide2 = row_step(x2, c0, c1, c2, c3, wide2); }
+  if (RM > 3u) { wide3 = row_step(x3, c0, c1, c2, c3, wide3); }
+  if (RM > 4u) { wide4 = row_step(x4, c0, c1, c2, c3, wide4); }
+  if (RM > 5u) { wide5 = row_step(x5, c0, c1, c2, c3, wide5); }
+  if (RM > 6u) { wide6 = row_step(x6, c0, c1, c2, c3, wide6); }
+  if (RM > 7u) { wide7 = row_step(x7, c0, c1, c2, c3, wide7); }
+  if (RM > 8u) { wide8 = row_step(x8, c0, c1, c2, c3, wide8); }
+  if (RM > 9u) { wide9 = row_step(x9, c0, c1, c2, c3, wide9); }
+  if (RM > 10u) { wide10 = row_step(x10, c0, c1, c2, c3, wide10); }
+  if (RM > 11u) { wide11 = row_step(x11, c0, c1, c2, c3, wide11); }
+  if (RM > 12u) { wide12 = row_step(x12, c0, c1, c2, c3, wide12); }
+  if (RM > 13u) { wide13 = row_step(x13, c0, c1, c2, c3, wide13); }
+  if (RM > 14u) { wide14 = row_step(x14, c0, c1, c2, c3, wide14); }
+  if (RM > 15u) { wide15 = row_step(x15, c0, c1, c2, c3, wide15); }
   wa0 = row_step(x0, d0, d1, d2, d3, wa0);
+  if (RM > 1u) { wa1 = row_step(x1, d0, d1, d2, d3, wa1); }
+  if (RM > 2u) { wa2 = row_step(x2, d0, d1, d2, d3, wa2); }
+  if (RM > 3u) { wa3 = row_step(x3, d0, d1, d2, d3, wa3); }
+  if (RM > 4u) { wa4 = row_step(x4, d0, d1, d2, d3, wa4); }
+  if (RM > 5u) { wa5 = row_step(x5, d0, d1, d2, d3, wa5); }
+  if (RM > 6u) { wa6 = row_step(x6, d0, d1, d2, d3, wa6); }
+  if (RM > 7u) { wa7 = row_step(x7, d0, d1, d2, d3, wa7); }
+  if (RM > 8u) { wa8 = row_step(x8, d0, d1, d2, d3, wa8); }
+  if (RM > 9u) { wa9 = row_step(x9, d0, d1, d2, d3, wa9); }
+  if (RM > 10u) { wa10 = row_step(x10, d0, d1, d2, d3, wa10); }
+  if (RM > 11u) { wa11 = row_step(x11, d0, d1, d2, d3, wa11); }
+  if (RM > 12u) { wa12 = row_step(x12, d0, d1, d2, d3, wa12); }
+  if (RM > 13u) { wa13 = row_step(x13, d0, d1, d2, d3, wa13); }
+  if (RM > 14u) { wa14 = row_step(x14, d0, d1, d2, d3, wa14); }
+  if (RM > 15u) { wa15 = row_step(x15, d0, d1, d2, d3, wa15); }
   wb0 = row_step(x0, e0, e1, e2, e3, wb0);
-  if (RM > 1u) {
-    let x1 = textureLoad(a, texel(a1 + k4), 0);
-    acc1 = row_step(x1, b0, b1, b2, b3, acc1);
-    wide1 = row_step(x1, c0, c1, c2, c3, wide1);
-    wa1 = row_step(x1, d0, d1, d2, d3, wa1);
-    wb1 = row_step(x1, e0, e1, e2, e3, wb1);
-  }
-  if (RM > 2u) {
-    let x2 = textureLoad(a, texel(a2 + k4), 0);
-    acc2 = row_step(x2, b0, b1, b2, b3, acc2);
-    wide2 = row_step(x2, c0, c1, c2, c3, wide2);
-    wa2 = row_step(x2, d0, d1, d2, d3, wa2);
-    wb2 = row_step(x2, e0, e1, e2, e3, wb2);
-  }
-  if (RM > 3u) {
-    let x3 = textureLoad(a, texel(a3 + k4), 0);
-    acc3 = row_step(x3, b0, b1, b2, b3, acc3);
-    wide3 = row_step(x3, c0, c1, c2, c3, wide3);
-    wa3 = row_step(x3, d0, d1, d2, d3, wa3);
-    wb3 = row_step(x3, e0, e1, e2, e3, wb3);
-  }
-  if (RM > 4u) {
-    let x4 = textureLoad(a, texel(a4 + k4), 0);
-    acc4 = row_step(x4, b0, b1, b2, b3, acc4);
-    wide4 = row_step(x4, c0, c1, c2, c3, wide4);
-    wa4 = row_step(x4, d0, d1, d2, d3, wa4);
-    wb4 = row_step(x4, e0, e1, e2, e3, wb4);
-  }
-  if (RM > 5u) {
-    let x5 = textureLoad(a, texel(a5 + k4), 0);
-    acc5 = row_step(x5, b0, b1, b2, b3, acc5);
-    wide5 = row_step(x5, c0, c1, c2, c3, wide5);
-    wa5 = row_step(x5, d0, d1, d2, d3, wa5);
-    wb5 = row_step(x5, e0, e1, e2, e3, wb5);
-  }
-  if (RM > 6u) {
-    let x6 = textureLoad(a, texel(a6 + k4), 0);
-    acc6 = row_step(x6, b0, b1, b2, b3, acc6);
-    wide6 = row_step(x6, c0, c1, c2, c3, wide6);
-    wa6 = row_step(x6, d0, d1, d2, d3, wa6);
-    wb6 = row_step(x6, e0, e1, e2, e3, wb6);
-  }
-  if (RM > 7u) {
-    let x7 = textureLoad(a, texel(a7 + k4), 0);
-    acc7 = row_step(x7, b0, b1, b2, b3, acc7);
-    wide7 = row_step(x7, c0, c1, c2, c3, wide7);
-    wa7 = row_step(x7, d0, d1, d2, d3, wa7);
-    wb7 = row_step(x7, e0, e1, e2, e3, wb7);
-  }
-  if (RM > 8u) {
-    let x8 = textureLoad(a, texel(a8 + k4), 0);
-    acc8 = row_step(x8, b0, b1, b2, b3, acc8);
-    wide8 = row_step(x8, c0, c1, c2, c3, wide8);
-    wa8 = row_step(x8, d0, d1, d2, d3, wa8);
-    wb8 = row_step(x8, e0, e1, e2, e3, wb8);
-  }
-  if (RM > 9u) {
-    let x9 = textureLoad(a, texel(a9 + k4), 0);
-    acc9 = row_step(x9, b0, b1, b2, b3, acc9);
-    wide9 = row_step(x9, c0, c1, c2, c3, wide9);
-    wa9 = row_step(x9, d0, d1, d2, d3, wa9);
-    wb9 = row_step(x9, e0, e1, e2, e3, wb9);
-  }
-  if (RM > 10u) {
-    let x10 = textureLoad(a, texel(a10 + k4), 0);
-    acc10 = row_step(x10, b0, b1, b2, b3, acc10);
-    wide10 = row_step(x10, c0, c1, c2, c3, wide10);
-    wa10 = row_step(x10, d0, d1, d2, d3, wa10);
-    wb10 = row_step(x10, e0, e1, e2, e3, wb10);
-  }
-  if (RM > 11u) {
-    let x11 = textureLoad(a, texel(a11 + k4), 0);
-    acc11 = row_step(x11, b0, b1, b2, b3, acc11);
-    wide11 = row_step(x11, c0, c1, c2, c3, wide11);
-    wa11 = row_step(x11, d0, d1, d2, d3, wa11);
-    wb11 = row_step(x11, e0, e1, e2, e3, wb11);
-  }
-  if (RM > 12u) {
-    let x12 = textureLoad(a, texel(a12 + k4), 0);
-    acc12 = row_step(x12, b0, b1, b2, b3, acc12);
-    wide12 = row_step(x12, c0, c1, c2, c3, wide12);
-    wa12 = row_step(x12, d0, d1, d2, d3, wa12);
-    wb12 = row_step(x12, e0, e1, e2, e3, wb12);
-  }
-  if (RM > 13u) {
-    let x13 = textureLoad(a, texel(a13 + k4), 0);
-    acc13 = row_step(x13, b0, b1, b2, b3, acc13);
-    wide13 = row_step(x13, c0, c1, c2, c3, wide13);
-    wa13 = row_step(x13, d0, d1, d2, d3, wa13);
-    wb13 = row_step(x13, e0, e1, e2, e3, wb13);
-  }
-  if (RM > 14u) {
-    let x14 = textureLoad(a, texel(a14 + k4), 0);
-    acc14 = row_step(x14, b0, b1, b2, b3, acc14);
-    wide14 = row_step(x14, c0, c1, c2, c3, wide14);
-    wa14 = row_step(x14, d0, d1, d2, d3, wa14);
-    wb14 = row_step(x14, e0, e1, e2, e3, wb14);
-  }
-  if (RM > 15u) {
-    let x15 = textureLoad(a, texel(a15 + k4), 0);
-    acc15 = row_step(x15, b0, b1, b2, b3, acc15);
-    wide15 = row_step(x15, c0, c1, c2, c3, wide15);
-    wa15 = row_step(x15, d0, d1, d2, d3, wa15);
-    wb15 = row_step(x15, e0, e1, e2, e3, wb15);
-  }
+  if (RM > 1u) { wb1 = row_step(x1, e0, e1, e2, e3, wb1); }
+  if (RM > 2u) { wb2 = row_step(x2, e0, e1, e2, e3, wb2); }
+  if (RM > 3u) { wb3 = row_step(x3, e0, e1, e2, e3, wb3); }
+  if (RM > 4u) { wb4 = row_step(x4, e0, e1, e2, e3, wb4); }
+  if (RM > 5u) { wb5 = row_step(x5, e0, e1, e2, e3, wb5); }
+  if (RM > 6u) { wb6 = row_step(x6, e0, e1, e2, e3, wb6); }
+  if (RM > 7u) { wb7 = row_step(x7, e0, e1, e2, e3, wb7); }
+  if (RM > 8u) { wb8 = row_step(x8, e0, e1, e2, e3, wb8); }
+  if (RM > 9u) { wb9 = row_step(x9, e0, e1, e2, e3, wb9); }
+  if (RM > 10u) { wb10 = row_step(x10, e0, e1, e2, e3, wb10); }
+  if (RM > 11u) { wb11 = row_step(x11, e0, e1, e2, e3, wb11); }
+  if (RM > 12u) { wb12 = row_step(x12, e0, e1, e2, e3, wb12); }
+  if (RM > 13u) { wb13 = row_step(x13, e0, e1, e2, e3, wb13); }
+  if (RM > 14u) { wb14 = row_step(x14, e0, e1, e2, e3, wb14); }
+  if (RM > 15u) { wb15 = row_step(x15, e0, e1, e2, e3, wb15); }
 }
 
 // The packed right operand: row k of B holds this chunk's columns as vec4 texels, and the thread's
