@@ -55,7 +55,7 @@ const familyOfShader: Readonly<Record<string, Family>> = {
  */
 const familyOfEntry: Readonly<Record<string, Family>> = {
   "conv_thin:pack_rows": "packing",
-  "conv_thin:pack_kernel_rows": "packing",
+  "conv_thin:pack_taps": "packing",
 };
 
 /** The family of kernel `label` ("shader:entry"). */

@@ -41,7 +41,7 @@ Deno.test("capture files the direct one-channel convolution under GEMM and its p
     dispatches.map((d) => [d.label, d.family]),
     [
       ["conv_thin:pack_rows", "packing"],
-      ["conv_thin:pack_kernel_rows", "packing"],
+      ["conv_thin:pack_taps", "packing"],
       ["conv_thin:forward", "GEMM"],
     ],
   );
