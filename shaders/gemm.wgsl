@@ -131,56 +131,26 @@ fn row_step(x: vec4f, b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f, acc: vec4f) ->
   return fma(vec4f(x.x), b0, fma(vec4f(x.y), b1, fma(vec4f(x.z), b2, fma(vec4f(x.w), b3, acc))));
 }
 
-// Four steps of k: rows k4·4 … k4·4+3 of this thread's four columns of B are b0 … b3.
-// Rows are unrolled by hand (a loop over an array of accumulators stays in memory on CPU drivers).
-fn accumulate(k4: u32, b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f) {
-  acc0 = row_step(textureLoad(a, texel(a0 + k4), 0), b0, b1, b2, b3, acc0);
-  if (RM > 1u) {
-    acc1 = row_step(textureLoad(a, texel(a1 + k4), 0), b0, b1, b2, b3, acc1);
-  }
-  if (RM > 2u) {
-    acc2 = row_step(textureLoad(a, texel(a2 + k4), 0), b0, b1, b2, b3, acc2);
-  }
-  if (RM > 3u) {
-    acc3 = row_step(textureLoad(a, texel(a3 + k4), 0), b0, b1, b2, b3, acc3);
-  }
-  if (RM > 4u) {
-    acc4 = row_step(textureLoad(a, texel(a4 + k4), 0), b0, b1, b2, b3, acc4);
-  }
-  if (RM > 5u) {
-    acc5 = row_step(textureLoad(a, texel(a5 + k4), 0), b0, b1, b2, b3, acc5);
-  }
-  if (RM > 6u) {
-    acc6 = row_step(textureLoad(a, texel(a6 + k4), 0), b0, b1, b2, b3, acc6);
-  }
-  if (RM > 7u) {
-    acc7 = row_step(textureLoad(a, texel(a7 + k4), 0), b0, b1, b2, b3, acc7);
-  }
-  if (RM > 8u) {
-    acc8 = row_step(textureLoad(a, texel(a8 + k4), 0), b0, b1, b2, b3, acc8);
-  }
-  if (RM > 9u) {
-    acc9 = row_step(textureLoad(a, texel(a9 + k4), 0), b0, b1, b2, b3, acc9);
-  }
-  if (RM > 10u) {
-    acc10 = row_step(textureLoad(a, texel(a10 + k4), 0), b0, b1, b2, b3, acc10);
-  }
-  if (RM > 11u) {
-    acc11 = row_step(textureLoad(a, texel(a11 + k4), 0), b0, b1, b2, b3, acc11);
-  }
-  if (RM > 12u) {
-    acc12 = row_step(textureLoad(a, texel(a12 + k4), 0), b0, b1, b2, b3, acc12);
-  }
-  if (RM > 13u) {
-    acc13 = row_step(textureLoad(a, texel(a13 + k4), 0), b0, b1, b2, b3, acc13);
-  }
-  if (RM > 14u) {
-    acc14 = row_step(textureLoad(a, texel(a14 + k4), 0), b0, b1, b2, b3, acc14);
-  }
-  if (RM > 15u) {
-    acc15 = row_step(textureLoad(a, texel(a15 + k4), 0), b0, b1, b2, b3, acc15);
-  }
-}
+// The thread's RM texels of A for the current four steps of k, x_r = A[m0 + r, k4·4 … k4·4+3]
+// (zero past RM): module-scope like the accumulators, loaded once by load_a and read by every
+// group of columns. Loading all of them first, rather than each row's in its turn, also made
+// products with blocks four columns wide ~13% faster on lavapipe.
+var<private> x0: vec4f;
+var<private> x1: vec4f;
+var<private> x2: vec4f;
+var<private> x3: vec4f;
+var<private> x4: vec4f;
+var<private> x5: vec4f;
+var<private> x6: vec4f;
+var<private> x7: vec4f;
+var<private> x8: vec4f;
+var<private> x9: vec4f;
+var<private> x10: vec4f;
+var<private> x11: vec4f;
+var<private> x12: vec4f;
+var<private> x13: vec4f;
+var<private> x14: vec4f;
+var<private> x15: vec4f;
 
 // Row r of A, four steps of k from texel a_r + k4; zero for rows past RM (compile-time dead).
 fn a_texel(r: u32, first: u32, k4: u32) -> vec4f {
@@ -190,33 +160,33 @@ fn a_texel(r: u32, first: u32, k4: u32) -> vec4f {
   return textureLoad(a, texel(first + k4), 0);
 }
 
-// `accumulate` for eight columns: c0 … c3 are rows of columns 4–7. Each texel of A now serves
-// eight columns, which on lavapipe, where loads cost far more than arithmetic, pays.
-// Each group of four columns runs through all the rows before the next: its 16 values of B then
-// stay in registers while the rows' accumulators stream through memory. Row by row, every row
-// reloaded the values of B of all groups; on lavapipe this order made 16 × 8 blocks ~24% faster
-// and the AE's 16 × 16 blocks (accumulate16) ~18%.
-fn accumulate_wide(
-  k4: u32,
-  b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f,
-  c0: vec4f, c1: vec4f, c2: vec4f, c3: vec4f,
-) {
-  let x0 = textureLoad(a, texel(a0 + k4), 0);
-  let x1 = a_texel(1u, a1, k4);
-  let x2 = a_texel(2u, a2, k4);
-  let x3 = a_texel(3u, a3, k4);
-  let x4 = a_texel(4u, a4, k4);
-  let x5 = a_texel(5u, a5, k4);
-  let x6 = a_texel(6u, a6, k4);
-  let x7 = a_texel(7u, a7, k4);
-  let x8 = a_texel(8u, a8, k4);
-  let x9 = a_texel(9u, a9, k4);
-  let x10 = a_texel(10u, a10, k4);
-  let x11 = a_texel(11u, a11, k4);
-  let x12 = a_texel(12u, a12, k4);
-  let x13 = a_texel(13u, a13, k4);
-  let x14 = a_texel(14u, a14, k4);
-  let x15 = a_texel(15u, a15, k4);
+fn load_a(k4: u32) {
+  x0 = textureLoad(a, texel(a0 + k4), 0);
+  x1 = a_texel(1u, a1, k4);
+  x2 = a_texel(2u, a2, k4);
+  x3 = a_texel(3u, a3, k4);
+  x4 = a_texel(4u, a4, k4);
+  x5 = a_texel(5u, a5, k4);
+  x6 = a_texel(6u, a6, k4);
+  x7 = a_texel(7u, a7, k4);
+  x8 = a_texel(8u, a8, k4);
+  x9 = a_texel(9u, a9, k4);
+  x10 = a_texel(10u, a10, k4);
+  x11 = a_texel(11u, a11, k4);
+  x12 = a_texel(12u, a12, k4);
+  x13 = a_texel(13u, a13, k4);
+  x14 = a_texel(14u, a14, k4);
+  x15 = a_texel(15u, a15, k4);
+}
+
+// Four steps of k for one group of four columns, whose rows of B (k4·4 … k4·4+3) are b0 … b3,
+// through all RM rows. On lavapipe every f32 of a thread is a ymm register, of which there are 16:
+// the accumulators live in memory either way, and running a group of columns through all the rows
+// before the next keeps the group's 16 values of B in registers while the accumulators stream
+// past. Row by row, every row reloaded the values of B of all the groups: this order made the
+// AE's 16 × 16 blocks ~18% faster and 16 × 8 blocks ~24%. Rows are unrolled by hand (a loop over
+// an array of accumulators stays in memory on CPU drivers).
+fn columns_0_3(b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f) {
   acc0 = row_step(x0, b0, b1, b2, b3, acc0);
   if (RM > 1u) { acc1 = row_step(x1, b0, b1, b2, b3, acc1); }
   if (RM > 2u) { acc2 = row_step(x2, b0, b1, b2, b3, acc2); }
@@ -233,28 +203,86 @@ fn accumulate_wide(
   if (RM > 13u) { acc13 = row_step(x13, b0, b1, b2, b3, acc13); }
   if (RM > 14u) { acc14 = row_step(x14, b0, b1, b2, b3, acc14); }
   if (RM > 15u) { acc15 = row_step(x15, b0, b1, b2, b3, acc15); }
-  wide0 = row_step(x0, c0, c1, c2, c3, wide0);
-  if (RM > 1u) { wide1 = row_step(x1, c0, c1, c2, c3, wide1); }
-  if (RM > 2u) { wide2 = row_step(x2, c0, c1, c2, c3, wide2); }
-  if (RM > 3u) { wide3 = row_step(x3, c0, c1, c2, c3, wide3); }
-  if (RM > 4u) { wide4 = row_step(x4, c0, c1, c2, c3, wide4); }
-  if (RM > 5u) { wide5 = row_step(x5, c0, c1, c2, c3, wide5); }
-  if (RM > 6u) { wide6 = row_step(x6, c0, c1, c2, c3, wide6); }
-  if (RM > 7u) { wide7 = row_step(x7, c0, c1, c2, c3, wide7); }
-  if (RM > 8u) { wide8 = row_step(x8, c0, c1, c2, c3, wide8); }
-  if (RM > 9u) { wide9 = row_step(x9, c0, c1, c2, c3, wide9); }
-  if (RM > 10u) { wide10 = row_step(x10, c0, c1, c2, c3, wide10); }
-  if (RM > 11u) { wide11 = row_step(x11, c0, c1, c2, c3, wide11); }
-  if (RM > 12u) { wide12 = row_step(x12, c0, c1, c2, c3, wide12); }
-  if (RM > 13u) { wide13 = row_step(x13, c0, c1, c2, c3, wide13); }
-  if (RM > 14u) { wide14 = row_step(x14, c0, c1, c2, c3, wide14); }
-  if (RM > 15u) { wide15 = row_step(x15, c0, c1, c2, c3, wide15); }
 }
 
-// `accumulate` for sixteen columns: c*, d*, e* are rows of columns 4–7, 8–11 and 12–15. On lavapipe
-// the accumulators live in memory either way (one ymm register per f32 of a thread, 16 registers),
-// and texel loads bound the loop, so serving 16 columns per texel of A pays again. The groups of
-// columns take turns as in accumulate_wide.
+// The same for columns 4–7.
+fn columns_4_7(b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f) {
+  wide0 = row_step(x0, b0, b1, b2, b3, wide0);
+  if (RM > 1u) { wide1 = row_step(x1, b0, b1, b2, b3, wide1); }
+  if (RM > 2u) { wide2 = row_step(x2, b0, b1, b2, b3, wide2); }
+  if (RM > 3u) { wide3 = row_step(x3, b0, b1, b2, b3, wide3); }
+  if (RM > 4u) { wide4 = row_step(x4, b0, b1, b2, b3, wide4); }
+  if (RM > 5u) { wide5 = row_step(x5, b0, b1, b2, b3, wide5); }
+  if (RM > 6u) { wide6 = row_step(x6, b0, b1, b2, b3, wide6); }
+  if (RM > 7u) { wide7 = row_step(x7, b0, b1, b2, b3, wide7); }
+  if (RM > 8u) { wide8 = row_step(x8, b0, b1, b2, b3, wide8); }
+  if (RM > 9u) { wide9 = row_step(x9, b0, b1, b2, b3, wide9); }
+  if (RM > 10u) { wide10 = row_step(x10, b0, b1, b2, b3, wide10); }
+  if (RM > 11u) { wide11 = row_step(x11, b0, b1, b2, b3, wide11); }
+  if (RM > 12u) { wide12 = row_step(x12, b0, b1, b2, b3, wide12); }
+  if (RM > 13u) { wide13 = row_step(x13, b0, b1, b2, b3, wide13); }
+  if (RM > 14u) { wide14 = row_step(x14, b0, b1, b2, b3, wide14); }
+  if (RM > 15u) { wide15 = row_step(x15, b0, b1, b2, b3, wide15); }
+}
+
+// The same for columns 8–11.
+fn columns_8_11(b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f) {
+  wa0 = row_step(x0, b0, b1, b2, b3, wa0);
+  if (RM > 1u) { wa1 = row_step(x1, b0, b1, b2, b3, wa1); }
+  if (RM > 2u) { wa2 = row_step(x2, b0, b1, b2, b3, wa2); }
+  if (RM > 3u) { wa3 = row_step(x3, b0, b1, b2, b3, wa3); }
+  if (RM > 4u) { wa4 = row_step(x4, b0, b1, b2, b3, wa4); }
+  if (RM > 5u) { wa5 = row_step(x5, b0, b1, b2, b3, wa5); }
+  if (RM > 6u) { wa6 = row_step(x6, b0, b1, b2, b3, wa6); }
+  if (RM > 7u) { wa7 = row_step(x7, b0, b1, b2, b3, wa7); }
+  if (RM > 8u) { wa8 = row_step(x8, b0, b1, b2, b3, wa8); }
+  if (RM > 9u) { wa9 = row_step(x9, b0, b1, b2, b3, wa9); }
+  if (RM > 10u) { wa10 = row_step(x10, b0, b1, b2, b3, wa10); }
+  if (RM > 11u) { wa11 = row_step(x11, b0, b1, b2, b3, wa11); }
+  if (RM > 12u) { wa12 = row_step(x12, b0, b1, b2, b3, wa12); }
+  if (RM > 13u) { wa13 = row_step(x13, b0, b1, b2, b3, wa13); }
+  if (RM > 14u) { wa14 = row_step(x14, b0, b1, b2, b3, wa14); }
+  if (RM > 15u) { wa15 = row_step(x15, b0, b1, b2, b3, wa15); }
+}
+
+// The same for columns 12–15.
+fn columns_12_15(b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f) {
+  wb0 = row_step(x0, b0, b1, b2, b3, wb0);
+  if (RM > 1u) { wb1 = row_step(x1, b0, b1, b2, b3, wb1); }
+  if (RM > 2u) { wb2 = row_step(x2, b0, b1, b2, b3, wb2); }
+  if (RM > 3u) { wb3 = row_step(x3, b0, b1, b2, b3, wb3); }
+  if (RM > 4u) { wb4 = row_step(x4, b0, b1, b2, b3, wb4); }
+  if (RM > 5u) { wb5 = row_step(x5, b0, b1, b2, b3, wb5); }
+  if (RM > 6u) { wb6 = row_step(x6, b0, b1, b2, b3, wb6); }
+  if (RM > 7u) { wb7 = row_step(x7, b0, b1, b2, b3, wb7); }
+  if (RM > 8u) { wb8 = row_step(x8, b0, b1, b2, b3, wb8); }
+  if (RM > 9u) { wb9 = row_step(x9, b0, b1, b2, b3, wb9); }
+  if (RM > 10u) { wb10 = row_step(x10, b0, b1, b2, b3, wb10); }
+  if (RM > 11u) { wb11 = row_step(x11, b0, b1, b2, b3, wb11); }
+  if (RM > 12u) { wb12 = row_step(x12, b0, b1, b2, b3, wb12); }
+  if (RM > 13u) { wb13 = row_step(x13, b0, b1, b2, b3, wb13); }
+  if (RM > 14u) { wb14 = row_step(x14, b0, b1, b2, b3, wb14); }
+  if (RM > 15u) { wb15 = row_step(x15, b0, b1, b2, b3, wb15); }
+}
+
+// Four steps of k for the thread's four, eight or sixteen columns (CN): b*, c*, d*, e* are the
+// rows of B of columns 0–3, 4–7, 8–11 and 12–15. Each texel of A serves all CN columns, which on
+// lavapipe, where loads cost far more than arithmetic, pays.
+fn accumulate(k4: u32, b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f) {
+  load_a(k4);
+  columns_0_3(b0, b1, b2, b3);
+}
+
+fn accumulate_wide(
+  k4: u32,
+  b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f,
+  c0: vec4f, c1: vec4f, c2: vec4f, c3: vec4f,
+) {
+  load_a(k4);
+  columns_0_3(b0, b1, b2, b3);
+  columns_4_7(c0, c1, c2, c3);
+}
+
 fn accumulate16(
   k4: u32,
   b0: vec4f, b1: vec4f, b2: vec4f, b3: vec4f,
@@ -262,86 +290,11 @@ fn accumulate16(
   d0: vec4f, d1: vec4f, d2: vec4f, d3: vec4f,
   e0: vec4f, e1: vec4f, e2: vec4f, e3: vec4f,
 ) {
-  let x0 = textureLoad(a, texel(a0 + k4), 0);
-  let x1 = a_texel(1u, a1, k4);
-  let x2 = a_texel(2u, a2, k4);
-  let x3 = a_texel(3u, a3, k4);
-  let x4 = a_texel(4u, a4, k4);
-  let x5 = a_texel(5u, a5, k4);
-  let x6 = a_texel(6u, a6, k4);
-  let x7 = a_texel(7u, a7, k4);
-  let x8 = a_texel(8u, a8, k4);
-  let x9 = a_texel(9u, a9, k4);
-  let x10 = a_texel(10u, a10, k4);
-  let x11 = a_texel(11u, a11, k4);
-  let x12 = a_texel(12u, a12, k4);
-  let x13 = a_texel(13u, a13, k4);
-  let x14 = a_texel(14u, a14, k4);
-  let x15 = a_texel(15u, a15, k4);
-  acc0 = row_step(x0, b0, b1, b2, b3, acc0);
-  if (RM > 1u) { acc1 = row_step(x1, b0, b1, b2, b3, acc1); }
-  if (RM > 2u) { acc2 = row_step(x2, b0, b1, b2, b3, acc2); }
-  if (RM > 3u) { acc3 = row_step(x3, b0, b1, b2, b3, acc3); }
-  if (RM > 4u) { acc4 = row_step(x4, b0, b1, b2, b3, acc4); }
-  if (RM > 5u) { acc5 = row_step(x5, b0, b1, b2, b3, acc5); }
-  if (RM > 6u) { acc6 = row_step(x6, b0, b1, b2, b3, acc6); }
-  if (RM > 7u) { acc7 = row_step(x7, b0, b1, b2, b3, acc7); }
-  if (RM > 8u) { acc8 = row_step(x8, b0, b1, b2, b3, acc8); }
-  if (RM > 9u) { acc9 = row_step(x9, b0, b1, b2, b3, acc9); }
-  if (RM > 10u) { acc10 = row_step(x10, b0, b1, b2, b3, acc10); }
-  if (RM > 11u) { acc11 = row_step(x11, b0, b1, b2, b3, acc11); }
-  if (RM > 12u) { acc12 = row_step(x12, b0, b1, b2, b3, acc12); }
-  if (RM > 13u) { acc13 = row_step(x13, b0, b1, b2, b3, acc13); }
-  if (RM > 14u) { acc14 = row_step(x14, b0, b1, b2, b3, acc14); }
-  if (RM > 15u) { acc15 = row_step(x15, b0, b1, b2, b3, acc15); }
-  wide0 = row_step(x0, c0, c1, c2, c3, wide0);
-  if (RM > 1u) { wide1 = row_step(x1, c0, c1, c2, c3, wide1); }
-  if (RM > 2u) { wide2 = row_step(x2, c0, c1, c2, c3, wide2); }
-  if (RM > 3u) { wide3 = row_step(x3, c0, c1, c2, c3, wide3); }
-  if (RM > 4u) { wide4 = row_step(x4, c0, c1, c2, c3, wide4); }
-  if (RM > 5u) { wide5 = row_step(x5, c0, c1, c2, c3, wide5); }
-  if (RM > 6u) { wide6 = row_step(x6, c0, c1, c2, c3, wide6); }
-  if (RM > 7u) { wide7 = row_step(x7, c0, c1, c2, c3, wide7); }
-  if (RM > 8u) { wide8 = row_step(x8, c0, c1, c2, c3, wide8); }
-  if (RM > 9u) { wide9 = row_step(x9, c0, c1, c2, c3, wide9); }
-  if (RM > 10u) { wide10 = row_step(x10, c0, c1, c2, c3, wide10); }
-  if (RM > 11u) { wide11 = row_step(x11, c0, c1, c2, c3, wide11); }
-  if (RM > 12u) { wide12 = row_step(x12, c0, c1, c2, c3, wide12); }
-  if (RM > 13u) { wide13 = row_step(x13, c0, c1, c2, c3, wide13); }
-  if (RM > 14u) { wide14 = row_step(x14, c0, c1, c2, c3, wide14); }
-  if (RM > 15u) { wide15 = row_step(x15, c0, c1, c2, c3, wide15); }
-  wa0 = row_step(x0, d0, d1, d2, d3, wa0);
-  if (RM > 1u) { wa1 = row_step(x1, d0, d1, d2, d3, wa1); }
-  if (RM > 2u) { wa2 = row_step(x2, d0, d1, d2, d3, wa2); }
-  if (RM > 3u) { wa3 = row_step(x3, d0, d1, d2, d3, wa3); }
-  if (RM > 4u) { wa4 = row_step(x4, d0, d1, d2, d3, wa4); }
-  if (RM > 5u) { wa5 = row_step(x5, d0, d1, d2, d3, wa5); }
-  if (RM > 6u) { wa6 = row_step(x6, d0, d1, d2, d3, wa6); }
-  if (RM > 7u) { wa7 = row_step(x7, d0, d1, d2, d3, wa7); }
-  if (RM > 8u) { wa8 = row_step(x8, d0, d1, d2, d3, wa8); }
-  if (RM > 9u) { wa9 = row_step(x9, d0, d1, d2, d3, wa9); }
-  if (RM > 10u) { wa10 = row_step(x10, d0, d1, d2, d3, wa10); }
-  if (RM > 11u) { wa11 = row_step(x11, d0, d1, d2, d3, wa11); }
-  if (RM > 12u) { wa12 = row_step(x12, d0, d1, d2, d3, wa12); }
-  if (RM > 13u) { wa13 = row_step(x13, d0, d1, d2, d3, wa13); }
-  if (RM > 14u) { wa14 = row_step(x14, d0, d1, d2, d3, wa14); }
-  if (RM > 15u) { wa15 = row_step(x15, d0, d1, d2, d3, wa15); }
-  wb0 = row_step(x0, e0, e1, e2, e3, wb0);
-  if (RM > 1u) { wb1 = row_step(x1, e0, e1, e2, e3, wb1); }
-  if (RM > 2u) { wb2 = row_step(x2, e0, e1, e2, e3, wb2); }
-  if (RM > 3u) { wb3 = row_step(x3, e0, e1, e2, e3, wb3); }
-  if (RM > 4u) { wb4 = row_step(x4, e0, e1, e2, e3, wb4); }
-  if (RM > 5u) { wb5 = row_step(x5, e0, e1, e2, e3, wb5); }
-  if (RM > 6u) { wb6 = row_step(x6, e0, e1, e2, e3, wb6); }
-  if (RM > 7u) { wb7 = row_step(x7, e0, e1, e2, e3, wb7); }
-  if (RM > 8u) { wb8 = row_step(x8, e0, e1, e2, e3, wb8); }
-  if (RM > 9u) { wb9 = row_step(x9, e0, e1, e2, e3, wb9); }
-  if (RM > 10u) { wb10 = row_step(x10, e0, e1, e2, e3, wb10); }
-  if (RM > 11u) { wb11 = row_step(x11, e0, e1, e2, e3, wb11); }
-  if (RM > 12u) { wb12 = row_step(x12, e0, e1, e2, e3, wb12); }
-  if (RM > 13u) { wb13 = row_step(x13, e0, e1, e2, e3, wb13); }
-  if (RM > 14u) { wb14 = row_step(x14, e0, e1, e2, e3, wb14); }
-  if (RM > 15u) { wb15 = row_step(x15, e0, e1, e2, e3, wb15); }
+  load_a(k4);
+  columns_0_3(b0, b1, b2, b3);
+  columns_4_7(c0, c1, c2, c3);
+  columns_8_11(d0, d1, d2, d3);
+  columns_12_15(e0, e1, e2, e3);
 }
 
 // The packed right operand: row k of B holds this chunk's columns as vec4 texels, and the thread's
