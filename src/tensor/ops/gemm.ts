@@ -197,28 +197,27 @@ function rowsPerThread(spec: GemmSpec): number {
 /**
  * Columns of C per thread: 16 for blocks of 8 or more rows over a k of 64 or more, so that each
  * texel of A serves four texels of B; otherwise 8, or 4 when that leaves too few threads. On
- * lavapipe wider blocks pay although the accumulators then cannot stay in the 16 ymm registers
- * (a thread is one SIMD lane, so each f32 of its block takes a register): texel loads, not FMAs or
+ * lavapipe wider blocks pay although the accumulators then cannot stay in the 16 ymm registers (a
+ * thread is one SIMD lane, so each f32 of its block takes a register): texel loads, not FMAs or
  * spills, bound the loop. 8 columns instead of 4 made the AE's layers 1.1–1.15× faster, and 16
  * instead of 8 its training step's products ~14% faster; smaller blocks (8×8 down to 2×4) were all
  * slower. Short products (k < 64: the AE's first layer and the input gradient of its last before
- * they took conv_thin.ts, a
- * dense layer's weight gradient) are bound by what each output costs beyond its dot product, and
- * take 4 rows and 16 columns: on lavapipe the AE's three k ≤ 32 products of 1M outputs took
- * 2.1, 1.7 and 1.9 ms so, against 3.1, 2.4 and 2.7 ms with 16 × 8 blocks (8 × 16: 2.6, 2.2, 1.8).
+ * they took conv_thin.ts, a dense layer's weight gradient) are bound by what each output costs
+ * beyond its dot product, and take 4 rows and 16 columns: on lavapipe the AE's three k ≤ 32
+ * products of 1M outputs took 2.1, 1.7 and 1.9 ms so, against 3.1, 2.4 and 2.7 ms with 16 × 8
+ * blocks (8 × 16: 2.6, 2.2, 1.8).
  *
  * Where a few long dot products make few threads, big blocks still pay: the implicit weight
  * gradient always takes 16 columns (four texel columns of taps and channels), and 16 rows where M
  * allows, and its k loop over every output pixel keeps the cores busy (on lavapipe 16×16 made the
  * AE encoder's weight gradients 1.6× faster than 16×4: 35.8 → 22.0 ms for the seven 32–128-channel
- * layers at batch 8; 8×16 and 16×8 were 1.2×). A product that splits its k loop takes 16 × 16
- * too where N allows: the one-channel layers' weight gradients (32 × 16 outputs, k = 32768; now in
- * conv_thin.ts) took
- * 0.9 ms so, against 1.8 ms with 4 × 4 blocks and 1.2–1.4 ms with 16 × 8 or 8 × 8. So does an
- * implicit convolution with M a multiple of 16, however few threads that leaves: the AE's 8×8
- * layers (64 × 512 × 1152, 32 × 512 × 576 and 64 × 512 × 288, forward and as input gradients)
- * took 2.1–2.2, 0.5–0.7 and 0.5 ms so, against 3.1–3.3, 0.9–1.0 and 0.7–0.8 ms with the 16 × 8
- * and 16 × 4 blocks that kept 256 threads: each thread's k loop (288 or more there) is long
+ * layers at batch 8; 8×16 and 16×8 were 1.2×). A product that splits its k loop takes 16 × 16 too
+ * where N allows: the one-channel layers' weight gradients (32 × 16 outputs, k = 32768; now in
+ * conv_thin.ts) took 0.9 ms so, against 1.8 ms with 4 × 4 blocks and 1.2–1.4 ms with 16 × 8 or
+ * 8 × 8. So does an implicit convolution with M a multiple of 16, however few threads that leaves:
+ * the AE's 8×8 layers (64 × 512 × 1152, 32 × 512 × 576 and 64 × 512 × 288, forward and as input
+ * gradients) took 2.1–2.2, 0.5–0.7 and 0.5 ms so, against 3.1–3.3, 0.9–1.0 and 0.7–0.8 ms with the
+ * 16 × 8 and 16 × 4 blocks that kept 256 threads: each thread's k loop (288 or more there) is long
  * enough to keep both cores busy.
  */
 function columnsPerThread(spec: GemmSpec, rows: number): number {
@@ -240,9 +239,9 @@ function columnsPerThread(spec: GemmSpec, rows: number): number {
  *   on lavapipe 32 × 2 workgroups made the AE's training step's products 6–7 ms faster (its
  *   32-channel transposed convolution by phases 9.8 → 7.5 ms).
  * - The weight gradients of the AE's one-channel layers (32 × 16 outputs, k = 32768; now in
- *   conv_thin.ts) had 32
- *   threads, which made one 8 × 8 workgroup with half its lanes idle, on one of two cores. With
- *   8-thread workgroups they took 28–29 ms instead of 30.5–32 ms (lavapipe on 2 busy cores).
+ *   conv_thin.ts) had 32 threads, which made one 8 × 8 workgroup with half its lanes idle, on one
+ *   of two cores. With 8-thread workgroups they took 28–29 ms instead of 30.5–32 ms (lavapipe on
+ *   2 busy cores).
  */
 function workgroupShape(
   columnThreads: number,
@@ -273,8 +272,7 @@ function splitsK(spec: GemmSpec): boolean {
  * Parts of a product's k loop: enough to bring its threads up to {@link minThreads}, each at least
  * 256 texel steps long; 1 unless {@link splitsK}. On lavapipe the weight gradients of the AE's
  * one-channel layers (32 × 16 outputs, k = 32768; now in conv_thin.ts) took 3.4 ms each as 32
- * threads of 4 × 4, and
- * 0.9 ms as 32 parts of one 16 × 16 block.
+ * threads of 4 × 4, and 0.9 ms as 32 parts of one 16 × 16 block.
  */
 function kSplits(spec: GemmSpec, rows: number, columns: number): number {
   if (!splitsK(spec)) return 1;
