@@ -327,6 +327,58 @@ fn pack_image(
   textureStore(dst, texel(wid.z * plane + q), value);
 }
 
+// pack_image for rows of a multiple of 4 pixels, reading four pixels of each channel with one
+// vector load (src4; on lavapipe a load costs about the same for a float or a vector): a thread
+// stores the texels of four neighbouring input pixels ix = 4·t − 4·⌈pad_w / 4⌉ … + 3 of its row
+// (x = ix + pad_w in the padded image), those that lie in the image. The four either all lie in the input row or none
+// does, since both the row and the four start on a multiple of 4 input pixels.
+// The threads run over all rows of all texel planes (small images have too few texels a plane to
+// fill a workgroup).
+@compute @workgroup_size(256)
+fn pack_image4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let q = gid.x + gid.y * nwg.x * 256u;
+  // Threads of a row left of the input (over its padding), then those from input pixel 0 on.
+  let left = max(0, (p.pad_w + 3) / 4);
+  let per_row = u32(i32(p.image_w) + 4 * left - p.pad_w + 3) / 4u;
+  let row = q / per_row; // (image, c4, y)
+  if (row >= p.images * p.image_c4 * p.image_h) {
+    return;
+  }
+  let plane = row / p.image_h;
+  let y = row - plane * p.image_h;
+  let ix = i32(q - row * per_row) * 4 - 4 * left;
+  let iy = i32(y) - p.pad_h;
+  let c4 = plane % p.image_c4;
+  let image = plane / p.image_c4;
+  var v0 = vec4f(0.0);
+  var v1 = vec4f(0.0);
+  var v2 = vec4f(0.0);
+  var v3 = vec4f(0.0);
+  if (iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w)) {
+    let pixels = p.in_h * p.in_w;
+    let first = (image * p.cin + c4 * 4u) * pixels + u32(iy) * p.in_w + u32(ix);
+    let c = c4 * 4u;
+    v0 = read_src4(first);
+    if (c + 1u < p.cin) {
+      v1 = read_src4(first + pixels);
+    }
+    if (c + 2u < p.cin) {
+      v2 = read_src4(first + 2u * pixels);
+    }
+    if (c + 3u < p.cin) {
+      v3 = read_src4(first + 3u * pixels);
+    }
+  }
+  let row_texel = row * p.image_w;
+  let x = ix + p.pad_w;
+  for (var j = 0; j < 4; j++) {
+    if (x + j >= 0 && x + j < i32(p.image_w)) {
+      let value = vec4f(v0[j], v1[j], v2[j], v3[j]);
+      textureStore(dst, texel(row_texel + u32(x + j)), value);
+    }
+  }
+}
+
 // The sum of each row of an image packed by pack_image_rows, four channels at a time: row
 // (image · image_c4 + c4) · image_h + y. The padding is zero, so the rows of all images add up to
 // the sum of the input over images and pixels per channel, which is the bias gradient of the

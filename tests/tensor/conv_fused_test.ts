@@ -88,6 +88,20 @@ const convCases: ConvCase[] = [
     activation: leaky,
   },
   {
+    name: "5×5 pad 5 (over a vector of padding), 6 channels (implicit), rows 8 wide",
+    x: [[2, 6, 5, 8], [1, 6, 3, 4]],
+    w: [4, 6, 5, 5],
+    options: { padding: 5 },
+    activation: leaky,
+  },
+  {
+    name: "2×2 stride 2 no padding, 5 channels (implicit), rows 12 wide, ReLU",
+    x: [[2, 5, 6, 12], [1, 5, 2, 4]],
+    w: [6, 5, 2, 2],
+    options: { stride: 2 },
+    activation: { kind: "relu" },
+  },
+  {
     name: "3×3 dilation 2 pad 1, 4 channels in and out, ReLU",
     x: [[1, 4, 9, 8], [1, 4, 5, 5]],
     w: [4, 4, 3, 3],
@@ -293,6 +307,13 @@ const convTCases: ConvTCase[] = [
     x: [[2, 6, 4, 5], [1, 6, 2, 3]],
     w: [6, 1, 3, 3],
     options: { stride: 2, padding: 1, outputPadding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "4×4 stride 2 no padding, output padding 1 (rows no window of dy reaches), leaky ReLU",
+    x: [[2, 8, 4, 6], [1, 8, 2, 3]],
+    w: [8, 8, 4, 4],
+    options: { stride: 2, outputPadding: 1 },
     activation: leaky,
   },
   {

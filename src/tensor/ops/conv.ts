@@ -36,6 +36,7 @@ import {
   GemmMode,
   type GemmSpec,
   implicitConvFits,
+  implicitImageHoldsInput,
   packConvImage,
   phaseExtent,
   releaseConvImage,
@@ -120,6 +121,9 @@ function inputGradProduct(
   const adjoint = adjointConvolution(g);
   const implicitAdjoint = !fewRows && !mostlyPadding;
   if (g.strideH === 1 && g.strideW === 1 && implicitAdjoint && useImplicit(dy, adjoint)) {
+    // Padded by more than the kernel reaches, g's adjoint crops dy: its image misses pixels of
+    // dy's sum, and the caller sums the bias gradient itself.
+    const sumsBias = biasGradient !== undefined && implicitImageHoldsInput(adjoint);
     // With stride 1 the adjoint is itself a convolution: of dy, with the kernel rotated by 180°
     // and the channels exchanged. It reads dy as an image, with no column matrix or col2im.
     gemm(w, dy, out, {
@@ -131,10 +135,10 @@ function inputGradProduct(
       conv: adjoint,
       implicit: true,
       flipWeights: true,
-      biasGradient,
+      biasGradient: sumsBias ? biasGradient : undefined,
       ...fusion,
     });
-    return true;
+    return sumsBias;
   }
   const phased = phaseGeometry(g);
   const phases = { padH: g.padH, padW: g.padW };
@@ -143,6 +147,7 @@ function inputGradProduct(
   ) {
     // With stride s, output pixel (s·jy + ry, s·jx + rx) receives the taps ≡ (r + pad) mod s
     // only: s² small stride-1 convolutions of dy, one per phase (r), with no column matrix.
+    const sumsBias = biasGradient !== undefined && implicitImageHoldsInput(phased, phases);
     gemm(w, dy, out, {
       mode: GemmMode.convForward,
       M: phased.cout,
@@ -152,10 +157,10 @@ function inputGradProduct(
       conv: phased,
       implicit: true,
       phases,
-      biasGradient,
+      biasGradient: sumsBias ? biasGradient : undefined,
       ...fusion,
     });
-    return true;
+    return sumsBias;
   }
   const taps = g.kernelH * g.kernelW;
   const spec: GemmSpec = {
@@ -349,10 +354,14 @@ export function convTranspose2d(
     // both, and sums the bias gradient on the way.
     const implicitDx = x.requiresGrad && useImplicit(grad, g);
     const implicitDw = w.requiresGrad && implicitWeightGrad(grad, g);
-    const wantsBias = biasBackward.db !== undefined;
-    const packOnce = (implicitDx && implicitDw) || ((implicitDx || implicitDw) && wantsBias);
-    const image = packOnce ? packConvImage(grad, g, through, biasBackward.db) : undefined;
-    biasBackward.finish(image !== undefined);
+    // The image misses dy's last rows where g's windows stop short of them (an output padding
+    // larger than the padding): there dy's sum takes a pass of its own.
+    const sumsBias = biasBackward.db !== undefined && implicitImageHoldsInput(g);
+    const packOnce = (implicitDx && implicitDw) || ((implicitDx || implicitDw) && sumsBias);
+    const image = packOnce
+      ? packConvImage(grad, g, through, sumsBias ? biasBackward.db : undefined)
+      : undefined;
+    biasBackward.finish(image !== undefined && sumsBias);
     if (x.requiresGrad) {
       const dx = empty(x.shape);
       forwardProduct(grad, w, dx, g, { throughB: through, image: implicitDx ? image : undefined });

@@ -410,6 +410,17 @@ function implicitImage(g: ConvGeometry, phases?: GemmSpec["phases"]): ImplicitIm
   return { c4, height, width, planes, texels: planes * height * width };
 }
 
+/**
+ * Whether the padded image of an implicit product of `g` holds every pixel of g's input: not
+ * where a negative padding crops it (the adjoint of a convolution padded by more than its
+ * kernel's reach), so that summing the image is summing the input.
+ */
+export function implicitImageHoldsInput(g: ConvGeometry, phases?: GemmSpec["phases"]): boolean {
+  const image = implicitImage(g, phases);
+  return g.padH >= 0 && g.padW >= 0 && image.height >= g.padH + g.inH &&
+    image.width >= g.padW + g.inW;
+}
+
 /** Output rows (or columns) of phase r of an output `size` long split into `stride` phases. */
 export function phaseExtent(size: number, stride: number, r: number): number {
   return Math.max(0, Math.ceil((size - r) / stride));
@@ -498,6 +509,28 @@ function packImage(
   const params = productParams(sizes, 0, 0, 0, layout, activationSlope(through?.activation));
   const buffers = [bind(source), { view: texture.view }, bindActivated(source, through)];
   const image = { source, geometry: g, through, layout, texture, pool: source.gpu.textures };
+  if (!channelSums && g.inW % 4 === 0) {
+    // Rows of whole vectors: four pixels of a channel a load. A row's threads cover its left
+    // padding, then four input pixels each.
+    const left = Math.max(0, Math.ceil(g.padW / 4));
+    const threadsPerRow = Math.ceil((layout.width + 4 * left - g.padW) / 4);
+    run(source, {
+      shader: "pack",
+      entryPoint: "pack_image4",
+      constants,
+      params,
+      buffers: [
+        null,
+        { view: texture.view },
+        null,
+        null,
+        bind(source),
+        bindActivated(source, through),
+      ],
+      workgroups: elementGrid(layout.planes * layout.height * threadsPerRow),
+    });
+    return image;
+  }
   if (!channelSums) {
     run(source, {
       shader: "pack",
@@ -602,6 +635,9 @@ export function gemm(a: Tensor, b: Tensor, c: Tensor, spec: GemmSpec): void {
   }
   if (spec.biasGradient && (!image || spec.image)) {
     throw new Error("A product sums B per channel only where it packs B as an image itself");
+  }
+  if (spec.biasGradient && !implicitImageHoldsInput(spec.conv!, spec.phases)) {
+    throw new Error("A product sums B per channel only where its image holds all of B");
   }
   // An implicit forward product's k runs over (tap, channel), the channels padded to texels.
   const kPadded = image && spec.mode === GemmMode.convForward
