@@ -172,6 +172,13 @@ const convCases: ConvCase[] = [
     activation: undefined,
   },
   {
+    name: "7×7 pad 3, one channel (direct), rows 12 wide (packed a vector at a time), ReLU",
+    x: [[2, 1, 6, 12], [1, 1, 4, 8]],
+    w: [5, 1, 7, 7],
+    options: { padding: 3 },
+    activation: { kind: "relu" },
+  },
+  {
     name: "3×4 stride 3 pad 2, one channel (direct), leaky ReLU",
     x: [[2, 1, 10, 26], [1, 1, 5, 9]],
     w: [6, 1, 3, 4],

@@ -161,12 +161,23 @@ function packRows(
 ): OperandTexture {
   const texels = g.images * g.inH * layout.rowTexels;
   const rows = x.gpu.textures.acquire(texels);
+  const activated = through ? bind(through.activated) : bind(x);
+  // Rows of whole vectors are read a vector at a time (pack_rows4).
+  const vectorRows = g.inW % 4 === 0;
+  // pack_rows4 binds the texture at 2 and x and `activated` as vectors at 15 and 16.
+  const vectorBuffers = [
+    null,
+    { view: rows.view },
+    ...new Array(12).fill(null),
+    bind(x),
+    activated,
+  ];
   run(x, {
     shader: "conv_thin",
-    entryPoint: "pack_rows",
+    entryPoint: vectorRows ? "pack_rows4" : "pack_rows",
     constants,
     params: thinParams(g, activationSlope(through?.activation), 0, 0, layout),
-    buffers: [bind(x), { view: rows.view }, through ? bind(through.activated) : bind(x)],
+    buffers: vectorRows ? vectorBuffers : [bind(x), { view: rows.view }, activated],
     workgroups: elementGrid(texels),
   });
   return rows;
