@@ -82,6 +82,10 @@ export function launch(gpu: Gpu, spec: LaunchSpec): void {
   const uniform = gpu.recorder.uniform(spec.params);
   const bindGroup = gpu.bindGroups.get(variant, uniform, spec.buffers, gpu.maxBindingBytes);
   gpu.recorder.dispatch(variant.pipeline, bindGroup, workgroups);
+  for (const index of variant.writtenResources) {
+    const resource = spec.buffers[index];
+    if (resource && "buffer" in resource) gpu.recorder.writes.wrote(resource.buffer);
+  }
 }
 
 /** Bytes bound for a storage binding of `bytes` bytes. */

@@ -7,6 +7,7 @@
  */
 
 import { wgslConstant } from "./layout.ts";
+import { writableBindings } from "./writes.ts";
 import { shaderDeclarations, type ShaderName, shaderSource } from "./shaders.ts";
 
 /** Compile-time constants prepended to a shader as `const NAME = value;`. */
@@ -39,6 +40,11 @@ export interface PipelineVariant {
   readonly label: string;
   /** A small number unique to this variant in its cache, for bind-group cache keys. */
   readonly id: number;
+  /**
+   * Indices into a dispatch's resources (binding − 1) that the shader declares read_write: the
+   * buffers a dispatch may write (see writes.ts).
+   */
+  readonly writtenResources: readonly number[];
 }
 
 /** One level of the lookup tree: the variant whose constants end here, and deeper levels. */
@@ -119,6 +125,13 @@ export class PipelineCache {
       layout: "auto",
       compute: { module, entryPoint },
     });
-    return { pipeline, layout: pipeline.getBindGroupLayout(0), label, id: this.count++ };
+    const writtenResources = writableBindings(shaderSource(shader)).map((binding) => binding - 1);
+    return {
+      pipeline,
+      layout: pipeline.getBindGroupLayout(0),
+      label,
+      id: this.count++,
+      writtenResources,
+    };
   }
 }

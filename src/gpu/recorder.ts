@@ -15,6 +15,7 @@
 
 import { hashNumbers, sameNumbers } from "./hash.ts";
 import { DeviceLossWatch } from "./lost.ts";
+import { WriteLog } from "./writes.ts";
 import type { DispatchDetail } from "./kernel.ts";
 
 /** Kernels named in an error message at most (a batch may run thousands). */
@@ -54,6 +55,8 @@ export class Recorder {
   private lastKernel: string | null = null;
   /** The device's loss, raced by every wait. */
   readonly loss: DeviceLossWatch;
+  /** Buffers written by what was recorded (see writes.ts). */
+  readonly writes = new WriteLog();
 
   /**
    * Wraps a device. `errors` receives every error message (uncaught ones too, through
@@ -194,6 +197,7 @@ export class Recorder {
     targetOffset: number,
     bytes: number,
   ): void {
+    this.writes.wrote(target);
     this.currentEncoderWithoutPass().copyBufferToBuffer(
       source,
       sourceOffset,
@@ -233,6 +237,7 @@ export class Recorder {
     // The write joins the next batch's error scopes, so that its errors are thrown by the next
     // readback with the kernels that follow it, not reported later without them.
     this.openBatch().add(bufferWriteLabel);
+    this.writes.wrote(buffer);
     this.device.queue.writeBuffer(
       buffer,
       offset,

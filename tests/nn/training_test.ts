@@ -278,13 +278,15 @@ Deno.test("one Adam dispatch updates every parameter, skips those without a grad
   adam.dispose();
 });
 
-Deno.test("an optimizer step after the first records no new uniform block or bind group", async () => {
+Deno.test("optimizer steps after the first three record no new uniform block or bind group", async () => {
   await init();
   const gpu = currentGpu();
   const model = tinyAutoencoder();
   const optimizer = new Adam(model.parameters(), { lr: 1e-3 });
   const batch = stripes(2, 16, 3);
-  for (let i = 0; i < 2; i++) trainingStep(model, optimizer, batch).dispose();
+  // The pool hands out its textures in a steady order once the packings that parameters keep
+  // (gemm.ts) have taken theirs: from the third step on.
+  for (let i = 0; i < 3; i++) trainingStep(model, optimizer, batch).dispose();
   const misses = gpu.bindGroups.stats.misses;
   for (let i = 0; i < 3; i++) trainingStep(model, optimizer, batch).dispose();
   await gpu.checkErrors();

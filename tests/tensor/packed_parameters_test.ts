@@ -1,0 +1,145 @@
+/**
+ * Parameters keep their packing as a product's A operand until they are written (gemm.ts,
+ * packA): a second product of the same kind packs nothing, and every way a parameter changes
+ * (a queue write, an optimizer step, a dispatch that writes it) makes the next product pack it
+ * again, so results always follow the parameter's current values.
+ */
+
+import assert from "node:assert/strict";
+import * as op from "../../src/tensor/ops.ts";
+import { init, noGrad, type Tensor, tensor } from "../../src/tensor/tensor.ts";
+import { SGD } from "../../src/nn/optim.ts";
+import {
+  conv2dRef,
+  convTranspose2dRef,
+  randomRef,
+  type Ref,
+  relativeError,
+  seededRandom,
+} from "./reference.ts";
+
+const random = seededRandom(5);
+
+/** A parameter (a leaf that requires a gradient) holding `ref`. */
+function parameter(ref: Ref): Tensor {
+  const t = tensor(ref.data, ref.shape);
+  t.requiresGrad = true;
+  return t;
+}
+
+async function toRef(t: Tensor): Promise<Ref> {
+  return { data: Float64Array.from(await t.toArray()), shape: [...t.shape] };
+}
+
+async function assertClose(actual: Tensor, expected: Ref, what: string): Promise<void> {
+  const error = relativeError(await actual.toArray(), expected.data);
+  assert.ok(error < 1e-5, `${what}: relative error ${error}`);
+}
+
+/** Dispatches that `fn` records. */
+async function dispatchesOf(fn: () => Tensor): Promise<number> {
+  const gpu = await init();
+  await gpu.recorder.sync();
+  const before = gpu.recorder.stats.dispatches;
+  const result = fn();
+  const count = gpu.recorder.stats.dispatches - before;
+  result.dispose();
+  return count;
+}
+
+// Eight channels take the implicit product, whose A is the packed weight.
+const xRef = randomRef([2, 8, 6, 8], random);
+const convOptions = { padding: 1 };
+const transposedOptions = { stride: 2, padding: 1 };
+
+Deno.test("a parameter is packed once for repeated products of the same kind", async () => {
+  await init();
+  const x = tensor(xRef.data, xRef.shape);
+  const w = parameter(randomRef([8, 8, 3, 3], random));
+  const forward = () => noGrad(() => op.conv2d(x, w, undefined, convOptions));
+  const first = await dispatchesOf(forward);
+  const second = await dispatchesOf(forward);
+  assert.equal(second, first - 1, "the second forward pass skips pack_a");
+  // A plain tensor (no gradient) is packed every time.
+  const constant = tensor(await w.toArray(), w.shape);
+  const plain = () => noGrad(() => op.conv2d(x, constant, undefined, convOptions));
+  await dispatchesOf(plain);
+  assert.equal(await dispatchesOf(plain), first);
+  x.dispose();
+  w.dispose();
+  constant.dispose();
+});
+
+Deno.test("a parameter written by the queue is packed again", async () => {
+  const gpu = await init();
+  const x = tensor(xRef.data, xRef.shape);
+  const w = parameter(randomRef([8, 8, 3, 3], random));
+  noGrad(() => op.conv2d(x, w, undefined, convOptions)).dispose();
+  const changed = randomRef([8, 8, 3, 3], random);
+  gpu.recorder.write(w.buffer, 0, Float32Array.from(changed.data));
+  const y = noGrad(() => op.conv2d(x, w, undefined, convOptions));
+  await assertClose(y, conv2dRef(xRef, changed, convOptions), "after a queue write");
+  x.dispose();
+  w.dispose();
+  y.dispose();
+});
+
+Deno.test("parameters updated by an optimizer step are packed again", async () => {
+  const x = tensor(xRef.data, xRef.shape);
+  const w = parameter(randomRef([8, 8, 3, 3], random));
+  const wt = parameter(randomRef([8, 4, 4, 4], random));
+  const optimizer = new SGD([w, wt], { lr: 0.5 });
+  for (let step = 0; step < 2; step++) {
+    const y = op.convTranspose2d(op.conv2d(x, w, undefined, convOptions), wt, undefined, {
+      ...transposedOptions,
+    });
+    op.sum(op.square(y)).backward();
+    optimizer.step();
+    w.grad = null;
+    wt.grad = null;
+    const wRef = await toRef(w);
+    const wtRef = await toRef(wt);
+    const hidden = noGrad(() => op.conv2d(x, w, undefined, convOptions));
+    await assertClose(hidden, conv2dRef(xRef, wRef, convOptions), `conv after step ${step}`);
+    const out = noGrad(() => op.convTranspose2d(hidden, wt, undefined, transposedOptions));
+    await assertClose(
+      out,
+      convTranspose2dRef(await toRef(hidden), wtRef, transposedOptions),
+      `transposed conv after step ${step}`,
+    );
+    hidden.dispose();
+    out.dispose();
+  }
+  optimizer.dispose();
+  x.dispose();
+  w.dispose();
+  wt.dispose();
+});
+
+Deno.test("a parameter written by a kernel is packed again", async () => {
+  const x = tensor(xRef.data, xRef.shape);
+  const w = parameter(randomRef([8, 8, 3, 3], random));
+  noGrad(() => op.conv2d(x, w, undefined, convOptions)).dispose();
+  op.fillInto(w, 0.25);
+  const y = noGrad(() => op.conv2d(x, w, undefined, convOptions));
+  const filled = { data: new Float64Array(8 * 8 * 9).fill(0.25), shape: [8, 8, 3, 3] };
+  await assertClose(y, conv2dRef(xRef, filled, convOptions), "after fillInto");
+  x.dispose();
+  w.dispose();
+  y.dispose();
+});
+
+Deno.test("disposed parameters give their packings back", async () => {
+  const gpu = await init();
+  const x = tensor(xRef.data, xRef.shape);
+  const cycle = () => {
+    const w = parameter(randomRef([8, 8, 3, 3], random));
+    noGrad(() => op.conv2d(x, w, undefined, convOptions)).dispose();
+    w.dispose();
+  };
+  cycle();
+  const allocated = gpu.textures.allocatedBytes;
+  for (let i = 0; i < 20; i++) cycle();
+  assert.equal(gpu.textures.allocatedBytes, allocated);
+  x.dispose();
+});
