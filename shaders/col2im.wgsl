@@ -48,20 +48,20 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   var sum = 0.0;
   if (p.dilation_h == 1u && p.dilation_w == 1u) {
     // Without dilation the taps that reach this pixel are every stride-th one, starting at
-    // (i + pad) mod stride: visit only those, with exact divisions.
+    // (i + pad) mod stride, and from the one of the last output row (column) on: visit only
+    // those, with exact divisions. (A transposed convolution of a 1×1 input visits one tap.)
     let ty0 = u32(i32(iy) + p.pad_h);
     let tx0 = u32(i32(ix) + p.pad_w);
-    for (var ky = ty0 % p.stride_h; ky < p.kernel_h && ky <= ty0; ky += p.stride_h) {
+    let y_reach = (p.out_h - 1u) * p.stride_h;
+    let x_reach = (p.out_w - 1u) * p.stride_w;
+    let ky_first = select(ty0 % p.stride_h, ty0 - y_reach, ty0 >= y_reach);
+    let kx_first = select(tx0 % p.stride_w, tx0 - x_reach, tx0 >= x_reach);
+    for (var ky = ky_first; ky < p.kernel_h && ky <= ty0; ky += p.stride_h) {
       let oy = (ty0 - ky) / p.stride_h;
-      if (oy >= p.out_h) {
-        continue;
-      }
-      for (var kx = tx0 % p.stride_w; kx < p.kernel_w && kx <= tx0; kx += p.stride_w) {
+      for (var kx = kx_first; kx < p.kernel_w && kx <= tx0; kx += p.stride_w) {
         let ox = (tx0 - kx) / p.stride_w;
-        if (ox < p.out_w) {
-          let row = row_base + ky * p.kernel_w + kx;
-          sum += columns[row * n_columns + img * out_pixels + oy * p.out_w + ox];
-        }
+        let row = row_base + ky * p.kernel_w + kx;
+        sum += columns[row * n_columns + img * out_pixels + oy * p.out_w + ox];
       }
     }
     image[i] = epilogue(channel, sum);
