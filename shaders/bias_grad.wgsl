@@ -3,9 +3,9 @@
 // pack.wgsl's read_src).
 //   main:          one workgroup per channel sums dy through shared memory, so the gradient
 //                  before the activation is never stored.
-//   from_row_sums: adds the row sums that pack.wgsl's pack_image_rows stored while packing dy
-//                  (through the activation) as an image, one thread per channel: `pixels` is then
-//                  the rows of one texel plane.
+//   from_row_sums: adds the row sums that pack.wgsl's pack_image_rows (or pack_image_rows4)
+//                  stored while packing dy (through the activation) as an image, one thread per
+//                  channel: `pixels` is then the rows of one texel plane.
 
 // BiasGradParams and ACT_* are declared in src/tensor/ops/gemm.ts.
 

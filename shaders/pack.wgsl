@@ -328,25 +328,23 @@ fn pack_image(
 }
 
 // pack_image for rows of a multiple of 4 pixels, reading four pixels of each channel with one
-// vector load (src4; on lavapipe a load costs about the same for a float or a vector): a thread
-// stores the texels of four neighbouring input pixels ix = 4·t − 4·⌈pad_w / 4⌉ … + 3 of its row
-// (x = ix + pad_w in the padded image), those that lie in the image. The four either all lie in the input row or none
-// does, since both the row and the four start on a multiple of 4 input pixels.
-// The threads run over all rows of all texel planes (small images have too few texels a plane to
-// fill a workgroup).
-@compute @workgroup_size(256)
-fn pack_image4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let q = gid.x + gid.y * nwg.x * 256u;
-  // Threads of a row left of the input (over its padding), then those from input pixel 0 on.
+// vector load (src4; on lavapipe a load costs about the same for a float or a vector). A row of the
+// padded image is covered in blocks of four input pixels, ix = 4·b − 4·⌈pad_w / 4⌉ … + 3 for
+// block b (texels x = ix + pad_w, those that lie in the image): a block lies wholly inside the
+// input row or wholly outside it, since the row and the block both start on a multiple of 4.
+
+// Blocks per row: those over the left padding, then those from input pixel 0 on.
+fn blocks_per_row() -> u32 {
   let left = max(0, (p.pad_w + 3) / 4);
-  let per_row = u32(i32(p.image_w) + 4 * left - p.pad_w + 3) / 4u;
-  let row = q / per_row; // (image, c4, y)
-  if (row >= p.images * p.image_c4 * p.image_h) {
-    return;
-  }
+  return u32(i32(p.image_w) + 4 * left - p.pad_w + 3) / 4u;
+}
+
+// Stores block b of row `row` ((image · image_c4 + c4) · image_h + y) of the padded image and
+// returns the sum of its texels.
+fn pack_block(row: u32, b: u32) -> vec4f {
   let plane = row / p.image_h;
   let y = row - plane * p.image_h;
-  let ix = i32(q - row * per_row) * 4 - 4 * left;
+  let ix = i32(b) * 4 - 4 * max(0, (p.pad_w + 3) / 4);
   let iy = i32(y) - p.pad_h;
   let c4 = plane % p.image_c4;
   let image = plane / p.image_c4;
@@ -373,10 +371,29 @@ fn pack_image4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   let x = ix + p.pad_w;
   for (var j = 0; j < 4; j++) {
     if (x + j >= 0 && x + j < i32(p.image_w)) {
-      let value = vec4f(v0[j], v1[j], v2[j], v3[j]);
-      textureStore(dst, texel(row_texel + u32(x + j)), value);
+      textureStore(dst, texel(row_texel + u32(x + j)), vec4f(v0[j], v1[j], v2[j], v3[j]));
     }
   }
+  // Channels across the four pixels: the block's sum per channel (zeros outside the input).
+  return vec4f(
+    dot(v0, vec4f(1.0)),
+    dot(v1, vec4f(1.0)),
+    dot(v2, vec4f(1.0)),
+    dot(v3, vec4f(1.0)),
+  );
+}
+
+// One thread per block of all rows of all texel planes (small images have too few texels a plane
+// to fill a workgroup).
+@compute @workgroup_size(256)
+fn pack_image4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let q = gid.x + gid.y * nwg.x * 256u;
+  let per_row = blocks_per_row();
+  let row = q / per_row;
+  if (row >= p.images * p.image_c4 * p.image_h) {
+    return;
+  }
+  pack_block(row, q - row * per_row);
 }
 
 // The sum of each row of an image packed by pack_image_rows, four channels at a time: row
@@ -405,6 +422,23 @@ fn pack_image_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workg
     let value = image_texel(image, c4, iy, i32(x) - p.pad_w);
     textureStore(dst, texel(first_texel + x), value);
     sum += value;
+  }
+  row_sums[row] = sum;
+}
+
+// pack_image_rows for rows of a multiple of 4 pixels, a block of four pixels at a time as
+// pack_image4 reads them. (A thread per block, each storing its block's sum, packed no faster on
+// lavapipe, and left 25 times more sums to add.)
+@compute @workgroup_size(64)
+fn pack_image_rows4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let row = gid.x + gid.y * nwg.x * 64u;
+  if (row >= p.images * p.image_c4 * p.image_h) {
+    return;
+  }
+  var sum = vec4f(0.0);
+  let blocks = blocks_per_row();
+  for (var b = 0u; b < blocks; b++) {
+    sum += pack_block(row, b);
   }
   row_sums[row] = sum;
 }

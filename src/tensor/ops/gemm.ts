@@ -510,47 +510,43 @@ function packImage(
   const params = productParams(sizes, 0, 0, 0, layout, activationSlope(through?.activation));
   const buffers = [bind(source), { view: texture.view }, bindActivated(source, through)];
   const image = { source, geometry: g, through, layout, texture, pool: source.gpu.textures };
-  if (!channelSums && g.inW % 4 === 0) {
-    // Rows of whole vectors: four pixels of a channel a load. A row's threads cover its left
-    // padding, then four input pixels each.
-    const left = Math.max(0, Math.ceil(g.padW / 4));
-    const threadsPerRow = Math.ceil((layout.width + 4 * left - g.padW) / 4);
-    run(source, {
-      shader: "pack",
-      entryPoint: "pack_image4",
-      constants,
-      params,
-      buffers: [
-        null,
-        { view: texture.view },
-        null,
-        null,
-        bind(source),
-        bindActivated(source, through),
-      ],
-      workgroups: elementGrid(layout.planes * layout.height * threadsPerRow),
-    });
-    return image;
-  }
+  // Rows of whole vectors are read four pixels of a channel at a time (pack_image4 and
+  // pack_image_rows4), in blocks: those over a row's left padding, then four input pixels each.
+  const vectorRows = g.inW % 4 === 0;
+  const left = Math.max(0, Math.ceil(g.padW / 4));
+  const blocksPerRow = Math.ceil((layout.width + 4 * left - g.padW) / 4);
+  const blocks = layout.planes * layout.height * blocksPerRow;
+  const vectorBuffers = [
+    null,
+    { view: texture.view },
+    null,
+    null,
+    bind(source),
+    bindActivated(source, through),
+  ];
   if (!channelSums) {
     run(source, {
       shader: "pack",
-      entryPoint: "pack_image",
+      entryPoint: vectorRows ? "pack_image4" : "pack_image",
       constants,
       params,
-      buffers,
-      workgroups: [...elementGrid(layout.height * layout.width), layout.planes],
+      buffers: vectorRows ? vectorBuffers : buffers,
+      workgroups: vectorRows
+        ? elementGrid(blocks)
+        : [...elementGrid(layout.height * layout.width), layout.planes],
     });
     return image;
   }
   const rows = layout.planes * layout.height;
   const rowSums = empty([rows * 4]);
+  const sumBuffers = vectorRows ? [...vectorBuffers] : [...buffers, null];
+  sumBuffers[3] = bind(rowSums); // binding 4
   run(source, {
     shader: "pack",
-    entryPoint: "pack_image_rows",
+    entryPoint: vectorRows ? "pack_image_rows4" : "pack_image_rows",
     constants,
     params,
-    buffers: [...buffers, bind(rowSums)],
+    buffers: sumBuffers,
     workgroups: grid2d(Math.ceil(rows / 64)),
   });
   run(source, {
