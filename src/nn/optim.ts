@@ -7,9 +7,9 @@
  * each gradient and parameter in with `copyBufferToBuffer`, runs the one kernel over the flat
  * buffers and copies the parameters back. The copies are recorded in the same command encoder
  * and cost the GPU a memcpy each; they replace one dispatch, one uniform block and one bind group
- * per parameter tensor. Copying the parameters in every step (rather than keeping the flat copy
- * as the master) keeps anything else that writes a parameter, such as loading a checkpoint,
- * correct without telling the optimizer.
+ * per parameter tensor. The parameters stay the master copy: a parameter is copied in again
+ * whenever something else wrote it since the last step copied it out (loading a checkpoint, say;
+ * the recorder's write log tells, see src/gpu/writes.ts), so nothing has to tell the optimizer.
  *
  * Nothing is uploaded per step: the uniform block only changes with the learning rate, and
  * Adam's bias corrections, which change every step, are copied on the GPU from a table computed
@@ -94,6 +94,11 @@ class FlatParameters {
   private readonly limits = new Map<string, GPUBuffer>();
   /** The GPU the parameters live on. */
   readonly gpu: Gpu;
+  /**
+   * Per parameter, the version of its buffer (see WriteLog) right after the last step copied it
+   * out, when the flat buffer still holds the same values; -1 before the first.
+   */
+  private readonly copiedOut: number[];
 
   constructor(readonly parameters: readonly Tensor[]) {
     const offsets: number[] = [];
@@ -107,6 +112,7 @@ class FlatParameters {
     this.gpu = parameters[0]?.gpu ?? currentGpu();
     this.values = zeroTensor(this.length);
     this.grads = zeroTensor(this.length);
+    this.copiedOut = parameters.map(() => -1);
   }
 
   /** A zero-filled flat buffer for optimizer state. */
@@ -130,7 +136,9 @@ class FlatParameters {
       pattern += "1";
       const offset = this.offsets[i] * 4;
       recorder.copy(p.grad.buffer, 0, this.grads.buffer, offset, p.bytes);
-      recorder.copy(p.buffer, 0, this.values.buffer, offset, p.bytes);
+      if (recorder.writes.version(p.buffer) !== this.copiedOut[i]) {
+        recorder.copy(p.buffer, 0, this.values.buffer, offset, p.bytes);
+      }
     });
     if (!pattern.includes("1")) return null;
     let limits = this.limits.get(pattern);
@@ -148,6 +156,7 @@ class FlatParameters {
     this.parameters.forEach((p, i) => {
       if (!p.grad || p.size === 0) return;
       recorder.copy(this.values.buffer, this.offsets[i] * 4, p.buffer, 0, p.bytes);
+      this.copiedOut[i] = recorder.writes.version(p.buffer);
     });
   }
 

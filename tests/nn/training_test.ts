@@ -170,6 +170,35 @@ Deno.test("Adam and SGD updates match a float64 reference", async () => {
   sgd.dispose();
 });
 
+Deno.test("a parameter written between optimizer steps is updated from its new values", async () => {
+  const gpu = await init();
+  const p = tensor([1, 2, 3, 4]);
+  p.requiresGrad = true;
+  const untouched = tensor([5, 6, 7, 8]);
+  untouched.requiresGrad = true;
+  const sgd = new SGD([p, untouched], { lr: 0.5 });
+  const step = () => {
+    p.grad = tensor([1, 1, 1, 1]);
+    untouched.grad = tensor([2, 2, 2, 2]);
+    sgd.step();
+    sgd.zeroGrad();
+  };
+  step();
+  // Written from the CPU (as loading a checkpoint does), then by a kernel: each time the next
+  // step starts from what was written, not from the optimizer's flat copy.
+  gpu.recorder.write(p.buffer, 0, new Float32Array([10, 20, 30, 40]));
+  step();
+  assert.deepEqual([...await p.toArray()], [9.5, 19.5, 29.5, 39.5]);
+  op.fillInto(p, -1);
+  step();
+  assert.deepEqual([...await p.toArray()], [-1.5, -1.5, -1.5, -1.5]);
+  // The parameter nothing else wrote went on from its own updates.
+  assert.deepEqual([...await untouched.toArray()], [2, 3, 4, 5]);
+  p.dispose();
+  untouched.dispose();
+  sgd.dispose();
+});
+
 Deno.test("BatchNorm2d uses batch statistics in training and running ones in evaluation", async () => {
   await init();
   const bn = new BatchNorm2d(2, { momentum: 0.5 });
