@@ -392,8 +392,10 @@ fn window_origin(g: u32, n: u32) -> u32 {
 
 // An implicit convolution: k runs over (ky, kx, four channels), and the columns are CN output
 // pixels, each reading one texel (four channels) of the padded input per step. The image is
-// padded with zeros, so the loop needs no bounds checks.
-fn multiply_implicit(g: u32, n0: u32) {
+// padded with zeros, so the loop needs no bounds checks. With SPLIT_K > 1 (a forward product with
+// few outputs over a tall kernel, see kSplits in gemm.ts) part `split` runs its share of the
+// kernel's rows.
+fn multiply_implicit(g: u32, split: u32, n0: u32) {
   // With ALIGNED_PIXEL_ROWS (rows a multiple of CN pixels) the pixels lie side by side.
   let step = select(p.stride_w, 1u, PHASES);
   let o0 = window_origin(g, n0);
@@ -434,8 +436,11 @@ fn multiply_implicit(g: u32, n0: u32) {
     }
   }
   let plane = p.image_h * p.image_w;
-  var k4 = 0u;
-  for (var ky = 0u; ky < p.kernel_h; ky++) {
+  let rows_per_split = (p.kernel_h + SPLIT_K - 1u) / SPLIT_K;
+  let ky_begin = split * rows_per_split;
+  let ky_end = min(ky_begin + rows_per_split, p.kernel_h);
+  var k4 = ky_begin * p.kernel_w * p.image_c4;
+  for (var ky = ky_begin; ky < ky_end; ky++) {
     for (var kx = 0u; kx < p.kernel_w; kx++) {
       var offset = ky * p.dilation_h * p.image_w + kx * p.dilation_w;
       for (var c4 = 0u; c4 < p.image_c4; c4++) {
@@ -945,7 +950,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     return;
   }
   if (IMPLICIT) {
-    multiply_implicit(g, n0);
+    multiply_implicit(g, split, n0);
   } else {
     multiply_packed(g, split, column);
   }
@@ -963,4 +968,28 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   if (CN > 8u && n0 + 12u < n_end) {
     store_block(store_group, m0, n0 + 12u, n_end, 3u);
   }
+}
+
+// ---- the parts of a split implicit product ----------------------------------------------------
+
+// The parts' sums of a split convolution forward product: [images, SPLIT_K, M, out_h · out_w],
+// each part's rows stored as the channels of a group of its own.
+@group(0) @binding(6) var<storage, read> parts: array<f32>;
+
+// y = the sum of the parts, then the bias and the activation (the epilogue the split product
+// skipped): one thread per element of y [images, M, out_h, out_w].
+@compute @workgroup_size(256)
+fn add_parts(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  let per_image = p.M * p.out_h * p.out_w;
+  if (i >= p.images * per_image) {
+    return;
+  }
+  let image = i / per_image;
+  let r = i - image * per_image;
+  var sum = 0.0;
+  for (var part = 0u; part < SPLIT_K; part++) {
+    sum += parts[(image * SPLIT_K + part) * per_image + r];
+  }
+  c[i] = epilogue(0u, r / (p.out_h * p.out_w), vec4f(sum)).x;
 }

@@ -193,6 +193,13 @@ const convCases: ConvCase[] = [
     activation: leaky,
   },
   {
+    name: "7×7 valid on 7×7 images, 24 channels (few outputs: a part per kernel row), leaky ReLU",
+    x: [[3, 24, 7, 7], [1, 24, 7, 7]],
+    w: [6, 24, 7, 7],
+    options: {},
+    activation: leaky,
+  },
+  {
     name: "8×8 valid on an 8×8 image (one window: dx by the column matrix), leaky ReLU",
     x: [[2, 4, 8, 8], [1, 4, 8, 8]],
     w: [5, 4, 8, 8],
@@ -200,6 +207,21 @@ const convCases: ConvCase[] = [
     activation: leaky,
   },
 ];
+
+// The AE's latent layer: 100 outputs per image from an 8 × 8 kernel over 8 × 8 images, too few
+// threads for the cores, so the product splits the kernel's 8 rows into 4 parts of 2 (forward
+// only: finite differences over its 102,400 weights would take minutes).
+Deno.test("fused conv2d 8×8 valid to 100 channels (kernel rows split in parts of 2): forward matches the float64 reference", () =>
+  expectOp("latent", {
+    ...conv2dCase({
+      name: "latent",
+      x: [[8, 16, 8, 8], [8, 16, 8, 8]],
+      w: [100, 16, 8, 8],
+      options: {},
+      activation: leaky,
+    }, 0),
+    gradInputs: [],
+  }));
 
 function conv2dCase(c: ConvCase, shapeSet: 0 | 1): OpCase {
   return {
