@@ -55,7 +55,8 @@ const familyOfShader: Readonly<Record<string, Family>> = {
  */
 const familyOfEntry: Readonly<Record<string, Family>> = {
   "conv_thin:pack_rows": "packing",
-  "conv_thin:pack_taps": "packing",
+  "conv_thin:pack_rows4": "packing",
+  "conv_thin:pack_kernel_rows": "packing",
 };
 
 /** The family of kernel `label` ("shader:entry"). */

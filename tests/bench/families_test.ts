@@ -40,8 +40,8 @@ Deno.test("capture files the direct one-channel convolution under GEMM and its p
   assert.deepEqual(
     dispatches.map((d) => [d.label, d.family]),
     [
-      ["conv_thin:pack_rows", "packing"],
-      ["conv_thin:pack_taps", "packing"],
+      ["conv_thin:pack_rows4", "packing"],
+      ["conv_thin:pack_kernel_rows", "packing"],
       ["conv_thin:forward", "GEMM"],
     ],
   );
@@ -50,7 +50,19 @@ Deno.test("capture files the direct one-channel convolution under GEMM and its p
     what: "conv forward 8×98×16, one input channel, direct",
     flops: 2 * 8 * 98 * 16,
   });
+  // Rows that are not whole vectors take pack_rows, also filed under packing.
+  const odd = op.rand([2, 1, 15, 15]);
+  const oddItems = capture(gpu, () => tidy(() => void op.conv2d(odd, w, undefined, { stride: 2 })));
+  assert.deepEqual(
+    oddItems.flatMap((item) => item.kind === "dispatch" ? [[item.label, item.family]] : []),
+    [
+      ["conv_thin:pack_rows", "packing"],
+      ["conv_thin:pack_kernel_rows", "packing"],
+      ["conv_thin:forward", "GEMM"],
+    ],
+  );
   await gpu.recorder.sync();
   x.dispose();
+  odd.dispose();
   w.dispose();
 });

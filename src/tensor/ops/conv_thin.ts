@@ -44,7 +44,7 @@ const ThinConvParams = uniformStruct("ThinConvParams", {
   dilation_h: "u32",
   row_texels: "u32", // texels per packed input row (see pack_rows)
   groups_per_row: "u32", // groups of 8 output pixels per output row
-  cout_texels: "u32", // texels per tap of the packed weight: cout rounded up to 16, over 4
+  cout_texels: "u32", // cout rounded up to 16, over 4 (the forward pass's blocks of channels)
   parts: "u32", // parts of a weight gradient's sum over the output's rows
   groups_per_part: "u32", // groups of 8 output pixels per part
   slope: "f32", // of the leaky ReLU that pack_rows reads through, or that forward applies
@@ -209,23 +209,15 @@ function convolutionBuffers(
 const adjointRowsPerThread = 4;
 
 /**
- * Packs w [cout, 1, kh, kw] for the thin kernels: "pack_taps" tap-major, four channels to a
- * texel (the forward pass), or "pack_kernel_rows" by kernel rows, up to four taps to a texel (the
- * input gradient).
+ * Packs w [cout, 1, kh, kw] for the thin kernels by kernel rows, up to four taps to a texel, with
+ * zero rows for the channels past cout up to a multiple of 16 (see pack_kernel_rows).
  */
-function packWeight(
-  w: Tensor,
-  g: ConvGeometry,
-  constants: ShaderConstants,
-  entryPoint: "pack_taps" | "pack_kernel_rows",
-): OperandTexture {
-  const texels = entryPoint === "pack_taps"
-    ? g.kernelH * g.kernelW * thinLayout(g).coutTexels
-    : g.cout * g.kernelH * Math.ceil(g.kernelW / 4);
+function packWeight(w: Tensor, g: ConvGeometry, constants: ShaderConstants): OperandTexture {
+  const texels = 4 * thinLayout(g).coutTexels * g.kernelH * Math.ceil(g.kernelW / 4);
   const weights = w.gpu.textures.acquire(texels);
   run(w, {
     shader: "conv_thin",
-    entryPoint,
+    entryPoint: "pack_kernel_rows",
     constants,
     params: thinParams(g, 0),
     buffers: [bind(w), { view: weights.view }],
@@ -267,7 +259,7 @@ export function thinConvForward(
   );
   const rows = packRows(x, g, constants, fusion.throughB);
 
-  const weights = packWeight(w, g, constants, "pack_taps");
+  const weights = packWeight(w, g, constants);
 
   const threads = g.images * g.outH * layout.groupsPerRow;
   const flops = thinFlops(g);
@@ -455,7 +447,7 @@ export function thinConvInputGrad(
     ...layout,
     rowTexels: adjoint.rowTexels,
   });
-  const weights = packWeight(w, g, constants, "pack_kernel_rows");
+  const weights = packWeight(w, g, constants);
   const threads = g.images * Math.ceil(g.inH / adjointRowsPerThread) * adjoint.groupsPerRow;
   const flops = thinFlops(g);
   run(dx, {
