@@ -82,19 +82,33 @@ async function packedOnce(): Promise<void> {
   constant.dispose();
 }
 
-Deno.test("a parameter written by the queue is packed again", async () => {
-  const gpu = await init();
-  const x = tensor(xRef.data, xRef.shape);
-  const w = parameter(randomRef([8, 8, 3, 3], random));
-  noGrad(() => op.conv2d(x, w, undefined, convOptions)).dispose();
-  const changed = randomRef([8, 8, 3, 3], random);
-  gpu.recorder.write(w.buffer, 0, Float32Array.from(changed.data));
-  const y = noGrad(() => op.conv2d(x, w, undefined, convOptions));
-  await assertClose(y, conv2dRef(xRef, changed, convOptions), "after a queue write");
-  x.dispose();
-  w.dispose();
-  y.dispose();
-});
+// Written from the CPU (as loading a checkpoint does) or by a kernel, then read by a product.
+const writers: [string, (w: Tensor) => Ref][] = [
+  ["the queue", (w) => {
+    const changed = randomRef([8, 8, 3, 3], random);
+    w.gpu.recorder.write(w.buffer, 0, Float32Array.from(changed.data));
+    return changed;
+  }],
+  ["a kernel", (w) => {
+    op.fillInto(w, 0.25);
+    return { data: new Float64Array(8 * 8 * 9).fill(0.25), shape: [8, 8, 3, 3] };
+  }],
+];
+
+for (const [writer, write] of writers) {
+  Deno.test(`a parameter written by ${writer} is packed again`, async () => {
+    await init();
+    const x = tensor(xRef.data, xRef.shape);
+    const w = parameter(randomRef([8, 8, 3, 3], random));
+    noGrad(() => op.conv2d(x, w, undefined, convOptions)).dispose();
+    const written = write(w);
+    const y = noGrad(() => op.conv2d(x, w, undefined, convOptions));
+    await assertClose(y, conv2dRef(xRef, written, convOptions), `after a write by ${writer}`);
+    x.dispose();
+    w.dispose();
+    y.dispose();
+  });
+}
 
 Deno.test("parameters updated by an optimizer step are packed again", async () => {
   const x = tensor(xRef.data, xRef.shape);
@@ -126,19 +140,6 @@ Deno.test("parameters updated by an optimizer step are packed again", async () =
   x.dispose();
   w.dispose();
   wt.dispose();
-});
-
-Deno.test("a parameter written by a kernel is packed again", async () => {
-  const x = tensor(xRef.data, xRef.shape);
-  const w = parameter(randomRef([8, 8, 3, 3], random));
-  noGrad(() => op.conv2d(x, w, undefined, convOptions)).dispose();
-  op.fillInto(w, 0.25);
-  const y = noGrad(() => op.conv2d(x, w, undefined, convOptions));
-  const filled = { data: new Float64Array(8 * 8 * 9).fill(0.25), shape: [8, 8, 3, 3] };
-  await assertClose(y, conv2dRef(xRef, filled, convOptions), "after fillInto");
-  x.dispose();
-  w.dispose();
-  y.dispose();
 });
 
 Deno.test("disposed parameters give their packings back", async () => {
