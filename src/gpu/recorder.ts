@@ -56,7 +56,7 @@ export class Recorder {
   /** The device's loss, raced by every wait. */
   readonly loss: DeviceLossWatch;
   /** Buffers written by what was recorded (see writes.ts). */
-  readonly writes = new WriteLog();
+  readonly writes: WriteLog = new WriteLog();
 
   /**
    * Wraps a device. `errors` receives every error message (uncaught ones too, through
