@@ -82,6 +82,29 @@ async function packedOnce(): Promise<void> {
   constant.dispose();
 }
 
+Deno.test("a parameter keeps its four most recent kinds of product", async () => {
+  const gpu = await init();
+  setKernelPath(gpu, "texture");
+  try {
+    const w = parameter(randomRef([8, 8, 3, 3], random));
+    const inputs = [1, 2, 3, 4, 5].map((n) => op.rand([n, 8, 6, 8]));
+    const forward = (x: Tensor) => () => noGrad(() => op.conv2d(x, w, undefined, convOptions));
+    const packing = await dispatchesOf(forward(inputs[0]));
+    const reusing = await dispatchesOf(forward(inputs[0]));
+    assert.equal(reusing, packing - 1);
+    // Batches of 2, 3 and 4 images are three more kinds: the first is still kept.
+    for (const x of inputs.slice(1, 4)) await dispatchesOf(forward(x));
+    assert.equal(await dispatchesOf(forward(inputs[0])), reusing);
+    // A fifth kind pushes out the one packed longest ago, the batch of 1.
+    await dispatchesOf(forward(inputs[4]));
+    assert.equal(await dispatchesOf(forward(inputs[0])), packing);
+    inputs.forEach((x) => x.dispose());
+    w.dispose();
+  } finally {
+    setKernelPath(gpu, null);
+  }
+});
+
 // Written from the CPU (as loading a checkpoint does) or by a kernel, then read by a product.
 const writers: [string, (w: Tensor) => Ref][] = [
   ["the queue", (w) => {

@@ -864,10 +864,21 @@ function packA(
   const texture = found?.texture ?? gpu.textures.acquire(aTexels);
   pack(texture);
   const packing = { params: words, constants: constantValues, version, texture };
-  if (found) packings[index] = packing;
-  else packings.push(packing);
+  if (found) {
+    packings[index] = packing;
+  } else {
+    // The key holds the product's sizes too (a batch of another size is another kind of
+    // product), so a parameter keeps only its most recent few.
+    if (packings.length >= maxPackingsPerParameter) {
+      gpu.textures.release(packings.shift()!.texture);
+    }
+    packings.push(packing);
+  }
   return { texture, kept: true };
 }
+
+/** Packings a parameter keeps at most (a layer's forward pass and two adjoints, and one more). */
+const maxPackingsPerParameter = 4;
 
 /**
  * Whether `spec` is a product of `mode` whose packed operand (A of a weight gradient, B of an
