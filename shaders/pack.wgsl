@@ -333,10 +333,14 @@ fn pack_image(
 // block b (texels x = ix + pad_w, those that lie in the image): a block lies wholly inside the
 // input row or wholly outside it, since the row and the block both start on a multiple of 4.
 
+// Blocks of a row over its left padding (none where the padding is negative).
+fn left_blocks() -> i32 {
+  return max(0, (p.pad_w + 3) / 4);
+}
+
 // Blocks per row: those over the left padding, then those from input pixel 0 on.
 fn blocks_per_row() -> u32 {
-  let left = max(0, (p.pad_w + 3) / 4);
-  return u32(i32(p.image_w) + 4 * left - p.pad_w + 3) / 4u;
+  return u32(i32(p.image_w) + 4 * left_blocks() - p.pad_w + 3) / 4u;
 }
 
 // Stores block b of row `row` ((image · image_c4 + c4) · image_h + y) of the padded image and
@@ -344,7 +348,7 @@ fn blocks_per_row() -> u32 {
 fn pack_block(row: u32, b: u32) -> vec4f {
   let plane = row / p.image_h;
   let y = row - plane * p.image_h;
-  let ix = i32(b) * 4 - 4 * max(0, (p.pad_w + 3) / 4);
+  let ix = (i32(b) - left_blocks()) * 4;
   let iy = i32(y) - p.pad_h;
   let c4 = plane % p.image_c4;
   let image = plane / p.image_c4;
