@@ -104,6 +104,7 @@ function thinConstants(
   hasBias: boolean,
   adjoint?: AdjointLayout,
   biasGradient = false,
+  sharedWeightTexels = 0,
 ) {
   return {
     KERNEL_W: g.kernelW,
@@ -117,6 +118,7 @@ function thinConstants(
     BIAS_GRAD: biasGradient,
     PAD_W: adjoint ? g.padW : 0,
     ADJOINT_FIRST: adjoint ? adjoint.first : 0,
+    SHARED_WEIGHT_TEXELS: sharedWeightTexels,
   };
 }
 
@@ -213,7 +215,7 @@ const adjointRowsPerThread = 4;
  * zero rows for the channels past cout up to a multiple of 16 (see pack_kernel_rows).
  */
 function packWeight(w: Tensor, g: ConvGeometry, constants: ShaderConstants): OperandTexture {
-  const texels = 4 * thinLayout(g).coutTexels * g.kernelH * Math.ceil(g.kernelW / 4);
+  const texels = weightTexels(g);
   const weights = w.gpu.textures.acquire(texels);
   run(w, {
     shader: "conv_thin",
@@ -224,6 +226,20 @@ function packWeight(w: Tensor, g: ConvGeometry, constants: ShaderConstants): Ope
     workgroups: [Math.ceil(texels / 64)],
   });
   return weights;
+}
+
+/** Texels of the weight as {@link packWeight} packs it. */
+function weightTexels(g: ConvGeometry): number {
+  return 4 * thinLayout(g).coutTexels * g.kernelH * Math.ceil(g.kernelW / 4);
+}
+
+/**
+ * The packed weight's texels where the input gradient can keep it in workgroup memory, else 0
+ * (SHARED_WEIGHT_TEXELS in conv_thin.wgsl).
+ */
+function sharedWeightTexels(gpu: Gpu, g: ConvGeometry): number {
+  const texels = weightTexels(g);
+  return texels * 16 <= gpu.device.limits.maxComputeWorkgroupStorageSize ? texels : 0;
 }
 
 function thinFlops(g: ConvGeometry): number {
@@ -434,6 +450,8 @@ export function thinConvInputGrad(
     fusion.throughB?.activation,
     fusion.bias !== undefined,
     adjoint,
+    false,
+    sharedWeightTexels(gpu, g),
   );
   // dy as images · cout one-channel images of outH × outW, whose rows start `first` pixels in.
   const dyImages: ConvGeometry = {
