@@ -14,6 +14,7 @@
 
 import type { Gpu } from "../src/gpu/device.ts";
 import type { DispatchDetail } from "../src/gpu/kernel.ts";
+import { encodeCopyToTexture } from "../src/gpu/recorder.ts";
 
 /** The families of the per-family table, in the order printed. */
 export const families = [
@@ -96,8 +97,21 @@ interface CopyItem {
   bytes: number;
 }
 
+/** A recorded copy of a buffer into an operand texture (counted with the packing). */
+interface TextureCopyItem {
+  kind: "texture copy";
+  /** "texture copy (phase)". */
+  label: string;
+  family: Family;
+  /** The phase of the step it was recorded in. */
+  phase: string;
+  source: GPUBuffer;
+  target: GPUTexture;
+  texels: number;
+}
+
 /** One captured command. */
-export type CapturedItem = DispatchItem | CopyItem;
+export type CapturedItem = DispatchItem | CopyItem | TextureCopyItem;
 
 /**
  * Runs `fn` with the recorder hooked and returns every dispatch and copy it recorded, in order.
@@ -111,10 +125,11 @@ export function capture(gpu: Gpu, fn: (phase: (name: string) => void) => void): 
   const beginKernel = recorder.beginKernel.bind(recorder);
   const dispatch = recorder.dispatch.bind(recorder);
   const copy = recorder.copy.bind(recorder);
+  const copyToTexture = recorder.copyToTexture.bind(recorder);
   let label = "unknown:main";
   let detail: DispatchDetail | undefined;
   let phase = "step";
-  const hooks: Partial<Record<"beginKernel" | "dispatch" | "copy", unknown>> = {
+  const hooks: Partial<Record<"beginKernel" | "dispatch" | "copy" | "copyToTexture", unknown>> = {
     beginKernel: (kernel: string, describe?: () => DispatchDetail) => {
       label = kernel;
       detail = describe?.();
@@ -159,6 +174,18 @@ export function capture(gpu: Gpu, fn: (phase: (name: string) => void) => void): 
       }
       copy(source, sourceOffset, target, targetOffset, bytes);
     },
+    copyToTexture: (source: GPUBuffer, target: GPUTexture, texels: number) => {
+      items.push({
+        kind: "texture copy",
+        label: `texture copy (${phase})`,
+        family: "packing",
+        phase,
+        source,
+        target,
+        texels,
+      });
+      copyToTexture(source, target, texels);
+    },
   };
   Object.assign(recorder, hooks);
   try {
@@ -185,13 +212,17 @@ function submitReplay(device: GPUDevice, items: readonly CapturedItem[], reps: n
       } else {
         pass?.end();
         pass = null;
-        encoder.copyBufferToBuffer(
-          item.source,
-          item.sourceOffset,
-          item.target,
-          item.targetOffset,
-          item.bytes,
-        );
+        if (item.kind === "texture copy") {
+          encodeCopyToTexture(encoder, item.source, item.target, item.texels);
+        } else {
+          encoder.copyBufferToBuffer(
+            item.source,
+            item.sourceOffset,
+            item.target,
+            item.targetOffset,
+            item.bytes,
+          );
+        }
       }
     }
     pass?.end();

@@ -24,7 +24,8 @@
 //   input_grad: dx [images, 1, in_h, in_w] of such a convolution from dy [images, cout, out_h,
 //               out_w] (through PACK_ACTIVATION), which is also a transposed convolution to one
 //               channel; then the bias (HAS_BIAS) and ACTIVATION of that transposed convolution.
-//               dy is packed by pack_rows as images · cout one-channel images; each thread
+//               dy is packed by pack_rows as images · cout one-channel images (or copied as it
+//               lies in memory, DY_IN_MEMORY_ORDER); each thread
 //               computes 8 pixels of 4 rows of dx, reading per channel and row of dy the
 //               stretch that reaches them once for all 4. STRIDE_W is
 //               1 or 2 and PAD_W is compile-time: which taps reach which of the 8 pixels, and
@@ -727,11 +728,62 @@ fn weight_grad(
 const ROWS_PER_THREAD: u32 = 4u;
 // Pixel j (0–7) of the thread's 8 in dx meets dy pixel o = (j + PAD_W − kx · DILATION_W) / STRIDE_W
 // relative to the stretch's base (ix0 / STRIDE_W) where that divides evenly; the stretch starts
-// at o = ADJOINT_FIRST. Zero where the tap does not reach pixel j.
+// at o = ADJOINT_FIRST (STRETCH_SHIFT pixels into the first texel loaded, see load_dy_stretch).
+// Zero where the tap does not reach pixel j.
 fn reach(kx: u32, j: u32) -> f32 {
   // Both constants are written as i32(…): the host writes negative constants as f32.
   let t = i32(j) + i32(PAD_W) - i32(kx * DILATION_W);
-  return select(0.0, stretch(u32(t / i32(STRIDE_W) - i32(ADJOINT_FIRST))), reaches(kx, j));
+  let o = u32(t / i32(STRIDE_W) - i32(ADJOINT_FIRST));
+  return select(0.0, stretch(o + STRETCH_SHIFT), reaches(kx, j));
+}
+
+// DY_IN_MEMORY_ORDER: dy is copied into the texture as it lies in memory, texel j of a row (image,
+// channel, oy) holding its pixels 4j … 4j+3 (rows a multiple of 4 pixels, row_texels = out_w / 4),
+// rather than packed by pack_rows with the stretch's offset and zeros around each row. A texture
+// copy is a memcpy on lavapipe: 0.09 ms for the AE's last layer's 4 MB of dy, which pack_rows4 took
+// 1.55 ms to store a texel at a time. The stretch then starts STRETCH_SHIFT pixels into its first
+// texel, which is FIRST_TEXEL texels from texel 2 · group / STRIDE_W, and takes one texel more.
+const STRETCH_SHIFT: u32 = select(0u, u32(((i32(ADJOINT_FIRST) % 4) + 4) % 4), DY_IN_MEMORY_ORDER);
+const FIRST_TEXEL: i32 = (i32(ADJOINT_FIRST) - i32(STRETCH_SHIFT)) / 4;
+
+// Texel t (from its start; zero outside it) of the dy row that starts at texel `row_first`.
+fn dy_row_texel(row_first: u32, t: i32) -> vec4f {
+  if (t < 0 || t >= i32(p.row_texels)) {
+    return vec4f(0.0);
+  }
+  return textureLoad(rows, texel(row_first + u32(t)), 0);
+}
+
+// The stretch of dy that reaches the thread's pixels, from the dy row starting at texel
+// `row_first`, whose texel 2 · group / STRIDE_W is `stretch_texel` (see DY_IN_MEMORY_ORDER).
+fn load_dy_stretch(row_first: u32, stretch_texel: u32) {
+  if (!DY_IN_MEMORY_ORDER) {
+    load_stretch(row_first + stretch_texel);
+    return;
+  }
+  let t = i32(stretch_texel) + FIRST_TEXEL;
+  s0 = dy_row_texel(row_first, t);
+  if (SEGMENT_TEXELS > 1u) {
+    s1 = dy_row_texel(row_first, t + 1);
+  }
+  if (SEGMENT_TEXELS > 2u) {
+    s2 = dy_row_texel(row_first, t + 2);
+  }
+  if (SEGMENT_TEXELS > 3u) {
+    s3 = dy_row_texel(row_first, t + 3);
+  }
+  if (SEGMENT_TEXELS > 4u) {
+    s4 = dy_row_texel(row_first, t + 4);
+  }
+  if (SEGMENT_TEXELS > 5u) {
+    s5 = dy_row_texel(row_first, t + 5);
+  }
+  if (SEGMENT_TEXELS > 6u) {
+    s6 = dy_row_texel(row_first, t + 6);
+  }
+  if (SEGMENT_TEXELS > 7u) {
+    s7 = dy_row_texel(row_first, t + 7);
+  }
 }
 
 // Whether tap kx reaches pixel j (constant for constant arguments).
@@ -889,7 +941,7 @@ fn input_grad(
     let ky3 = kernel_row_at(t + 3);
     let first_row = image * p.cout * p.out_h + u32(oy);
     for (var c = 0u; c < p.cout; c++) {
-      load_stretch((first_row + c * p.out_h) * p.row_texels + stretch_texel);
+      load_dy_stretch((first_row + c * p.out_h) * p.row_texels, stretch_texel);
       let kernel_row = c * p.kernel_h;
       if (ky0 >= 0) {
         adjoint_row(0u, kernel_row + u32(ky0));

@@ -35,6 +35,35 @@ export interface RecorderStats {
 }
 
 /** Records compute dispatches into a shared encoder and owns the uniform-buffer cache. */
+/**
+ * Encodes a copy of the first `texels` vec4s of `source` into operand texture `target`, texel t at
+ * (t mod width, t div width) as the kernels address it: the whole rows, then the rest of the last.
+ */
+export function encodeCopyToTexture(
+  encoder: GPUCommandEncoder,
+  source: GPUBuffer,
+  target: GPUTexture,
+  texels: number,
+): void {
+  const width = target.width;
+  const bytesPerRow = width * 16;
+  const rows = Math.floor(texels / width);
+  if (rows > 0) {
+    encoder.copyBufferToTexture({ buffer: source, bytesPerRow }, { texture: target }, [
+      width,
+      rows,
+    ]);
+  }
+  const rest = texels - rows * width;
+  if (rest > 0) {
+    encoder.copyBufferToTexture(
+      { buffer: source, offset: rows * bytesPerRow, bytesPerRow },
+      { texture: target, origin: [0, rows] },
+      [rest, 1],
+    );
+  }
+}
+
 export class Recorder {
   /** Running counters; reset them freely. */
   readonly stats: RecorderStats = { readbacks: 0, submits: 0, dispatches: 0 };
@@ -205,6 +234,14 @@ export class Recorder {
       targetOffset,
       bytes,
     );
+  }
+
+  /**
+   * Records a copy of the first `texels` vec4s of `source` into operand texture `target` (see
+   * {@link encodeCopyToTexture}), in order with the dispatches like {@link copy}.
+   */
+  copyToTexture(source: GPUBuffer, target: GPUTexture, texels: number): void {
+    encodeCopyToTexture(this.currentEncoderWithoutPass(), source, target, texels);
   }
 
   /** Submits everything recorded so far. It does not wait for the GPU. */

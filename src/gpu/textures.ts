@@ -47,7 +47,9 @@ export class TexturePool {
     const texture = this.device.createTexture({
       size: [operandTextureWidth, height],
       format: "rgba32float",
-      usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.TEXTURE_BINDING,
+      // COPY_DST: operands that already lie in the texture's order are copied in (copyToTexture).
+      usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.TEXTURE_BINDING |
+        GPUTextureUsage.COPY_DST,
     });
     const operand = { texture, view: texture.createView(), texels: operandTextureWidth * height };
     this.all.add(operand);

@@ -6,8 +6,8 @@
 
 import assert from "node:assert/strict";
 import * as op from "../../src/tensor/ops.ts";
-import { init, tidy } from "../../src/tensor/tensor.ts";
-import { capture } from "../../bench/families.ts";
+import { init, type Tensor, tidy } from "../../src/tensor/tensor.ts";
+import { capture, timeGroups } from "../../bench/families.ts";
 
 Deno.test("capture records each product's shape, path and FLOPs with its dispatch", async () => {
   const gpu = await init();
@@ -65,4 +65,37 @@ Deno.test("capture files the direct one-channel convolution under GEMM and its p
   x.dispose();
   odd.dispose();
   w.dispose();
+});
+
+Deno.test("capture files a copy of dy into a texture under packing, and its replay matches the op", async () => {
+  const gpu = await init();
+  // A transposed convolution to one channel over rows of 8 pixels: its input is copied into the
+  // texture as it lies in memory instead of packed by pack_rows.
+  const x = op.rand([2, 4, 6, 8]);
+  const w = op.rand([4, 1, 4, 4]);
+  let y: Tensor | undefined;
+  const items = capture(gpu, () => {
+    y = op.convTranspose2d(x, w, undefined, { stride: 2, padding: 1 });
+  });
+  assert.deepEqual(
+    items.map((item) => [item.kind, item.label, item.family]),
+    [
+      ["texture copy", "texture copy (step)", "packing"],
+      ["dispatch", "conv_thin:pack_kernel_rows", "packing"],
+      ["dispatch", "conv_thin:input_grad", "GEMM"],
+    ],
+  );
+  const before = await y!.toArray();
+  // New values in x: a replay that copies x again computes y from them.
+  const values = Float32Array.from({ length: x.size }, (_, i) => Math.sin(i));
+  gpu.recorder.write(x.buffer, 0, values);
+  const expected = await op.convTranspose2d(x, w, undefined, { stride: 2, padding: 1 }).toArray();
+  const report = await timeGroups(gpu, items, (item) => item.family, ["packing", "GEMM"], 1);
+  assert.deepEqual(report.groups.map((group) => group.name), ["packing", "GEMM"]);
+  const replayed = await y!.toArray();
+  assert.notDeepEqual(replayed, before);
+  assert.deepEqual(replayed, expected);
+  x.dispose();
+  w.dispose();
+  y!.dispose();
 });

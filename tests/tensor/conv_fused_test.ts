@@ -341,6 +341,34 @@ const convTCases: ConvTCase[] = [
     activation: leaky,
   },
   {
+    name: "3×3 pad 1 to one channel, rows of 8 (dy copied into the texture as it lies in memory)",
+    x: [[2, 6, 5, 8], [1, 6, 3, 4]],
+    w: [6, 1, 3, 3],
+    options: { padding: 1 },
+    activation: leaky,
+  },
+  {
+    name: "8×8 valid to one channel, rows of 4 (a stretch from two texels before its pixels)",
+    x: [[2, 5, 6, 4], [1, 5, 2, 4]],
+    w: [5, 1, 8, 8],
+    options: {},
+    activation: { kind: "relu" },
+  },
+  {
+    name: "3×3 pad 2 to one channel, rows of 12 (a stretch starting on a texel)",
+    x: [[2, 4, 6, 12], [1, 4, 3, 4]],
+    w: [4, 1, 3, 3],
+    options: { padding: 2 },
+    activation: leaky,
+  },
+  {
+    name: "3×3 stride 2 output padding 1 to one channel, rows of 4, bias only",
+    x: [[2, 6, 4, 4], [1, 6, 2, 4]],
+    w: [6, 1, 3, 3],
+    options: { stride: 2, padding: 1, outputPadding: 1 },
+    activation: undefined,
+  },
+  {
     // 208 channels (200 padded to 16) × 8 kernel rows × 2 texels = 53 KB of packed weight.
     name: "8×8 pad 3 to one channel, 200 input channels (a weight past workgroup memory), ReLU",
     x: [[1, 200, 5, 6], [1, 200, 2, 2]],

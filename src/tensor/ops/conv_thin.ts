@@ -120,6 +120,7 @@ function thinConstants(
     PAD_W: adjoint ? g.padW : 0,
     ADJOINT_FIRST: adjoint ? adjoint.first : 0,
     SHARED_WEIGHT_TEXELS: sharedWeightTexels,
+    DY_IN_MEMORY_ORDER: adjoint?.memoryOrder ?? false,
   };
 }
 
@@ -400,20 +401,44 @@ interface AdjointLayout {
   segment: number;
   rowTexels: number;
   groupsPerRow: number;
+  /**
+   * dy is copied into the texture as it lies in memory (DY_IN_MEMORY_ORDER in conv_thin.wgsl):
+   * rows of whole texels, `rowTexels` = outW / 4, and the stretch `segment` texels from
+   * the texel holding its first pixel.
+   */
+  memoryOrder: boolean;
 }
 
-function adjointLayout(g: ConvGeometry): AdjointLayout {
+/**
+ * How the input gradient reads dy: copied as it lies in memory where `copyable` (dy is not read
+ * through an activation's derivative, which pack_rows applies) and its rows are whole texels, else
+ * packed by pack_rows.
+ */
+function adjointLayout(g: ConvGeometry, copyable: boolean): AdjointLayout {
   // dx pixel j (0–7) meets dy pixel (j + padW − kx · dilationW) / strideW, where that divides.
   const first = Math.floor((g.padW - (g.kernelW - 1) * g.dilationW) / g.strideW);
   const last = Math.floor((pixelsPerThread - 1 + g.padW) / g.strideW);
-  const segment = Math.ceil((last - first + 1) / 4);
   const groupsPerRow = Math.ceil(g.inW / pixelsPerThread);
+  // The stretch starts `shift` pixels into a texel of the row as it lies in memory.
+  const shift = ((first % 4) + 4) % 4;
+  const memorySegment = Math.ceil((shift + last - first + 1) / 4);
+  if (copyable && g.outW % 4 === 0 && memorySegment <= maxSegmentTexels) {
+    return {
+      first,
+      segment: memorySegment,
+      rowTexels: g.outW / 4,
+      groupsPerRow,
+      memoryOrder: true,
+    };
+  }
+  const segment = Math.ceil((last - first + 1) / 4);
   // A group's stretch starts at texel 2 · group / stride (stride 1 or 2).
   return {
     first,
     segment,
     rowTexels: (2 * (groupsPerRow - 1)) / g.strideW + segment,
     groupsPerRow,
+    memoryOrder: false,
   };
 }
 
@@ -425,7 +450,8 @@ function adjointLayout(g: ConvGeometry): AdjointLayout {
 export function thinInputGradFits(gpu: Gpu, g: ConvGeometry): boolean {
   if (g.cin !== 1 || g.groups !== 1 || (g.strideW !== 1 && g.strideW !== 2)) return false;
   if (g.kernelW > maxKernelWidth) return false;
-  const layout = adjointLayout(g);
+  // The packed layout, which every input gradient can fall back to.
+  const layout = adjointLayout(g, false);
   if (layout.segment > maxSegmentTexels) return false;
   return g.images * g.cout * g.outH * layout.rowTexels <= gpu.textures.maxTexels;
 }
@@ -444,7 +470,7 @@ export function thinConvInputGrad(
 ): void {
   const gpu = dy.gpu;
   const layout = thinLayout(g);
-  const adjoint = adjointLayout(g);
+  const adjoint = adjointLayout(g, fusion.throughB === undefined);
   const constants = thinConstants(
     g,
     fusion.activation,
@@ -462,10 +488,16 @@ export function thinConvInputGrad(
     inW: g.outW,
     padW: -adjoint.first,
   };
-  const rows = packRows(dy, dyImages, constants, fusion.throughB, {
-    ...layout,
-    rowTexels: adjoint.rowTexels,
-  });
+  let rows: OperandTexture;
+  if (adjoint.memoryOrder) {
+    rows = gpu.textures.acquire(dy.size / 4);
+    gpu.recorder.copyToTexture(dy.buffer, rows.texture, dy.size / 4);
+  } else {
+    rows = packRows(dy, dyImages, constants, fusion.throughB, {
+      ...layout,
+      rowTexels: adjoint.rowTexels,
+    });
+  }
   const weights = packWeight(w, g, constants);
   const threads = g.images * Math.ceil(g.inH / adjointRowsPerThread) * adjoint.groupsPerRow;
   const flops = thinFlops(g);
