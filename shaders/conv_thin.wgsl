@@ -221,29 +221,40 @@ fn stretch(i: u32) -> f32 {
   return v[i % 4u];
 }
 
-fn load_stretch(first: u32) {
-  s0 = textureLoad(rows, texel(first), 0);
+// Loads the stretch: texels t0 … t0 + SEGMENT_TEXELS − 1 of the row that starts at texel
+// `row_first`. With `in_row` (constant at each call) texels outside the row, whose row_texels
+// hold only its own pixels, read as zero (see DY_IN_MEMORY_ORDER); pack_rows' rows hold the zeros
+// around the image themselves.
+fn load_stretch(row_first: u32, t0: i32, in_row: bool) {
+  s0 = stretch_texel(row_first, t0, in_row);
   if (SEGMENT_TEXELS > 1u) {
-    s1 = textureLoad(rows, texel(first + 1u), 0);
+    s1 = stretch_texel(row_first, t0 + 1, in_row);
   }
   if (SEGMENT_TEXELS > 2u) {
-    s2 = textureLoad(rows, texel(first + 2u), 0);
+    s2 = stretch_texel(row_first, t0 + 2, in_row);
   }
   if (SEGMENT_TEXELS > 3u) {
-    s3 = textureLoad(rows, texel(first + 3u), 0);
+    s3 = stretch_texel(row_first, t0 + 3, in_row);
   }
   if (SEGMENT_TEXELS > 4u) {
-    s4 = textureLoad(rows, texel(first + 4u), 0);
+    s4 = stretch_texel(row_first, t0 + 4, in_row);
   }
   if (SEGMENT_TEXELS > 5u) {
-    s5 = textureLoad(rows, texel(first + 5u), 0);
+    s5 = stretch_texel(row_first, t0 + 5, in_row);
   }
   if (SEGMENT_TEXELS > 6u) {
-    s6 = textureLoad(rows, texel(first + 6u), 0);
+    s6 = stretch_texel(row_first, t0 + 6, in_row);
   }
   if (SEGMENT_TEXELS > 7u) {
-    s7 = textureLoad(rows, texel(first + 7u), 0);
+    s7 = stretch_texel(row_first, t0 + 7, in_row);
   }
+}
+
+fn stretch_texel(row_first: u32, t: i32, in_row: bool) -> vec4f {
+  if (in_row && (t < 0 || t >= i32(p.row_texels))) {
+    return vec4f(0.0);
+  }
+  return textureLoad(rows, texel(row_first + u32(t)), 0);
 }
 
 // Four steps of a sum: x holds a channel's weights for four taps, b0 … b3 the values under them.
@@ -386,7 +397,7 @@ fn forward(
     if (iy < 0 || iy >= i32(p.in_h)) {
       continue;
     }
-    load_stretch((image * p.in_h + u32(iy)) * p.row_texels + stretch_texel);
+    load_stretch((image * p.in_h + u32(iy)) * p.row_texels, i32(stretch_texel), false);
     let first = (wid.z * 16u * p.kernel_h + ky) * KERNEL_W_TEXELS;
     taps4(first, 0u);
     taps4(first + 1u, 1u);
@@ -631,7 +642,7 @@ fn weight_grad(
       if (ky >= p.kernel_h || iy < 0 || iy >= i32(p.in_h)) {
         continue;
       }
-      load_stretch((image * p.in_h + u32(iy)) * p.row_texels + stretch_texel);
+      load_stretch((image * p.in_h + u32(iy)) * p.row_texels, i32(stretch_texel), false);
       load_taps();
       switch row {
         case 0u: {
@@ -728,7 +739,7 @@ fn weight_grad(
 const ROWS_PER_THREAD: u32 = 4u;
 // Pixel j (0–7) of the thread's 8 in dx meets dy pixel o = (j + PAD_W − kx · DILATION_W) / STRIDE_W
 // relative to the stretch's base (ix0 / STRIDE_W) where that divides evenly; the stretch starts
-// at o = ADJOINT_FIRST (STRETCH_SHIFT pixels into the first texel loaded, see load_dy_stretch).
+// at o = ADJOINT_FIRST (STRETCH_SHIFT pixels into the first texel loaded, see DY_IN_MEMORY_ORDER).
 // Zero where the tap does not reach pixel j.
 fn reach(kx: u32, j: u32) -> f32 {
   // Both constants are written as i32(…): the host writes negative constants as f32.
@@ -745,46 +756,6 @@ fn reach(kx: u32, j: u32) -> f32 {
 // texel, which is FIRST_TEXEL texels from texel 2 · group / STRIDE_W, and takes one texel more.
 const STRETCH_SHIFT: u32 = select(0u, u32(((i32(ADJOINT_FIRST) % 4) + 4) % 4), DY_IN_MEMORY_ORDER);
 const FIRST_TEXEL: i32 = (i32(ADJOINT_FIRST) - i32(STRETCH_SHIFT)) / 4;
-
-// Texel t (from its start; zero outside it) of the dy row that starts at texel `row_first`.
-fn dy_row_texel(row_first: u32, t: i32) -> vec4f {
-  if (t < 0 || t >= i32(p.row_texels)) {
-    return vec4f(0.0);
-  }
-  return textureLoad(rows, texel(row_first + u32(t)), 0);
-}
-
-// The stretch of dy that reaches the thread's pixels, from the dy row starting at texel
-// `row_first`, whose texel 2 · group / STRIDE_W is `stretch_texel` (see DY_IN_MEMORY_ORDER).
-fn load_dy_stretch(row_first: u32, stretch_texel: u32) {
-  if (!DY_IN_MEMORY_ORDER) {
-    load_stretch(row_first + stretch_texel);
-    return;
-  }
-  let t = i32(stretch_texel) + FIRST_TEXEL;
-  s0 = dy_row_texel(row_first, t);
-  if (SEGMENT_TEXELS > 1u) {
-    s1 = dy_row_texel(row_first, t + 1);
-  }
-  if (SEGMENT_TEXELS > 2u) {
-    s2 = dy_row_texel(row_first, t + 2);
-  }
-  if (SEGMENT_TEXELS > 3u) {
-    s3 = dy_row_texel(row_first, t + 3);
-  }
-  if (SEGMENT_TEXELS > 4u) {
-    s4 = dy_row_texel(row_first, t + 4);
-  }
-  if (SEGMENT_TEXELS > 5u) {
-    s5 = dy_row_texel(row_first, t + 5);
-  }
-  if (SEGMENT_TEXELS > 6u) {
-    s6 = dy_row_texel(row_first, t + 6);
-  }
-  if (SEGMENT_TEXELS > 7u) {
-    s7 = dy_row_texel(row_first, t + 7);
-  }
-}
 
 // Whether tap kx reaches pixel j (constant for constant arguments).
 fn reaches(kx: u32, j: u32) -> bool {
@@ -941,7 +912,9 @@ fn input_grad(
     let ky3 = kernel_row_at(t + 3);
     let first_row = image * p.cout * p.out_h + u32(oy);
     for (var c = 0u; c < p.cout; c++) {
-      load_dy_stretch((first_row + c * p.out_h) * p.row_texels, stretch_texel);
+      // In memory order the stretch starts FIRST_TEXEL texels from texel 2 · group / STRIDE_W.
+      let t0 = i32(stretch_texel) + select(0, FIRST_TEXEL, DY_IN_MEMORY_ORDER);
+      load_stretch((first_row + c * p.out_h) * p.row_texels, t0, DY_IN_MEMORY_ORDER);
       let kernel_row = c * p.kernel_h;
       if (ky0 >= 0) {
         adjoint_row(0u, kernel_row + u32(ky0));
