@@ -6,8 +6,8 @@
  * and all three products of a transposed convolution that ends in one channel (its forward pass
  * is the input gradient, its input gradient the forward pass of a convolution of its one-channel
  * dy). On lavapipe the SSIM autoencoder's five such products took 3.9–7.5 ms each as packed
- * products (with col2im for the transposed convolution's output), and 1.3–2.5 ms so (the input
- * gradient 4.1 ms before it read its weight from workgroup memory).
+ * products (with col2im for the transposed convolution's output), and 1.3–3.8 ms so (replays of
+ * its training step).
  */
 
 import type { Tensor } from "../tensor.ts";
