@@ -35,7 +35,8 @@
 // SHARED_WEIGHT_TEXELS is the input gradient's packed weight's size where it fits in workgroup
 // memory, else 0.
 
-// ThinConvParams, ACT_* and TEXTURE_WIDTH are declared in src/tensor/ops/conv_thin.ts.
+// ThinConvParams, ACT_* and TEXTURE_WIDTH are declared in src/tensor/ops/conv_thin.ts;
+// OperandTexture (the type of rows and weights) and load_operand in src/gpu/textures.ts.
 
 @group(0) @binding(0) var<uniform> p: ThinConvParams;
 
@@ -150,8 +151,8 @@ fn pack_kernel_rows(@builtin(global_invocation_id) gid: vec3u) {
 
 // ---- the convolution --------------------------------------------------------------------------
 
-@group(0) @binding(4) var rows: texture_2d<f32>;
-@group(0) @binding(5) var weights: texture_2d<f32>;
+@group(0) @binding(4) var rows: OperandTexture;
+@group(0) @binding(5) var weights: OperandTexture;
 // Scalar stores where an output row ends inside a thread's 8 pixels.
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 // The bias per output channel (read only when HAS_BIAS; the host binds some buffer regardless).
@@ -254,7 +255,7 @@ fn stretch_texel(row_first: u32, t: i32, in_row: bool) -> vec4f {
   if (in_row && (t < 0 || t >= i32(p.row_texels))) {
     return vec4f(0.0);
   }
-  return textureLoad(rows, texel(row_first + u32(t)), 0);
+  return load_operand(rows, texel(row_first + u32(t)));
 }
 
 // Four steps of a sum: x holds a channel's weights for four taps, b0 … b3 the values under them.
@@ -278,22 +279,22 @@ fn taps4(first: u32, j: u32) {
     return;
   }
   let step = p.kernel_h * KERNEL_W_TEXELS;
-  let x0 = textureLoad(weights, texel(first), 0);
-  let x1 = textureLoad(weights, texel(first + 1u * step), 0);
-  let x2 = textureLoad(weights, texel(first + 2u * step), 0);
-  let x3 = textureLoad(weights, texel(first + 3u * step), 0);
-  let x4 = textureLoad(weights, texel(first + 4u * step), 0);
-  let x5 = textureLoad(weights, texel(first + 5u * step), 0);
-  let x6 = textureLoad(weights, texel(first + 6u * step), 0);
-  let x7 = textureLoad(weights, texel(first + 7u * step), 0);
-  let x8 = textureLoad(weights, texel(first + 8u * step), 0);
-  let x9 = textureLoad(weights, texel(first + 9u * step), 0);
-  let x10 = textureLoad(weights, texel(first + 10u * step), 0);
-  let x11 = textureLoad(weights, texel(first + 11u * step), 0);
-  let x12 = textureLoad(weights, texel(first + 12u * step), 0);
-  let x13 = textureLoad(weights, texel(first + 13u * step), 0);
-  let x14 = textureLoad(weights, texel(first + 14u * step), 0);
-  let x15 = textureLoad(weights, texel(first + 15u * step), 0);
+  let x0 = load_operand(weights, texel(first));
+  let x1 = load_operand(weights, texel(first + 1u * step));
+  let x2 = load_operand(weights, texel(first + 2u * step));
+  let x3 = load_operand(weights, texel(first + 3u * step));
+  let x4 = load_operand(weights, texel(first + 4u * step));
+  let x5 = load_operand(weights, texel(first + 5u * step));
+  let x6 = load_operand(weights, texel(first + 6u * step));
+  let x7 = load_operand(weights, texel(first + 7u * step));
+  let x8 = load_operand(weights, texel(first + 8u * step));
+  let x9 = load_operand(weights, texel(first + 9u * step));
+  let x10 = load_operand(weights, texel(first + 10u * step));
+  let x11 = load_operand(weights, texel(first + 11u * step));
+  let x12 = load_operand(weights, texel(first + 12u * step));
+  let x13 = load_operand(weights, texel(first + 13u * step));
+  let x14 = load_operand(weights, texel(first + 14u * step));
+  let x15 = load_operand(weights, texel(first + 15u * step));
   let u0 = tap_values(4u * j);
   let u1 = tap_values(4u * j + 1u);
   let u2 = tap_values(4u * j + 2u);
@@ -815,7 +816,7 @@ var<workgroup> shared_weights: array<vec4f, max(SHARED_WEIGHT_TEXELS, 1u)>;
 fn stage_weights(lane: u32) {
   if (SHARED_WEIGHT_TEXELS > 0u) {
     for (var t = lane; t < SHARED_WEIGHT_TEXELS; t += 64u) {
-      shared_weights[t] = textureLoad(weights, texel(t), 0);
+      shared_weights[t] = load_operand(weights, texel(t));
     }
     workgroupBarrier();
   }
@@ -826,7 +827,7 @@ fn weight_texel(t: u32) -> vec4f {
   if (SHARED_WEIGHT_TEXELS > 0u) {
     return shared_weights[t];
   }
-  return textureLoad(weights, texel(t), 0);
+  return load_operand(weights, texel(t));
 }
 
 // Kernel row `kernel_row` (c · kernel_h + ky) of the weight, for the thread's row r.

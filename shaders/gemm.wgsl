@@ -18,11 +18,12 @@
 // The epilogue adds the bias of the output row when HAS_BIAS and applies ACTIVATION (ACT_* codes) on the way
 // out, so a convolution layer's bias and activation cost no extra pass over its output.
 
-// GemmParams, MODE_*, ACT_* and TEXTURE_WIDTH are declared in src/tensor/ops/gemm.ts.
+// GemmParams, MODE_*, ACT_* and TEXTURE_WIDTH are declared in src/tensor/ops/gemm.ts; OperandTexture
+// (the type of a and b) and load_operand in src/gpu/textures.ts.
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
-@group(0) @binding(1) var a: texture_2d<f32>;
-@group(0) @binding(2) var b: texture_2d<f32>;
+@group(0) @binding(1) var a: OperandTexture;
+@group(0) @binding(2) var b: OperandTexture;
 // Scalar stores: a thread's four columns may straddle a row of the output, and two threads must
 // never write parts of the same vector.
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -157,11 +158,11 @@ fn a_texel(r: u32, first: u32, k4: u32) -> vec4f {
   if (r >= RM) {
     return vec4f(0.0);
   }
-  return textureLoad(a, texel(first + k4), 0);
+  return load_operand(a, texel(first + k4));
 }
 
 fn load_a(k4: u32) {
-  x0 = textureLoad(a, texel(a0 + k4), 0);
+  x0 = load_operand(a, texel(a0 + k4));
   x1 = a_texel(1u, a1, k4);
   x2 = a_texel(2u, a2, k4);
   x3 = a_texel(3u, a3, k4);
@@ -313,29 +314,29 @@ fn multiply_packed(g: u32, split: u32, column: u32) {
   let b_step = b_texels_per_row;
   var b_row = g * p.K_padded * b_texels_per_row + column * (CN / 4u) + k4_begin * 4u * b_step;
   for (var k4 = k4_begin; k4 < k4_end; k4++) {
-    let b0 = textureLoad(b, texel(b_row), 0);
-    let b1 = textureLoad(b, texel(b_row + b_step), 0);
-    let b2 = textureLoad(b, texel(b_row + 2u * b_step), 0);
-    let b3 = textureLoad(b, texel(b_row + 3u * b_step), 0);
+    let b0 = load_operand(b, texel(b_row));
+    let b1 = load_operand(b, texel(b_row + b_step));
+    let b2 = load_operand(b, texel(b_row + 2u * b_step));
+    let b3 = load_operand(b, texel(b_row + 3u * b_step));
     if (CN > 8u) {
-      let c0 = textureLoad(b, texel(b_row + 1u), 0);
-      let c1 = textureLoad(b, texel(b_row + 1u + b_step), 0);
-      let c2 = textureLoad(b, texel(b_row + 1u + 2u * b_step), 0);
-      let c3 = textureLoad(b, texel(b_row + 1u + 3u * b_step), 0);
-      let d0 = textureLoad(b, texel(b_row + 2u), 0);
-      let d1 = textureLoad(b, texel(b_row + 2u + b_step), 0);
-      let d2 = textureLoad(b, texel(b_row + 2u + 2u * b_step), 0);
-      let d3 = textureLoad(b, texel(b_row + 2u + 3u * b_step), 0);
-      let e0 = textureLoad(b, texel(b_row + 3u), 0);
-      let e1 = textureLoad(b, texel(b_row + 3u + b_step), 0);
-      let e2 = textureLoad(b, texel(b_row + 3u + 2u * b_step), 0);
-      let e3 = textureLoad(b, texel(b_row + 3u + 3u * b_step), 0);
+      let c0 = load_operand(b, texel(b_row + 1u));
+      let c1 = load_operand(b, texel(b_row + 1u + b_step));
+      let c2 = load_operand(b, texel(b_row + 1u + 2u * b_step));
+      let c3 = load_operand(b, texel(b_row + 1u + 3u * b_step));
+      let d0 = load_operand(b, texel(b_row + 2u));
+      let d1 = load_operand(b, texel(b_row + 2u + b_step));
+      let d2 = load_operand(b, texel(b_row + 2u + 2u * b_step));
+      let d3 = load_operand(b, texel(b_row + 2u + 3u * b_step));
+      let e0 = load_operand(b, texel(b_row + 3u));
+      let e1 = load_operand(b, texel(b_row + 3u + b_step));
+      let e2 = load_operand(b, texel(b_row + 3u + 2u * b_step));
+      let e3 = load_operand(b, texel(b_row + 3u + 3u * b_step));
       accumulate16(k4, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3, e0, e1, e2, e3);
     } else if (CN > 4u) {
-      let c0 = textureLoad(b, texel(b_row + 1u), 0);
-      let c1 = textureLoad(b, texel(b_row + 1u + b_step), 0);
-      let c2 = textureLoad(b, texel(b_row + 1u + 2u * b_step), 0);
-      let c3 = textureLoad(b, texel(b_row + 1u + 3u * b_step), 0);
+      let c0 = load_operand(b, texel(b_row + 1u));
+      let c1 = load_operand(b, texel(b_row + 1u + b_step));
+      let c2 = load_operand(b, texel(b_row + 1u + 2u * b_step));
+      let c3 = load_operand(b, texel(b_row + 1u + 3u * b_step));
       accumulate_wide(k4, b0, b1, b2, b3, c0, c1, c2, c3);
     } else {
       accumulate(k4, b0, b1, b2, b3);
@@ -445,27 +446,27 @@ fn multiply_implicit(g: u32, split: u32, n0: u32) {
       var offset = ky * p.dilation_h * p.image_w + kx * p.dilation_w;
       for (var c4 = 0u; c4 < p.image_c4; c4++) {
         // Texel j holds four channels of pixel j; row i of B is channel i across the pixels.
-        let t0 = textureLoad(b, texel(o0 + offset), 0);
-        let t1 = textureLoad(b, texel(o1 + offset), 0);
-        let t2 = textureLoad(b, texel(o2 + offset), 0);
-        let t3 = textureLoad(b, texel(o3 + offset), 0);
+        let t0 = load_operand(b, texel(o0 + offset));
+        let t1 = load_operand(b, texel(o1 + offset));
+        let t2 = load_operand(b, texel(o2 + offset));
+        let t3 = load_operand(b, texel(o3 + offset));
         let b0 = vec4f(t0.x, t1.x, t2.x, t3.x);
         let b1 = vec4f(t0.y, t1.y, t2.y, t3.y);
         let b2 = vec4f(t0.z, t1.z, t2.z, t3.z);
         let b3 = vec4f(t0.w, t1.w, t2.w, t3.w);
         if (CN > 8u) {
-          let t4 = textureLoad(b, texel(o4 + offset), 0);
-          let t5 = textureLoad(b, texel(o5 + offset), 0);
-          let t6 = textureLoad(b, texel(o6 + offset), 0);
-          let t7 = textureLoad(b, texel(o7 + offset), 0);
-          let t8 = textureLoad(b, texel(o8 + offset), 0);
-          let t9 = textureLoad(b, texel(o9 + offset), 0);
-          let t10 = textureLoad(b, texel(o10 + offset), 0);
-          let t11 = textureLoad(b, texel(o11 + offset), 0);
-          let t12 = textureLoad(b, texel(o12 + offset), 0);
-          let t13 = textureLoad(b, texel(o13 + offset), 0);
-          let t14 = textureLoad(b, texel(o14 + offset), 0);
-          let t15 = textureLoad(b, texel(o15 + offset), 0);
+          let t4 = load_operand(b, texel(o4 + offset));
+          let t5 = load_operand(b, texel(o5 + offset));
+          let t6 = load_operand(b, texel(o6 + offset));
+          let t7 = load_operand(b, texel(o7 + offset));
+          let t8 = load_operand(b, texel(o8 + offset));
+          let t9 = load_operand(b, texel(o9 + offset));
+          let t10 = load_operand(b, texel(o10 + offset));
+          let t11 = load_operand(b, texel(o11 + offset));
+          let t12 = load_operand(b, texel(o12 + offset));
+          let t13 = load_operand(b, texel(o13 + offset));
+          let t14 = load_operand(b, texel(o14 + offset));
+          let t15 = load_operand(b, texel(o15 + offset));
           accumulate16(
             k4,
             b0, b1, b2, b3,
@@ -483,10 +484,10 @@ fn multiply_implicit(g: u32, split: u32, n0: u32) {
             vec4f(t12.w, t13.w, t14.w, t15.w),
           );
         } else if (CN > 4u) {
-          let t4 = textureLoad(b, texel(o4 + offset), 0);
-          let t5 = textureLoad(b, texel(o5 + offset), 0);
-          let t6 = textureLoad(b, texel(o6 + offset), 0);
-          let t7 = textureLoad(b, texel(o7 + offset), 0);
+          let t4 = load_operand(b, texel(o4 + offset));
+          let t5 = load_operand(b, texel(o5 + offset));
+          let t6 = load_operand(b, texel(o6 + offset));
+          let t7 = load_operand(b, texel(o7 + offset));
           accumulate_wide(
             k4,
             b0, b1, b2, b3,
@@ -531,29 +532,29 @@ fn multiply_implicit_weight_grad(column: u32) {
   var ox = 0u;
   for (var k4 = 0u; k4 < p.K_padded / 4u; k4++) {
     let o = ((image * p.image_c4) * p.image_h + oy * p.stride_h) * p.image_w + ox * s;
-    let b0 = textureLoad(b, texel(o + f0), 0);
-    let b1 = textureLoad(b, texel(o + f0 + s), 0);
-    let b2 = textureLoad(b, texel(o + f0 + 2u * s), 0);
-    let b3 = textureLoad(b, texel(o + f0 + 3u * s), 0);
+    let b0 = load_operand(b, texel(o + f0));
+    let b1 = load_operand(b, texel(o + f0 + s));
+    let b2 = load_operand(b, texel(o + f0 + 2u * s));
+    let b3 = load_operand(b, texel(o + f0 + 3u * s));
     if (CN > 8u) {
-      let c0 = textureLoad(b, texel(o + f1), 0);
-      let c1 = textureLoad(b, texel(o + f1 + s), 0);
-      let c2 = textureLoad(b, texel(o + f1 + 2u * s), 0);
-      let c3 = textureLoad(b, texel(o + f1 + 3u * s), 0);
-      let d0 = textureLoad(b, texel(o + f2), 0);
-      let d1 = textureLoad(b, texel(o + f2 + s), 0);
-      let d2 = textureLoad(b, texel(o + f2 + 2u * s), 0);
-      let d3 = textureLoad(b, texel(o + f2 + 3u * s), 0);
-      let e0 = textureLoad(b, texel(o + f3), 0);
-      let e1 = textureLoad(b, texel(o + f3 + s), 0);
-      let e2 = textureLoad(b, texel(o + f3 + 2u * s), 0);
-      let e3 = textureLoad(b, texel(o + f3 + 3u * s), 0);
+      let c0 = load_operand(b, texel(o + f1));
+      let c1 = load_operand(b, texel(o + f1 + s));
+      let c2 = load_operand(b, texel(o + f1 + 2u * s));
+      let c3 = load_operand(b, texel(o + f1 + 3u * s));
+      let d0 = load_operand(b, texel(o + f2));
+      let d1 = load_operand(b, texel(o + f2 + s));
+      let d2 = load_operand(b, texel(o + f2 + 2u * s));
+      let d3 = load_operand(b, texel(o + f2 + 3u * s));
+      let e0 = load_operand(b, texel(o + f3));
+      let e1 = load_operand(b, texel(o + f3 + s));
+      let e2 = load_operand(b, texel(o + f3 + 2u * s));
+      let e3 = load_operand(b, texel(o + f3 + 3u * s));
       accumulate16(k4, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3, e0, e1, e2, e3);
     } else if (CN > 4u) {
-      let c0 = textureLoad(b, texel(o + f1), 0);
-      let c1 = textureLoad(b, texel(o + f1 + s), 0);
-      let c2 = textureLoad(b, texel(o + f1 + 2u * s), 0);
-      let c3 = textureLoad(b, texel(o + f1 + 3u * s), 0);
+      let c0 = load_operand(b, texel(o + f1));
+      let c1 = load_operand(b, texel(o + f1 + s));
+      let c2 = load_operand(b, texel(o + f1 + 2u * s));
+      let c3 = load_operand(b, texel(o + f1 + 3u * s));
       accumulate_wide(k4, b0, b1, b2, b3, c0, c1, c2, c3);
     } else {
       accumulate(k4, b0, b1, b2, b3);

@@ -23,7 +23,8 @@
 //   writes the row as an f32 (exact: the bank has fewer than 2^24 rows).
 //
 // PointStoreParams, CoresetParams, NearestParams, BLOCK, ROWS_PER_THREAD and TEXTURE_WIDTH are
-// declared in src/methods/patchcore/search.ts.
+// declared in src/methods/patchcore/search.ts; OperandTexture (the type of points) and load_operand
+// in src/gpu/textures.ts.
 
 const WORKGROUP: u32 = 256u;
 const NO_ROW: u32 = 0xffffffffu;
@@ -85,7 +86,7 @@ fn store(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
 }
 
 @group(0) @binding(0) var<uniform> cp: CoresetParams;
-@group(0) @binding(1) var points: texture_2d<f32>;
+@group(0) @binding(1) var points: OperandTexture;
 // [rows selected so far, the last selected row]
 @group(0) @binding(2) var<storage, read> state: array<u32>;
 @group(0) @binding(3) var<storage, read_write> centre: array<vec4f>;
@@ -100,7 +101,7 @@ fn gather(@builtin(local_invocation_index) lid: u32) {
     return;
   }
   for (var v = lid; v < cp.width; v += 64u) {
-    centre[v] = textureLoad(points, texel(point_texel(row - cp.row_offset, v, cp.width)), 0);
+    centre[v] = load_operand(points, texel(point_texel(row - cp.row_offset, v, cp.width)));
   }
 }
 
@@ -130,7 +131,7 @@ fn update(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
         let base = block * cp.width * BLOCK + lane;
         var sum = 0.0;
         for (var v = 0u; v < cp.width; v++) {
-          let d = textureLoad(points, texel(base + v * BLOCK), 0) - centre[v];
+          let d = load_operand(points, texel(base + v * BLOCK)) - centre[v];
           sum += dot(d, d);
         }
         value = min(value, sum);

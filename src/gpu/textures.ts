@@ -4,8 +4,50 @@
  * power-of-two buckets so that the same textures serve every training step.
  */
 
+import type { WgslDeclaration } from "./layout.ts";
+
 /** Width of every operand texture, in texels. Shaders use the same constant. */
 export const operandTextureWidth = 2048;
+
+/** How kernels bind the operand textures they read (see {@link operandTextureDeclaration}). */
+export type OperandBinding = "storage" | "sampled";
+
+/**
+ * Read-only storage textures where WGSL has them (the readonly_and_readwrite_storage_textures
+ * language feature), else sampled textures; `ANODET_OPERAND_TEXTURES=sampled` forces the latter.
+ * On lavapipe a sampled texture's textureLoad calls a generic fetch function that works out the
+ * mip level's size and bounds for every lane, and a read-only storage texture's load does not:
+ * the AE's conv products took 18.3–21.6 ms instead of 26.8–29.1 ms (five layers, A/B in one
+ * process), and a micro-benchmark's loads 0.47–0.90 ns instead of 0.91–1.53 ns a lane.
+ */
+export function operandBinding(): OperandBinding {
+  const forced = Deno.env.get("ANODET_OPERAND_TEXTURES");
+  if (forced === "storage" || forced === "sampled") return forced;
+  if (forced !== undefined && forced !== "") {
+    throw new Error(
+      `ANODET_OPERAND_TEXTURES must be "storage" or "sampled", not "${forced}"`,
+    );
+  }
+  // Deno's types lack the attribute, which its WebGPU has.
+  const gpu = navigator.gpu as (GPU & { wgslLanguageFeatures?: ReadonlySet<string> }) | undefined;
+  const features = gpu?.wgslLanguageFeatures;
+  return features?.has("readonly_and_readwrite_storage_textures") ? "storage" : "sampled";
+}
+
+/**
+ * The WGSL that kernels read operand textures through: the type `OperandTexture` of their
+ * bindings and `load_operand(texture, coords)`, for the binding {@link operandBinding} picks.
+ */
+export function operandTextureDeclaration(binding = operandBinding()): WgslDeclaration {
+  const wgsl = binding === "storage"
+    ? "alias OperandTexture = texture_storage_2d<rgba32float, read>;\n" +
+      "fn load_operand(operand: OperandTexture, coords: vec2u) -> vec4f {\n" +
+      "  return textureLoad(operand, coords);\n}\n"
+    : "alias OperandTexture = texture_2d<f32>;\n" +
+      "fn load_operand(operand: OperandTexture, coords: vec2u) -> vec4f {\n" +
+      "  return textureLoad(operand, coords, 0);\n}\n";
+  return { wgsl };
+}
 
 /** A pooled texture and its cached view. */
 export interface OperandTexture {

@@ -13,7 +13,11 @@ import { currentGpu, type Gpu } from "../../gpu/device.ts";
 import { grid2d } from "../../gpu/kernel.ts";
 import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
 import { declareShader } from "../../gpu/shaders.ts";
-import { type OperandTexture, operandTextureWidth } from "../../gpu/textures.ts";
+import {
+  type OperandTexture,
+  operandTextureDeclaration,
+  operandTextureWidth,
+} from "../../gpu/textures.ts";
 import { bind, elementGrid, run } from "../../tensor/ops/launch.ts";
 import * as op from "../../tensor/ops.ts";
 import { empty, keep, noGrad, type Tensor, tensor, tidy } from "../../tensor/tensor.ts";
@@ -71,6 +75,7 @@ declareShader(
   CoresetParams,
   NearestParams,
   wgslConstants(CoresetLayout),
+  operandTextureDeclaration(),
 );
 
 /** Coreset iterations recorded per submit: enough that recording is a small part of the time. */

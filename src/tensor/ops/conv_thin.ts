@@ -19,7 +19,7 @@ import { bind, elementGrid, run } from "./launch.ts";
 import { sumInto } from "./reduce.ts";
 import { grid2d } from "../../gpu/kernel.ts";
 import type { ShaderConstants } from "../../gpu/pipelines.ts";
-import type { OperandTexture } from "../../gpu/textures.ts";
+import { type OperandTexture, operandTextureDeclaration } from "../../gpu/textures.ts";
 import {
   activationCode,
   activationCodes,
@@ -51,7 +51,13 @@ const ThinConvParams = uniformStruct("ThinConvParams", {
   slope: "f32", // of the leaky ReLU that pack_rows reads through, or that forward applies
 });
 
-declareShader("conv_thin", ThinConvParams, activationCodes, textureWidth);
+declareShader(
+  "conv_thin",
+  ThinConvParams,
+  activationCodes,
+  textureWidth,
+  operandTextureDeclaration(),
+);
 
 /** Output pixels per thread along a row, and output channels per thread. */
 const pixelsPerThread = 8;

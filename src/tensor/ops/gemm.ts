@@ -16,7 +16,12 @@
 import { empty, type Tensor } from "../tensor.ts";
 import { uniformStruct, wgslConstants } from "../../gpu/layout.ts";
 import { declareShader } from "../../gpu/shaders.ts";
-import { type OperandTexture, operandTextureWidth, type TexturePool } from "../../gpu/textures.ts";
+import {
+  type OperandTexture,
+  operandTextureDeclaration,
+  operandTextureWidth,
+  type TexturePool,
+} from "../../gpu/textures.ts";
 import { bind, elementGrid, run } from "./launch.ts";
 import { type DispatchDetail, grid2d, type StorageBinding } from "../../gpu/kernel.ts";
 import { CONVOLUTION_FIELD_TYPES, convolutionFields } from "./geometry.ts";
@@ -78,7 +83,14 @@ const gemmModes = wgslConstants(GemmMode, "MODE_");
 export const activationCodes = wgslConstants(ActivationCode, "ACT_");
 export const textureWidth = wgslConstants({ textureWidth: operandTextureWidth });
 declareShader("pack", GemmParams, gemmModes, activationCodes, textureWidth);
-declareShader("gemm", GemmParams, gemmModes, activationCodes, textureWidth);
+declareShader(
+  "gemm",
+  GemmParams,
+  gemmModes,
+  activationCodes,
+  textureWidth,
+  operandTextureDeclaration(),
+);
 declareShader("col2im", GemmParams, activationCodes);
 declareShader("bias_grad", BiasGradParams, activationCodes);
 
