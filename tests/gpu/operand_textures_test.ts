@@ -5,22 +5,14 @@
  */
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { operandBinding, operandTextureDeclaration } from "../../src/gpu/textures.ts";
+import { runScriptProcess, type TaskOutput } from "../tasks/helpers.ts";
 
-const child = fileURLToPath(new URL("./operand_textures_child.ts", import.meta.url));
-
-async function runChild(
-  binding: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", child],
-    env: { ANODET_OPERAND_TEXTURES: binding, XDG_RUNTIME_DIR: "/tmp" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
+/** Runs operand_textures_child.ts with ANODET_OPERAND_TEXTURES set to `binding`. */
+function runChild(binding: string): Promise<TaskOutput> {
+  return runScriptProcess("tests/gpu/operand_textures_child.ts", [], {
+    ANODET_OPERAND_TEXTURES: binding,
+  });
 }
 
 Deno.test("storage and sampled operand textures give the same products to the bit", async () => {

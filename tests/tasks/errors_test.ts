@@ -12,9 +12,8 @@ import { InputError } from "../../src/util/errors.ts";
 import { GpuDeviceLostError } from "../../src/gpu/device.ts";
 import {
   assertOneLineError,
-  REPO_ROOT,
+  runScriptProcess,
   runTaskProcess,
-  taskEnvironment,
   type TaskOutput,
 } from "./helpers.ts";
 
@@ -169,16 +168,8 @@ Deno.test("--debug prints the stack trace instead of the one line", async () => 
 });
 
 /** Runs tests/tasks/failing_child.ts in `mode`. */
-async function runFailingChild(...args: string[]): Promise<TaskOutput> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "tests/tasks/failing_child.ts", ...args],
-    cwd: REPO_ROOT,
-    env: taskEnvironment(),
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
+function runFailingChild(...args: string[]): Promise<TaskOutput> {
+  return runScriptProcess("tests/tasks/failing_child.ts", args);
 }
 
 Deno.test("runTask: errors nobody awaits end the task alike; a bug says --debug", async () => {

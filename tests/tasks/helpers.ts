@@ -34,13 +34,29 @@ export function taskEnvironment(extra: Record<string, string> = {}): Record<stri
  * @param env extra environment variables
  * @returns its exit code and output
  */
-export async function runTaskProcess(
+export function runTaskProcess(
   task: string,
   args: string[],
   env: Record<string, string> = {},
 ): Promise<TaskOutput> {
+  return runScriptProcess(`tasks/${task}.ts`, args, env);
+}
+
+/**
+ * Runs `deno run -A <script> ...args` from the repository root, in {@link taskEnvironment}.
+ *
+ * @param script a path from the repository root
+ * @param args its command line
+ * @param env extra environment variables
+ * @returns its exit code and output
+ */
+export async function runScriptProcess(
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<TaskOutput> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `tasks/${task}.ts`, ...args],
+    args: ["run", "-A", script, ...args],
     cwd: REPO_ROOT,
     env: taskEnvironment(env),
     stdout: "piped",
