@@ -8,6 +8,7 @@
  * `ANODET_KERNELS=texture|tiled` says otherwise.
  */
 
+import { optionalEnv } from "../util/env.ts";
 import type { Gpu } from "./device.ts";
 
 /** The two matrix-product engines. */
@@ -44,22 +45,10 @@ export function setKernelPath(gpu: KernelPathDevice, path: KernelPath | null): v
   else forced.set(gpu, checkPath(path, "setKernelPath"));
 }
 
-/**
- * `ANODET_KERNELS`, or undefined when it is unset or the process has no permission to read it.
- * The library must work with no permissions, so the permission is queried first (querying never
- * prompts, where `Deno.env.get` would) and any failure counts as unset.
- */
+/** `ANODET_KERNELS`, or undefined when it is unset or may not be read (see optionalEnv). */
 function environmentPath(): KernelPath | undefined {
-  let value: string | undefined;
-  try {
-    const status = Deno.permissions.querySync({ name: "env", variable: kernelPathVariable });
-    if (status.state !== "granted") return undefined;
-    value = Deno.env.get(kernelPathVariable);
-  } catch {
-    return undefined;
-  }
-  if (value === undefined || value === "") return undefined;
-  return checkPath(value, kernelPathVariable);
+  const value = optionalEnv(kernelPathVariable);
+  return value === undefined ? undefined : checkPath(value, kernelPathVariable);
 }
 
 function checkPath(value: string, source: string): KernelPath {

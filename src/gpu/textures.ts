@@ -4,6 +4,7 @@
  * power-of-two buckets so that the same textures serve every training step.
  */
 
+import { optionalEnv } from "../util/env.ts";
 import type { WgslDeclaration } from "./layout.ts";
 
 /** Width of every operand texture, in texels. Shaders use the same constant. */
@@ -21,9 +22,9 @@ export type OperandBinding = "storage" | "sampled";
  * process), and a micro-benchmark's loads 0.47–0.90 ns instead of 0.91–1.53 ns a lane.
  */
 export function operandBinding(): OperandBinding {
-  const forced = Deno.env.get("ANODET_OPERAND_TEXTURES");
+  const forced = optionalEnv("ANODET_OPERAND_TEXTURES");
   if (forced === "storage" || forced === "sampled") return forced;
-  if (forced !== undefined && forced !== "") {
+  if (forced !== undefined) {
     throw new Error(
       `ANODET_OPERAND_TEXTURES must be "storage" or "sampled", not "${forced}"`,
     );
