@@ -8,7 +8,7 @@
  * `ANODET_KERNELS=texture|tiled` says otherwise.
  */
 
-import { optionalEnv } from "../util/env.ts";
+import { optionalEnv } from "./env.ts";
 import type { Gpu } from "./device.ts";
 
 /** The two matrix-product engines. */

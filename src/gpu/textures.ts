@@ -4,7 +4,7 @@
  * power-of-two buckets so that the same textures serve every training step.
  */
 
-import { optionalEnv } from "../util/env.ts";
+import { optionalEnv } from "./env.ts";
 import type { WgslDeclaration } from "./layout.ts";
 
 /** Width of every operand texture, in texels. Shaders use the same constant. */

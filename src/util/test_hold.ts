@@ -1,12 +1,10 @@
 /**
  * Fault injection for the crash-safety tests (tests/reliability): a named point where a process
  * can be told to stop and wait to be killed. Inert unless `ANODET_TEST_HOLD` is set; it depends on
- * nothing but env.ts, so that the lowest-level modules (src/util/fs.ts) can use it.
+ * nothing, so that the lowest-level modules (src/util/fs.ts) can use it.
  *
  * @module
  */
-
-import { optionalEnv } from "./env.ts";
 
 /** The environment variable naming the point at which {@link holdAtTestPoint} holds. */
 export const TEST_HOLD_VARIABLE = "ANODET_TEST_HOLD";
@@ -19,8 +17,11 @@ let requestedHold: { value: string | undefined } | null = null;
 
 function requestedTestHold(): string | undefined {
   if (requestedHold === null) {
-    // Without permission to read it, no test asked for a hold.
-    requestedHold = { value: optionalEnv(TEST_HOLD_VARIABLE) };
+    // Without permission to read it, no test asked for a hold; asking would prompt the user.
+    const permission = Deno.permissions.querySync({ name: "env", variable: TEST_HOLD_VARIABLE });
+    requestedHold = {
+      value: permission.state === "granted" ? Deno.env.get(TEST_HOLD_VARIABLE) : undefined,
+    };
   }
   return requestedHold.value;
 }

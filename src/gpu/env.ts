@@ -1,5 +1,6 @@
 /**
- * Reading an environment variable from library code, which must work with no permissions.
+ * Reading an environment variable from library code, which must work with no permissions (the
+ * kernel choices of src/gpu read their overrides so).
  *
  * @module
  */
