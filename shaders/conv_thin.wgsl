@@ -25,11 +25,10 @@
 //               out_w] (through PACK_ACTIVATION), which is also a transposed convolution to one
 //               channel; then the bias (HAS_BIAS) and ACTIVATION of that transposed convolution.
 //               dy is packed by pack_rows as images · cout one-channel images (or copied as it
-//               lies in memory, DY_IN_MEMORY_ORDER); each thread
-//               computes 8 pixels of 4 rows of dx, reading per channel and row of dy the
-//               stretch that reaches them once for all 4. STRIDE_W is
-//               1 or 2 and PAD_W is compile-time: which taps reach which of the 8 pixels, and
-//               where in the stretch, is then fixed (see adjoint_tap).
+//               lies in memory, DY_IN_MEMORY_ORDER); each thread computes 8 pixels of 4 rows of
+//               dx, reading per channel and row of dy the stretch that reaches them once for all
+//               4. STRIDE_W is 1 or 2 and PAD_W is compile-time: which taps reach which of the 8
+//               pixels, and where in the stretch, is then fixed (see adjoint_tap).
 // STRIDE_W, DILATION_W and KERNEL_W (at most 8) are compile-time, so that every read of the row
 // stretch has a constant position; SEGMENT_TEXELS (at most 8) is the stretch's length in texels.
 // SHARED_WEIGHT_TEXELS is the input gradient's packed weight's size where it fits in workgroup
@@ -227,31 +226,32 @@ fn stretch(i: u32) -> f32 {
 // hold only its own pixels, read as zero (see DY_IN_MEMORY_ORDER); pack_rows' rows hold the zeros
 // around the image themselves.
 fn load_stretch(row_first: u32, t0: i32, in_row: bool) {
-  s0 = stretch_texel(row_first, t0, in_row);
+  s0 = row_texel(row_first, t0, in_row);
   if (SEGMENT_TEXELS > 1u) {
-    s1 = stretch_texel(row_first, t0 + 1, in_row);
+    s1 = row_texel(row_first, t0 + 1, in_row);
   }
   if (SEGMENT_TEXELS > 2u) {
-    s2 = stretch_texel(row_first, t0 + 2, in_row);
+    s2 = row_texel(row_first, t0 + 2, in_row);
   }
   if (SEGMENT_TEXELS > 3u) {
-    s3 = stretch_texel(row_first, t0 + 3, in_row);
+    s3 = row_texel(row_first, t0 + 3, in_row);
   }
   if (SEGMENT_TEXELS > 4u) {
-    s4 = stretch_texel(row_first, t0 + 4, in_row);
+    s4 = row_texel(row_first, t0 + 4, in_row);
   }
   if (SEGMENT_TEXELS > 5u) {
-    s5 = stretch_texel(row_first, t0 + 5, in_row);
+    s5 = row_texel(row_first, t0 + 5, in_row);
   }
   if (SEGMENT_TEXELS > 6u) {
-    s6 = stretch_texel(row_first, t0 + 6, in_row);
+    s6 = row_texel(row_first, t0 + 6, in_row);
   }
   if (SEGMENT_TEXELS > 7u) {
-    s7 = stretch_texel(row_first, t0 + 7, in_row);
+    s7 = row_texel(row_first, t0 + 7, in_row);
   }
 }
 
-fn stretch_texel(row_first: u32, t: i32, in_row: bool) -> vec4f {
+// Texel t of the row that starts at texel `row_first` (see load_stretch).
+fn row_texel(row_first: u32, t: i32, in_row: bool) -> vec4f {
   if (in_row && (t < 0 || t >= i32(p.row_texels))) {
     return vec4f(0.0);
   }
@@ -754,9 +754,14 @@ fn reach(kx: u32, j: u32) -> f32 {
 // rather than packed by pack_rows with the stretch's offset and zeros around each row. A texture
 // copy is a memcpy on lavapipe: 0.09 ms for the AE's last layer's 4 MB of dy, which pack_rows4 took
 // 1.55 ms to store a texel at a time. The stretch then starts STRETCH_SHIFT pixels into its first
-// texel, which is FIRST_TEXEL texels from texel 2 · group / STRIDE_W, and takes one texel more.
+// texel, which is FIRST_TEXEL texels from texel 2 · group / STRIDE_W (0 for pack_rows' rows, whose
+// stretch starts at that texel), and takes one texel more.
 const STRETCH_SHIFT: u32 = select(0u, u32(((i32(ADJOINT_FIRST) % 4) + 4) % 4), DY_IN_MEMORY_ORDER);
-const FIRST_TEXEL: i32 = (i32(ADJOINT_FIRST) - i32(STRETCH_SHIFT)) / 4;
+const FIRST_TEXEL: i32 = select(
+  0,
+  (i32(ADJOINT_FIRST) - i32(STRETCH_SHIFT)) / 4,
+  DY_IN_MEMORY_ORDER,
+);
 
 // Whether tap kx reaches pixel j (constant for constant arguments).
 fn reaches(kx: u32, j: u32) -> bool {
@@ -808,7 +813,9 @@ fn adjoint_tap(r: u32, kx: u32, w: f32) {
 // though all lanes read the same texel; from workgroup memory the AE's last layer took 2.3–3.1 ms
 // instead of 3.4–4.9 ms (with no weight reads at all, 1.4–1.8 ms). The forward pass, whose 16
 // channels' weights serve 8 pixels each, was slower so (1.9–2.8 ms against 1.6–2.1 for the first
-// layer).
+// layer). Those figures are for sampled operand textures (ANODET_OPERAND_TEXTURES=sampled, where
+// staging still pays: 2.8–3.9 against 3.7–5.4 ms); from read-only storage textures, the default
+// where WGSL has them, the last layer took about 2.2 ms either way.
 var<workgroup> shared_weights: array<vec4f, max(SHARED_WEIGHT_TEXELS, 1u)>;
 
 // The threads of a workgroup copy the packed weight to workgroup memory together, before any of
@@ -897,8 +904,9 @@ fn input_grad(
   let block = (q - image * per_image) / p.groups_per_row;
   let group = q - image * per_image - block * p.groups_per_row;
   let iy0 = block * ROWS_PER_THREAD;
-  // The stretch of dy starts at o = 8 · group / STRIDE_W + ADJOINT_FIRST: texel 2 · group / STRIDE_W.
-  let stretch_texel = 2u * group / STRIDE_W;
+  // The stretch of dy starts at o = 8 · group / STRIDE_W + ADJOINT_FIRST: texel 2 · group / STRIDE_W
+  // of pack_rows' rows, FIRST_TEXEL texels from it in memory order.
+  let stretch_texel = i32(2u * group / STRIDE_W) + FIRST_TEXEL;
   // The rows of dy that reach the thread's rows: oy · stride_h = iy + pad_h − ky · dilation_h.
   let top = i32(iy0) + p.pad_h;
   let stride = i32(p.stride_h);
@@ -913,9 +921,7 @@ fn input_grad(
     let ky3 = kernel_row_at(t + 3);
     let first_row = image * p.cout * p.out_h + u32(oy);
     for (var c = 0u; c < p.cout; c++) {
-      // In memory order the stretch starts FIRST_TEXEL texels from texel 2 · group / STRIDE_W.
-      let t0 = i32(stretch_texel) + select(0, FIRST_TEXEL, DY_IN_MEMORY_ORDER);
-      load_stretch((first_row + c * p.out_h) * p.row_texels, t0, DY_IN_MEMORY_ORDER);
+      load_stretch((first_row + c * p.out_h) * p.row_texels, stretch_texel, DY_IN_MEMORY_ORDER);
       let kernel_row = c * p.kernel_h;
       if (ky0 >= 0) {
         adjoint_row(0u, kernel_row + u32(ky0));

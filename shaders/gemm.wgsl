@@ -18,8 +18,8 @@
 // The epilogue adds the bias of the output row when HAS_BIAS and applies ACTIVATION (ACT_* codes) on the way
 // out, so a convolution layer's bias and activation cost no extra pass over its output.
 
-// GemmParams, MODE_*, ACT_* and TEXTURE_WIDTH are declared in src/tensor/ops/gemm.ts; OperandTexture
-// (the type of a and b) and load_operand in src/gpu/textures.ts.
+// GemmParams, MODE_*, ACT_* and TEXTURE_WIDTH are declared in src/tensor/ops/gemm.ts;
+// OperandTexture (the type of a and b) and load_operand in src/gpu/textures.ts.
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var a: OperandTexture;

@@ -34,7 +34,6 @@ export interface RecorderStats {
   dispatches: number;
 }
 
-/** Records compute dispatches into a shared encoder and owns the uniform-buffer cache. */
 /**
  * Encodes a copy of the first `texels` vec4s of `source` into operand texture `target`, texel t at
  * (t mod width, t div width) as the kernels address it: the whole rows, then the rest of the last.
@@ -64,6 +63,7 @@ export function encodeCopyToTexture(
   }
 }
 
+/** Records compute dispatches into a shared encoder and owns the uniform-buffer cache. */
 export class Recorder {
   /** Running counters; reset them freely. */
   readonly stats: RecorderStats = { readbacks: 0, submits: 0, dispatches: 0 };

@@ -40,13 +40,13 @@ export function operandBinding(): OperandBinding {
  * bindings and `load_operand(texture, coords)`, for the binding {@link operandBinding} picks.
  */
 export function operandTextureDeclaration(binding = operandBinding()): WgslDeclaration {
-  const wgsl = binding === "storage"
-    ? "alias OperandTexture = texture_storage_2d<rgba32float, read>;\n" +
-      "fn load_operand(operand: OperandTexture, coords: vec2u) -> vec4f {\n" +
-      "  return textureLoad(operand, coords);\n}\n"
-    : "alias OperandTexture = texture_2d<f32>;\n" +
-      "fn load_operand(operand: OperandTexture, coords: vec2u) -> vec4f {\n" +
-      "  return textureLoad(operand, coords, 0);\n}\n";
+  // A sampled texture's textureLoad takes a mip level; a storage texture's has none.
+  const [type, level] = binding === "storage"
+    ? ["texture_storage_2d<rgba32float, read>", ""]
+    : ["texture_2d<f32>", ", 0"];
+  const wgsl = `alias OperandTexture = ${type};\n` +
+    "fn load_operand(operand: OperandTexture, coords: vec2u) -> vec4f {\n" +
+    `  return textureLoad(operand, coords${level});\n}\n`;
   return { wgsl };
 }
 

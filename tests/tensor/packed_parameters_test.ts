@@ -53,17 +53,22 @@ const xRef = randomRef([2, 8, 6, 8], random);
 const convOptions = { padding: 1 };
 const transposedOptions = { stride: 2, padding: 1 };
 
-Deno.test("a parameter is packed once for repeated products of the same kind", async () => {
-  // The texture engine's products pack their operands (the tiled one reads buffers), whichever
-  // engine the other tests run on.
+/**
+ * Runs `fn` on the texture engine, whose products pack their operands (the tiled one reads
+ * buffers), whichever engine the other tests run on.
+ */
+async function onTextureKernels(fn: () => Promise<void>): Promise<void> {
   const gpu = await init();
   setKernelPath(gpu, "texture");
   try {
-    await packedOnce();
+    await fn();
   } finally {
     setKernelPath(gpu, null);
   }
-});
+}
+
+Deno.test("a parameter is packed once for repeated products of the same kind", () =>
+  onTextureKernels(packedOnce));
 
 async function packedOnce(): Promise<void> {
   const x = tensor(xRef.data, xRef.shape);
@@ -82,10 +87,8 @@ async function packedOnce(): Promise<void> {
   constant.dispose();
 }
 
-Deno.test("a parameter keeps its four most recent kinds of product", async () => {
-  const gpu = await init();
-  setKernelPath(gpu, "texture");
-  try {
+Deno.test("a parameter keeps its four most recent kinds of product", () =>
+  onTextureKernels(async () => {
     const w = parameter(randomRef([8, 8, 3, 3], random));
     const inputs = [1, 2, 3, 4, 5].map((n) => op.rand([n, 8, 6, 8]));
     const forward = (x: Tensor) => () => noGrad(() => op.conv2d(x, w, undefined, convOptions));
@@ -100,10 +103,7 @@ Deno.test("a parameter keeps its four most recent kinds of product", async () =>
     assert.equal(await dispatchesOf(forward(inputs[0])), packing);
     inputs.forEach((x) => x.dispose());
     w.dispose();
-  } finally {
-    setKernelPath(gpu, null);
-  }
-});
+  }));
 
 // Written from the CPU (as loading a checkpoint does) or by a kernel, then read by a product.
 const writers: [string, (w: Tensor) => Ref][] = [

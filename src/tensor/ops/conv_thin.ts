@@ -486,19 +486,19 @@ export function thinConvInputGrad(
     false,
     sharedWeightTexels(gpu, g),
   );
-  // dy as images · cout one-channel images of outH × outW, whose rows start `first` pixels in.
-  const dyImages: ConvGeometry = {
-    ...g,
-    images: g.images * g.cout,
-    inH: g.outH,
-    inW: g.outW,
-    padW: -adjoint.first,
-  };
   let rows: OperandTexture;
   if (adjoint.memoryOrder) {
     rows = gpu.textures.acquire(dy.size / 4);
     gpu.recorder.copyToTexture(dy.buffer, rows.texture, dy.size / 4);
   } else {
+    // dy as images · cout one-channel images of outH × outW, whose rows start `first` pixels in.
+    const dyImages: ConvGeometry = {
+      ...g,
+      images: g.images * g.cout,
+      inH: g.outH,
+      inW: g.outW,
+      padW: -adjoint.first,
+    };
     rows = packRows(dy, dyImages, constants, fusion.throughB, {
       ...layout,
       rowTexels: adjoint.rowTexels,
